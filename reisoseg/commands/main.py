@@ -1,0 +1,45 @@
+"""`reisoseg <command>`: one entry point with subcommands; user errors print one line and exit 1."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Optional, Sequence
+
+from reisoseg import __version__
+from reisoseg.errors import ReIsoSegError
+
+COMMANDS = ("train", "predict", "synth")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="reisoseg", description="Anisotropy-aware 3D segmentation of EM volumes (ReIsoSeg on nnU-Net v1).")
+    parser.add_argument("--version", action="version", version=f"reisoseg {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"reisoseg.commands.{name}").add_parser(subparsers)
+    return parser
+
+
+def run_command(handler: Callable[[argparse.Namespace], object], args: argparse.Namespace) -> int:
+    """Run a parsed command; ReIsoSegError becomes `reisoseg: error: ...` on stderr and exit code 1."""
+    try:
+        handler(args)
+    except ReIsoSegError as error:
+        print(f"reisoseg: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("reisoseg: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command(args.handler, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""`reisoseg predict`: nnUNet_predict's flags, with our trainers found and model files loaded safely."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from reisoseg.devices import DEVICE_CHOICES
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict", help="predict a folder of NIfTI cases with a trained model",
+        description="Predict every case in a folder (nnU-Net naming: CASE_0000.nii.gz) with the model trained by "
+                    "TRAINER on TASK, ensembling the given folds. ReIsoSeg models run their plain branch only.")
+    parser.add_argument("-i", "--input_folder", required=True, help="folder of CASE_0000.nii.gz files")
+    parser.add_argument("-o", "--output_folder", required=True, help="folder for the segmentations (created)")
+    parser.add_argument("-t", "--task_name", required=True, help="task as Task501_Name, 501 or Name")
+    parser.add_argument("-tr", "--trainer_class_name", default="ReIsoSegTrainer",
+                        help="trainer the model was trained with (default: %(default)s)")
+    parser.add_argument("-m", "--model", default="3d_fullres", help="configuration (default: %(default)s)")
+    parser.add_argument("-p", "--plans_identifier", default="nnUNetPlansv2.1",
+                        help="plans the model was trained with (default: %(default)s)")
+    parser.add_argument("-f", "--folds", nargs="+", default=None,
+                        help="folds to ensemble, e.g. -f 0 1 or -f all (default: every fold_* found)")
+    parser.add_argument("-chk", "--checkpoint", default="model_final_checkpoint",
+                        help="checkpoint name without .model (default: %(default)s; model_best is chosen by the "
+                             "ani branch's validation Dice)")
+    parser.add_argument("-z", "--save_npz", action="store_true", help="also save softmax probabilities (.npz)")
+    parser.add_argument("--disable_tta", action="store_true",
+                        help="no mirroring test-time augmentation: 8x faster, usually slightly less accurate")
+    parser.add_argument("--step_size", type=float, default=0.5,
+                        help="sliding-window step as a fraction of the patch (default: %(default)s; larger is "
+                             "faster, smaller overlaps more and is often more accurate)")
+    parser.add_argument("--overwrite_existing", action="store_true",
+                        help="predict cases whose output already exists (default: skip them)")
+    parser.add_argument("--num_threads_preprocessing", type=int, default=1,
+                        help="preprocessing processes (default: %(default)s)")
+    parser.add_argument("--num_threads_nifti_save", type=int, default=1,
+                        help="export processes (default: %(default)s)")
+    parser.add_argument("--disable_postprocessing", action="store_true",
+                        help="do not apply the postprocessing found during validation")
+    parser.add_argument("--disable_mixed_precision", action="store_true", help="float32 on CUDA too")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default=None,
+                        help="device (default: cuda if available, else cpu)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    from reisoseg.nnunet_v1.prediction import PredictionOptions, predict_folder
+
+    options = PredictionOptions(
+        configuration=args.model, plans_identifier=args.plans_identifier, folds=args.folds,
+        checkpoint=args.checkpoint, save_npz=args.save_npz, disable_tta=args.disable_tta, step_size=args.step_size,
+        overwrite_existing=args.overwrite_existing, num_threads_preprocessing=args.num_threads_preprocessing,
+        num_threads_nifti_save=args.num_threads_nifti_save, disable_postprocessing=args.disable_postprocessing,
+        fp32=args.disable_mixed_precision, device=args.device)
+    out = predict_folder(args.input_folder, args.output_folder, args.task_name, args.trainer_class_name, options)
+    print(f"done: {out}")

@@ -1,0 +1,86 @@
+"""`reisoseg train CONFIGURATION TRAINER TASK FOLD`: nnU-Net v1 training with ReIsoSeg's trainers.
+
+Also installed as `run_training_reisoseg`, the reference implementation's name, with the positional form its README
+documents (which the reference's own script does not accept).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+from reisoseg.devices import DEVICE_CHOICES
+
+DESCRIPTION = ("Train one fold with a ReIsoSeg trainer (ReIsoSegTrainer picks the pooling pattern from the planned "
+               "spacing; ReIsoSegRMA1/2/4/8V6Trainer fix it) or any nnU-Net v1 trainer such as nnUNetTrainerV2. "
+               "Needs nnUNet_raw_data_base, nnUNet_preprocessed and RESULTS_FOLDER, and a task planned with "
+               "nnUNet_plan_and_preprocess.")
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("configuration", help="nnU-Net configuration; ReIsoSeg is 3D: use 3d_fullres")
+    parser.add_argument("trainer", help="trainer class, e.g. ReIsoSegTrainer, ReIsoSegRMA4V6Trainer, nnUNetTrainerV2")
+    parser.add_argument("task", help="task as Task501_Name, 501 or Name")
+    parser.add_argument("fold", help="fold 0-4 of the 5-fold split, or 'all'")
+    parser.add_argument("-val", "--validation_only", action="store_true",
+                        help="only run the validation of a trained fold")
+    parser.add_argument("-c", "--continue_training", action="store_true",
+                        help="continue from the fold's latest checkpoint")
+    parser.add_argument("-p", "--plans_identifier", default="nnUNetPlansv2.1",
+                        help="plans to use (default: %(default)s)")
+    parser.add_argument("--npz", action="store_true",
+                        help="also save validation softmax as .npz (needed to find the best ensemble)")
+    parser.add_argument("--fp32", action="store_true",
+                        help="train in float32 on CUDA (default: mixed precision on CUDA; always fp32 on CPU/MPS)")
+    parser.add_argument("--valbest", action="store_true", help="with -val: validate model_best instead of the final")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="seed numpy and torch (the PI module's randomness included); slower on GPU")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default=None,
+                        help="device to train on (default: cuda, else mps, else cpu)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="number of epochs (default: 600 for ReIsoSeg trainers, 1000 for nnU-Net's)")
+    parser.add_argument("--iterations_per_epoch", "--iterations-per-epoch", type=int, default=None,
+                        help="training iterations per epoch (default: 250); validation uses a fifth of it")
+    parser.add_argument("--val_iterations_per_epoch", type=int, default=None,
+                        help="validation iterations per epoch (default: 50, or a fifth of --iterations_per_epoch)")
+    parser.add_argument("--lambda", dest="ani_weight", type=float, default=None,
+                        help="weight of L_ani in (1-lambda)*L_iso + lambda*L_ani (default: 0.5, the reference)")
+    parser.add_argument("--disable_postprocessing_on_folds", action="store_true",
+                        help="skip nnU-Net's connected-component postprocessing search after validation")
+    parser.set_defaults(handler=run)
+
+
+def add_parser(subparsers) -> None:
+    configure_parser(subparsers.add_parser("train", help="train a fold (nnU-Net v1 run_training)",
+                                           description=DESCRIPTION))
+
+
+def run(args: argparse.Namespace) -> str:
+    if args.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    os.environ.setdefault("nnunet_use_progress_bar", "1")
+    from reisoseg.nnunet_v1.training import TrainingOptions, run_training
+
+    options = TrainingOptions(
+        validation_only=args.validation_only, continue_training=args.continue_training, npz=args.npz,
+        plans_identifier=args.plans_identifier, fp32=args.fp32, valbest=args.valbest,
+        deterministic=args.deterministic, device=args.device, epochs=args.epochs,
+        iterations_per_epoch=args.iterations_per_epoch, val_iterations_per_epoch=args.val_iterations_per_epoch,
+        ani_weight=args.ani_weight, disable_postprocessing_on_folds=args.disable_postprocessing_on_folds)
+    folder = run_training(args.configuration, args.trainer, args.task, args.fold, options)
+    print(f"done: {folder}")
+    return folder
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """`run_training_reisoseg`: the same command under the reference's name."""
+    from reisoseg.commands.main import run_command
+
+    parser = argparse.ArgumentParser(prog="run_training_reisoseg", description=DESCRIPTION)
+    configure_parser(parser)
+    return run_command(run, parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""Device choice in one place: CUDA, then MPS, then CPU, unless the user names one."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+DEVICE_CHOICES = ("cpu", "cuda", "mps")
+
+
+def resolve_device(name: Optional[str] = None) -> torch.device:
+    """The device called `name`, or the best available one; raises ValueError if the named one is missing."""
+    if name is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name not in DEVICE_CHOICES:
+        raise ValueError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA GPU (CPU build or no driver)")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("--device mps was asked for, but this torch has no MPS backend")
+    return torch.device(name)

@@ -1,0 +1,153 @@
+"""ReIsoSeg trainers on nnU-Net v1's `nnUNetTrainerV2`; the four RMA trainers differ by their pattern only.
+
+Overridden hooks, each for a reason the method gives (spec §3, §9):
+- `process_plans`: choose the pooling pattern (fixed, or from the planned spacing) and fit the patch to it;
+- `setup_DA_params`: the six deep-supervision target scales;
+- `initialize`: replace the loss by `ReIsoLoss`;
+- `initialize_network`: build `ReIsoSegV1Network` on the chosen device;
+- `run_iteration`: torch.amp (fp16 on CUDA only), any device, branch losses recorded, validation loss = L_ani;
+- `run_online_evaluation`: pseudo-Dice (hence `model_best`) from the ani head used at inference, not the iso head;
+- `on_epoch_end`: log L_iso and L_ani beside the total.
+"""
+from __future__ import annotations
+
+from typing import ClassVar, Optional
+
+import numpy as np
+import torch
+from nnunet.training.network_training.nnUNetTrainerV2 import nnUNetTrainerV2
+from nnunet.utilities.to_torch import maybe_to_torch
+
+from reisoseg.devices import resolve_device
+from reisoseg.loss import DEFAULT_ANI_WEIGHT, DS_WEIGHTS, ReIsoLoss
+from reisoseg.network.anisotropy import ani_scale_from_spacing, fit_patch_size, ratio_from_spacing
+from reisoseg.nnunet_v1.network import ReIsoSegV1Network
+
+GRADIENT_CLIP_NORM = 12.0
+REFERENCE_EPOCHS = 600
+
+
+class ReIsoSegTrainer(nnUNetTrainerV2):
+    """ReIsoSeg on nnU-Net v1. Subclasses pin `ani_scale`; None derives it from the plan's spacing ratio."""
+
+    ani_scale: ClassVar[Optional[tuple[int, int, int]]] = None  # per pooling stage: 2 = pool in-plane only
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_num_epochs = REFERENCE_EPOCHS
+        self.ani_weight = DEFAULT_ANI_WEIGHT
+        self.device = resolve_device()
+        self.pattern: Optional[tuple[int, int, int]] = None
+        self._branch_losses: dict[str, list[tuple[float, float]]] = {"train": [], "val": []}
+        self.branch_loss_history: list[dict[str, float]] = []
+
+    def process_plans(self, plans):
+        """nnUNetTrainer.process_plans, then pick the pattern and make the patch divisible by what it needs."""
+        super().process_plans(plans)
+        spacing = self.plans["plans_per_stage"][self.stage]["current_spacing"]
+        if self.ani_scale is None:
+            self.pattern = ani_scale_from_spacing(spacing)
+            self.print_to_log_file(f"planned spacing {list(np.round(spacing, 3))} (ratio "
+                                   f"{ratio_from_spacing(spacing):.2f}): ani_scale {list(self.pattern)}")
+        else:
+            self.pattern = self.ani_scale
+        fitted = fit_patch_size(self.patch_size, self.pattern)
+        if tuple(fitted) != tuple(self.patch_size):
+            self.print_to_log_file(f"patch {list(self.patch_size)} adapted to {list(fitted)} for ani_scale "
+                                   f"{list(self.pattern)}")
+            self.patch_size = np.array(fitted)
+
+    def setup_DA_params(self):
+        """nnUNetTrainerV2's augmentation, with the six DS scales (x2-level heads halve z only if s1 == 1)."""
+        super().setup_DA_params()
+        z = 0.5 if self.pattern[0] == 1 else 1.0
+        full, half = [1.0, 1.0, 1.0], [z, 0.5, 0.5]
+        self.deep_supervision_scales = [full, full, half, full, full, half]
+
+    def initialize(self, training=True, force_load_plans=False):
+        """nnUNetTrainerV2.initialize with its MultipleOutputLoss2 replaced by ReIsoLoss."""
+        self.pin_memory = self.device.type == "cuda"
+        self.fp16 = self.fp16 and self.device.type == "cuda"
+        super().initialize(training, force_load_plans)
+        if not isinstance(self.loss, ReIsoLoss):
+            self.loss = ReIsoLoss(self.loss.loss, DS_WEIGHTS, ani_weight=self.ani_weight)
+
+    def initialize_network(self):
+        """ReIsoSegRMV6 instead of Generic_UNet; the plans' pools and kernels do not apply to it."""
+        self.network = ReIsoSegV1Network(self.num_input_channels, self.num_classes, self.pattern).to(self.device)
+
+    def _maybe_init_amp(self):
+        if self.fp16 and self.amp_grad_scaler is None:
+            self.amp_grad_scaler = torch.amp.GradScaler("cuda")
+
+    def run_iteration(self, data_generator, do_backprop=True, run_online_evaluation=False):
+        """One step; returns the total loss when training and L_ani (the inference branch) when validating."""
+        batch = next(data_generator)
+        data = maybe_to_torch(batch["data"]).to(self.device, non_blocking=True)
+        target = [t.to(self.device, non_blocking=True) for t in maybe_to_torch(batch["target"])]
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, enabled=self.fp16):
+            output = self.network(data)
+            loss = self.loss(output, target)
+        if do_backprop:
+            scaler = self.amp_grad_scaler if self.fp16 else None
+            (scaler.scale(loss) if scaler else loss).backward()
+            if scaler:
+                scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), GRADIENT_CLIP_NORM)
+            if scaler:
+                scaler.step(self.optimizer)
+                scaler.update()
+            else:
+                self.optimizer.step()
+        self._branch_losses["train" if do_backprop else "val"].append((self.loss.last_iso, self.loss.last_ani))
+        if run_online_evaluation:
+            self.run_online_evaluation(output, target)
+        return np.float32(loss.detach().cpu() if do_backprop else self.loss.last_ani)
+
+    def run_online_evaluation(self, output, target):
+        """Pseudo-Dice from head 3 (ani, full resolution) rather than head 0 (iso): spec §9.2."""
+        return super().run_online_evaluation(output[3:], target[3:])
+
+    def on_epoch_end(self):
+        """Log the epoch's mean L_iso and L_ani for training and validation beside nnU-Net's total."""
+        means = {}
+        for phase, values in self._branch_losses.items():
+            if values:
+                iso, ani = np.mean(values, axis=0)
+                means[f"{phase}_iso"], means[f"{phase}_ani"] = float(iso), float(ani)
+            values.clear()
+        self.branch_loss_history.append(means)
+        self.print_to_log_file("  ".join(f"{key} {value:.4f}" for key, value in means.items()))
+        return super().on_epoch_end()
+
+
+class ReIsoSegRMA1V6Trainer(ReIsoSegTrainer):
+    """Pattern [1,1,1] for z/xy spacing ratio ~1."""
+
+    ani_scale = (1, 1, 1)
+
+
+class ReIsoSegRMA2V6Trainer(ReIsoSegTrainer):
+    """Pattern [1,1,2] for ratio ~2."""
+
+    ani_scale = (1, 1, 2)
+
+
+class ReIsoSegRMA4V6Trainer(ReIsoSegTrainer):
+    """Pattern [1,2,2] for ratio ~4."""
+
+    ani_scale = (1, 2, 2)
+
+
+class ReIsoSegRMA8V6Trainer(ReIsoSegTrainer):
+    """Pattern [2,2,2] for ratio ~8."""
+
+    ani_scale = (2, 2, 2)
+
+
+TRAINERS: dict[str, type[ReIsoSegTrainer]] = {
+    cls.__name__: cls
+    for cls in (ReIsoSegTrainer, ReIsoSegRMA1V6Trainer, ReIsoSegRMA2V6Trainer, ReIsoSegRMA4V6Trainer,
+                ReIsoSegRMA8V6Trainer)
+}

@@ -1,0 +1,116 @@
+"""Training and validation as a library call; the `reisoseg train` command only parses arguments."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from reisoseg.errors import ReIsoSegError
+from reisoseg.nnunet_v1.tasks import parse_fold, require_environment, resolve_task
+
+CONFIGURATIONS = ("2d", "3d_lowres", "3d_fullres", "3d_cascade_fullres")
+
+
+@dataclass
+class TrainingOptions:
+    """What nnU-Net v1's `nnUNet_train` takes, plus the ReIsoSeg settings. None keeps the trainer's default."""
+
+    validation_only: bool = False
+    continue_training: bool = False
+    npz: bool = False
+    plans_identifier: str = "nnUNetPlansv2.1"
+    fp32: bool = False
+    valbest: bool = False
+    deterministic: bool = False
+    device: Optional[str] = None
+    epochs: Optional[int] = None
+    iterations_per_epoch: Optional[int] = None
+    val_iterations_per_epoch: Optional[int] = None
+    ani_weight: Optional[float] = None
+    validation_folder: str = "validation_raw"
+    disable_postprocessing_on_folds: bool = False
+
+
+def _configure(trainer, options: TrainingOptions) -> None:
+    from reisoseg.devices import resolve_device
+    from reisoseg.nnunet_v1.trainers import ReIsoSegTrainer
+
+    if isinstance(trainer, ReIsoSegTrainer):
+        trainer.device = resolve_device(options.device)
+        if options.ani_weight is not None:
+            if not 0.0 <= options.ani_weight <= 1.0:
+                raise ReIsoSegError(f"--lambda must lie in [0, 1], got {options.ani_weight}")
+            trainer.ani_weight = options.ani_weight
+    elif options.device not in (None, "cpu", "cuda"):
+        raise ReIsoSegError(f"{type(trainer).__name__} is nnU-Net's own trainer: it runs on cpu or cuda only")
+    if options.epochs is not None:
+        trainer.max_num_epochs = options.epochs
+    if options.iterations_per_epoch is not None:
+        trainer.num_batches_per_epoch = options.iterations_per_epoch
+        trainer.num_val_batches_per_epoch = max(1, options.iterations_per_epoch // 5)
+    if options.val_iterations_per_epoch is not None:
+        trainer.num_val_batches_per_epoch = options.val_iterations_per_epoch
+
+
+def run_training(configuration: str, trainer_name: str, task: str, fold: str | int,
+                 options: Optional[TrainingOptions] = None) -> str:
+    """Train (or only validate) one fold, as `nnUNet_train` does; returns the fold's output folder.
+
+    `trainer_name` is one of ours (`ReIsoSegTrainer`, `ReIsoSegRMA{1,2,4,8}V6Trainer`) or any nnU-Net v1 trainer.
+    """
+    options = options or TrainingOptions()
+    require_environment()
+    if configuration not in CONFIGURATIONS:
+        raise ReIsoSegError(f"unknown configuration {configuration!r}: use one of {', '.join(CONFIGURATIONS)}")
+    task_name = resolve_task(task)
+    fold = parse_fold(fold)
+    if options.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # nnU-Net moves data to any visible GPU
+    from reisoseg.nnunet_v1.compat import finish_augmenters, install
+
+    install()
+    from nnunet.run.default_configuration import get_default_configuration
+
+    plans_file = os.path.join(os.environ["nnUNet_preprocessed"], task_name,
+                              options.plans_identifier + ("_plans_2D.pkl" if configuration == "2d" else "_plans_3D.pkl"))
+    if not os.path.isfile(plans_file):
+        raise ReIsoSegError(f"{plans_file}: plans not found; run nnUNet_plan_and_preprocess -t "
+                            f"{int(task_name[4:7])} first")
+    try:
+        plans_file, output_folder, dataset_directory, batch_dice, stage, trainer_class = get_default_configuration(
+            configuration, task_name, trainer_name, options.plans_identifier)
+    except RuntimeError as error:
+        raise ReIsoSegError(str(error).splitlines()[0]) from None
+    if trainer_class is None:
+        raise ReIsoSegError(f"unknown trainer {trainer_name!r}: use ReIsoSegTrainer, ReIsoSegRMA1V6Trainer, "
+                            f"ReIsoSegRMA2V6Trainer, ReIsoSegRMA4V6Trainer, ReIsoSegRMA8V6Trainer or an nnU-Net v1 "
+                            f"trainer such as nnUNetTrainerV2")
+    use_fp16 = not options.fp32 and options.device in (None, "cuda")
+    trainer = trainer_class(plans_file, fold, output_folder=output_folder, dataset_directory=dataset_directory,
+                            batch_dice=batch_dice, stage=stage, unpack_data=True,
+                            deterministic=options.deterministic, fp16=use_fp16)
+    _configure(trainer, options)
+    try:
+        try:
+            trainer.initialize(not options.validation_only)
+        except ValueError as error:  # e.g. a pattern that cannot fit the planned patch
+            raise ReIsoSegError(f"{trainer_name} on {task_name}: {error}") from None
+        if options.validation_only:
+            checkpoint = "model_best.model" if options.valbest else "model_final_checkpoint.model"
+            path = os.path.join(trainer.output_folder, checkpoint)
+            if not os.path.isfile(path):
+                raise ReIsoSegError(f"{path}: checkpoint not found; train fold {fold} first")
+            trainer.load_checkpoint(path, train=False)
+        else:
+            if options.continue_training:
+                if not any(os.path.isfile(os.path.join(trainer.output_folder, name)) for name in
+                           ("model_final_checkpoint.model", "model_latest.model", "model_best.model")):
+                    raise ReIsoSegError(f"{trainer.output_folder}: no checkpoint to continue from")
+                trainer.load_latest_checkpoint()
+            trainer.run_training()
+        trainer.network.eval()
+        trainer.validate(save_softmax=options.npz, validation_folder_name=options.validation_folder,
+                         run_postprocessing_on_folds=not options.disable_postprocessing_on_folds)
+    finally:
+        finish_augmenters(trainer)
+    return trainer.output_folder

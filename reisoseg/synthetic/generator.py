@@ -1,0 +1,456 @@
+"""Synthetic anisotropic EM-like volumes with ground truth, deterministic per seed.
+
+Objects live in physical space (nm). Smooth fields (cell-boundary distance, tube signed distances, textures) are
+computed on coarse grids and trilinearly upsampled to an isotropic canvas at the in-plane voxel size, one slab of
+sections at a time, so memory stays bounded by the output. Each section averages `ratio` canvas slices (its
+thickness), then the image goes through blur, per-section misalignment and gain drift, a few defective sections,
+and spatially correlated shot + read noise.
+
+Truth: per-section labels (majority over the section's thickness), optionally the isotropic canvas labels, the
+mitochondria instance ids, and a mask of the decoys (dark round bodies that look like a mitochondrion in one
+section but are compact in 3D; never labelled).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+CLASSES = {"mitochondria": 1, "synapse": 2}
+CYTOPLASM_LEVEL = 0.60
+
+
+@dataclass(frozen=True)
+class SynthParams:
+    """Generator settings in physical units; the defaults are calibrated against the real stacks (documentation/)."""
+
+    xy_spacing_nm: float = 5.0
+    cell_diameter_nm: float = 1100.0
+    mito_per_um3: float = 8.0
+    mito_radius_nm: tuple[float, float] = (50.0, 100.0)
+    mito_length_nm: tuple[float, float] = (400.0, 1600.0)
+    in_plane_fraction: float = 0.35  # at least a quarter is enforced
+    branch_probability: float = 0.15
+    touching_probability: float = 0.15
+    decoys_per_um3: float = 2.0
+    decoy_radius_nm: tuple[float, float] = (45.0, 95.0)
+    er_per_um3: float = 3.0
+    synapses_per_um3: float = 0.6
+    blur_sigma_px: float = 0.7
+    misalignment_px: float = 1.0
+    gain_drift: float = 0.03
+    defect_probability: float = 0.03
+    coarse_texture: float = 0.025
+    fine_texture: float = 0.03
+    contrast: float = 2.2  # stretch of the rendered intensities about the cytoplasm level
+    shot_noise: float = 0.08
+    read_noise: float = 0.03
+    noise_blur_px: float = 1.0
+
+
+@dataclass
+class SyntheticVolume:
+    """One generated volume. Arrays are (z, y, x); spacing is (z, y, x) in nm."""
+
+    image: np.ndarray  # uint8
+    labels: np.ndarray  # uint8, values of `classes`
+    instances: np.ndarray  # uint16 mitochondria instance ids per section
+    decoys: np.ndarray  # bool, decoy bodies per section (not labelled)
+    spacing: tuple[float, float, float]
+    classes: dict[str, int] = field(default_factory=lambda: dict(CLASSES))
+    isotropic_labels: Optional[np.ndarray] = None  # uint8 on the isotropic canvas, if asked for
+
+
+@dataclass
+class _Tubes:
+    points: np.ndarray  # (N, 3) nm, z y x
+    radius: np.ndarray  # (N,) nm
+    instance: np.ndarray  # (N,) int, 1-based
+
+
+@dataclass
+class _Scene:
+    extent: np.ndarray  # (3,) nm
+    seeds: np.ndarray
+    tree: cKDTree
+    mito: _Tubes
+    er: _Tubes
+    decoys: list[tuple[np.ndarray, np.ndarray]]  # (center, radii) nm
+    vesicles: list[tuple[np.ndarray, float]]  # (center, radius)
+    synapses: list[tuple[np.ndarray, float, int]]  # (center, radius, postsynaptic cell)
+    cristae_directions: np.ndarray  # (n_instances + 1, 3)
+
+
+def _boundary_distance(tree: cKDTree, seeds: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distance (nm) from each point to its Voronoi cell's nearest wall, and the cell index."""
+    dist, idx = tree.query(points, k=2)
+    gap = np.linalg.norm(seeds[idx[:, 0]] - seeds[idx[:, 1]], axis=1)
+    return (dist[:, 1] ** 2 - dist[:, 0] ** 2) / (2 * np.maximum(gap, 1e-6)), idx[:, 0]
+
+
+def _random_unit(rng: np.random.Generator, in_plane: bool) -> np.ndarray:
+    v = rng.normal(size=3)
+    if in_plane:
+        v[0] *= 0.08
+    return v / np.linalg.norm(v)
+
+
+def _walk(rng: np.random.Generator, start: np.ndarray, direction: np.ndarray, length: float, step: float,
+          bend: float, in_plane: bool) -> np.ndarray:
+    n = max(2, int(length / step))
+    kicks = rng.normal(scale=bend, size=(n, 3))
+    if in_plane:
+        kicks[:, 0] *= 0.1
+    points = np.empty((n, 3))
+    points[0] = start
+    d = direction.copy()
+    for i in range(1, n):
+        d = d + kicks[i]
+        d /= np.linalg.norm(d)
+        points[i] = points[i - 1] + step * d
+    return points
+
+
+def _inside_cell(scene_tree: cKDTree, seeds: np.ndarray, points: np.ndarray, cell: int, margin: float) -> int:
+    """Number of leading points that stay in `cell`, at least `margin` nm from its walls."""
+    b, idx = _boundary_distance(scene_tree, seeds, points)
+    bad = np.flatnonzero((idx != cell) | (b < margin))
+    return int(bad[0]) if bad.size else len(points)
+
+
+def _build_scene(shape_nm: np.ndarray, params: SynthParams, rng: np.random.Generator) -> _Scene:
+    volume_um3 = float(np.prod(shape_nm)) / 1e9
+    pad = params.cell_diameter_nm
+    n_cells = max(4, int(round(np.prod(shape_nm + 2 * pad) / (params.cell_diameter_nm ** 3 * 0.52))))
+    seeds = rng.uniform(0, 1, size=(n_cells, 3)) * (shape_nm + 2 * pad) - pad
+    tree = cKDTree(seeds)
+    inside = np.flatnonzero(np.all((seeds >= 0) & (seeds < shape_nm), axis=1))
+    host_cells = inside if inside.size else np.arange(n_cells)
+
+    def random_point_in_cell(cell: int, spread: float) -> np.ndarray:
+        return seeds[cell] + rng.normal(scale=spread, size=3)
+
+    # Mitochondria: bent tubes inside one cell, sometimes branched, sometimes touching a neighbour.
+    pts, rad, inst = [], [], []
+    n_mito = max(2, rng.poisson(params.mito_per_um3 * volume_um3))
+    n_in_plane = max(math.ceil(n_mito / 4), int(round(params.in_plane_fraction * n_mito)))
+    instance = 0
+    for k in range(n_mito):
+        cell = int(rng.choice(host_cells))
+        in_plane = k < n_in_plane
+        radius = rng.uniform(*params.mito_radius_nm)
+        length = rng.uniform(*params.mito_length_nm)
+        direction = _random_unit(rng, in_plane)
+        start = random_point_in_cell(cell, params.cell_diameter_nm * 0.08)
+        # grow both ways from the start so that the tube is centred in its cell
+        half = [_walk(rng, start, s * direction, length / 2, 10.0, 0.05, in_plane) for s in (1, -1)]
+        margin = radius + 20.0
+        half = [h[:_inside_cell(tree, seeds, h, cell, margin)] for h in half]
+        path = np.concatenate([half[1][::-1], half[0][1:]]) if len(half[1]) else half[0]
+        if len(path) < 3:
+            continue
+        instance += 1
+        pieces = [path]
+        if rng.random() < params.branch_probability:
+            origin = path[rng.integers(len(path))]
+            branch = _walk(rng, origin, _random_unit(rng, in_plane), length / 2, 10.0, 0.06, in_plane)
+            pieces.append(branch[:_inside_cell(tree, seeds, branch, cell, margin)])
+        for piece in pieces:
+            pts.append(piece)
+            rad.append(np.full(len(piece), radius))
+            inst.append(np.full(len(piece), instance))
+        if rng.random() < params.touching_probability:
+            tangent = path[-1] - path[0]
+            normal = np.cross(tangent, rng.normal(size=3))
+            normal /= max(np.linalg.norm(normal), 1e-6)
+            other_radius = rng.uniform(*params.mito_radius_nm)
+            neighbour = path + normal * (radius + other_radius + 4.0)
+            neighbour = neighbour[:_inside_cell(tree, seeds, neighbour, cell, other_radius + 10.0)]
+            if len(neighbour) >= 3:
+                instance += 1
+                pts.append(neighbour)
+                rad.append(np.full(len(neighbour), other_radius))
+                inst.append(np.full(len(neighbour), instance))
+    mito = _Tubes(np.concatenate(pts) if pts else np.zeros((0, 3)), np.concatenate(rad) if rad else np.zeros(0),
+                  np.concatenate(inst) if inst else np.zeros(0, int))
+
+    # ER: thin, strongly bent tubules.
+    er_pts, er_rad = [], []
+    for _ in range(rng.poisson(params.er_per_um3 * volume_um3)):
+        start = rng.uniform(0, 1, 3) * shape_nm
+        path = _walk(rng, start, _random_unit(rng, rng.random() < 0.5), rng.uniform(300, 900), 8.0, 0.15, False)
+        er_pts.append(path)
+        er_rad.append(np.full(len(path), rng.uniform(16.0, 26.0)))
+    er = _Tubes(np.concatenate(er_pts) if er_pts else np.zeros((0, 3)),
+                np.concatenate(er_rad) if er_rad else np.zeros(0), np.zeros(sum(map(len, er_pts)), int))
+
+    # Decoys: dark, compact, nearly round bodies of a mitochondrion's cross-section size.
+    decoys = []
+    for _ in range(max(1, rng.poisson(params.decoys_per_um3 * volume_um3))):
+        center = random_point_in_cell(int(rng.choice(host_cells)), params.cell_diameter_nm * 0.2)
+        radius = rng.uniform(*params.decoy_radius_nm)
+        decoys.append((center, radius * rng.uniform(0.85, 1.15, size=3)))
+
+    # Synapses: a vesicle cluster in one cell beside a wall, a dense patch on the partner's side.
+    vesicles, synapses = [], []
+    for _ in range(rng.poisson(params.synapses_per_um3 * volume_um3)):
+        probe = rng.uniform(0, 1, 3) * shape_nm
+        dist, idx = tree.query(probe, k=2)
+        pre, post = int(idx[0]), int(idx[1])
+        normal = seeds[post] - seeds[pre]
+        normal /= np.linalg.norm(normal)
+        midpoint = (seeds[pre] + seeds[post]) / 2
+        wall_point = probe + normal * float(np.dot(midpoint - probe, normal))
+        cluster_radius = rng.uniform(110.0, 180.0)
+        center = wall_point - normal * (cluster_radius + 15.0)
+        synapses.append((center, cluster_radius, post))
+        for _ in range(rng.integers(60, 120)):
+            offset = rng.normal(size=3)
+            offset *= rng.uniform(0, cluster_radius - 20.0) / np.linalg.norm(offset)
+            vesicles.append((center + offset, rng.uniform(16.0, 22.0)))
+
+    directions = rng.normal(size=(instance + 1, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    return _Scene(shape_nm, seeds, tree, mito, er, decoys, vesicles, synapses, directions)
+
+
+def _coarse_centers(n: np.ndarray, step_nm: float) -> np.ndarray:
+    axes = [(np.arange(int(k)) + 0.5) * step_nm for k in n]
+    return np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+
+
+def _tube_field(tubes: _Tubes, coarse_shape: np.ndarray, step_nm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Signed distance (nm) to the tube surface and nearest instance id, on a coarse grid."""
+    if len(tubes.points) == 0:
+        return np.full(coarse_shape, 1e4, np.float32), np.zeros(coarse_shape, np.int32)
+    # points just outside the canvas still shape the surface near the border: clamp them onto it
+    index = np.clip(np.floor(tubes.points / step_nm).astype(int), 0, coarse_shape - 1)
+    radius_grid = np.zeros(coarse_shape, np.float32)
+    id_grid = np.zeros(coarse_shape, np.int32)
+    order = np.argsort(tubes.radius)  # the larger radius wins where points share a voxel
+    radius_grid[tuple(index[order].T)] = tubes.radius[order]
+    id_grid[tuple(index[order].T)] = tubes.instance[order]
+    dist, nearest = ndimage.distance_transform_edt(radius_grid == 0, sampling=step_nm, return_indices=True)
+    sdf = dist - radius_grid[tuple(nearest)]
+    ids = id_grid[tuple(nearest)]
+    return ndimage.gaussian_filter(sdf.astype(np.float32), 0.6), ids
+
+
+def _upsample(field_: np.ndarray, factor: int, z_range: tuple[int, int], out_shape: tuple[int, int, int],
+              mode: str = "trilinear") -> np.ndarray:
+    """Fine-canvas slices [z0, z1) of a coarse field sampled every `factor` canvas voxels (cell centres)."""
+    z0, z1 = z_range
+    c0 = max(0, z0 // factor - 1)
+    c1 = min(field_.shape[0], -(-z1 // factor) + 1)
+    block = torch.from_numpy(np.ascontiguousarray(field_[c0:c1], dtype=np.float32))[None, None]
+    kwargs = {"align_corners": False} if mode == "trilinear" else {}
+    up = F.interpolate(block, scale_factor=factor, mode=mode, **kwargs)[0, 0].numpy()
+    start = z0 - c0 * factor
+    return up[start:start + (z1 - z0), :out_shape[1], :out_shape[2]]
+
+
+def _wall_distance(seeds: np.ndarray, first: np.ndarray, second: np.ndarray, z: np.ndarray, y: np.ndarray,
+                   x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distance (nm) to the bisecting wall of two seeds, and which of them owns the voxel."""
+    a, c = seeds[first], seeds[second]
+    normal = c - a
+    normal /= np.maximum(np.linalg.norm(normal, axis=-1, keepdims=True), 1e-6)
+    mid = (a + c) / 2
+    signed = ((z - mid[..., 0]) * normal[..., 0] + (y - mid[..., 1]) * normal[..., 1]
+              + (x - mid[..., 2]) * normal[..., 2])
+    return np.abs(signed).astype(np.float32), np.where(signed < 0, first, second)
+
+
+def _sphere_sdf(z: np.ndarray, y: np.ndarray, x: np.ndarray, center: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    r = np.sqrt(((z - center[0]) / radii[0]) ** 2 + ((y - center[1]) / radii[1]) ** 2
+                + ((x - center[2]) / radii[2]) ** 2)
+    return (r - 1.0) * float(np.min(radii))
+
+
+def _paint_spheres(canvas_sdf: np.ndarray, z_nm: np.ndarray, xy: float,
+                   spheres: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    """Minimum of sphere/ellipsoid SDFs, evaluated only inside each body's bounding box."""
+    for center, radii in spheres:
+        reach = float(np.max(radii)) + 12.0
+        zsel = np.flatnonzero(np.abs(z_nm - center[0]) < reach)
+        if zsel.size == 0:
+            continue
+        y0, y1 = (max(0, int((center[1] - reach) / xy)), min(canvas_sdf.shape[1], int((center[1] + reach) / xy) + 1))
+        x0, x1 = (max(0, int((center[2] - reach) / xy)), min(canvas_sdf.shape[2], int((center[2] + reach) / xy) + 1))
+        if y0 >= y1 or x0 >= x1:
+            continue
+        zz = z_nm[zsel][:, None, None]
+        yy = ((np.arange(y0, y1) + 0.5) * xy)[None, :, None]
+        xx = ((np.arange(x0, x1) + 0.5) * xy)[None, None, :]
+        region = canvas_sdf[zsel[0]:zsel[-1] + 1, y0:y1, x0:x1]
+        np.minimum(region, _sphere_sdf(zz, yy, xx, center, radii), out=region)
+
+
+def _texture(rng: np.random.Generator, shape: np.ndarray, sigma: float) -> np.ndarray:
+    field_ = ndimage.gaussian_filter(rng.normal(size=tuple(shape)).astype(np.float32), sigma)
+    return field_ / (field_.std() + 1e-6)
+
+
+def _band(x: np.ndarray, center: float, width: float) -> np.ndarray:
+    return np.exp(-((x - center) / width) ** 2)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def generate_volume(shape: tuple[int, int, int] = (32, 192, 192), ratio: int = 8, *, seed: int = 0,
+                    params: SynthParams = SynthParams(), keep_isotropic: bool = False,
+                    chunk_sections: int = 4) -> SyntheticVolume:
+    """Generate one anisotropic EM-like volume and its truth.
+
+    Args:
+        shape: output (sections, y, x).
+        ratio: z spacing over in-plane spacing, 1-12: each section averages `ratio` canvas slices.
+        seed: the same seed gives the same volume, bit for bit.
+        params: physical and imaging settings.
+        keep_isotropic: also return the labels on the isotropic canvas (ratio x more memory).
+        chunk_sections: sections rendered at once (bounds memory).
+
+    Returns:
+        SyntheticVolume with uint8 image and labels, spacing (ratio * xy, xy, xy) nm.
+    """
+    if not 1 <= int(ratio) <= 12:
+        raise ValueError(f"ratio must be an integer in 1-12, got {ratio}")
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"shape must be three positive sizes (sections, y, x), got {shape}")
+    ratio = int(ratio)
+    rng = np.random.default_rng(seed)
+    xy = params.xy_spacing_nm
+    nz, ny, nx = (int(s) for s in shape)
+    canvas_shape = np.array([nz * ratio, ny, nx])
+    extent = canvas_shape * xy
+    scene = _build_scene(extent, params, rng)
+
+    # coarse smooth fields
+    cell_step = 8
+    cell_grid = -(-canvas_shape // cell_step)
+    # the two nearest seeds per coarse voxel; the wall distance itself is exact per canvas voxel (a coarse,
+    # interpolated distance would lift the V-shaped minimum at the wall and break membranes into dashes)
+    _, pairs = scene.tree.query(_coarse_centers(cell_grid, cell_step * xy), k=2)
+    pairs = pairs.reshape(*cell_grid, 2).astype(np.float32)
+    tube_step = 4
+    tube_grid = -(-canvas_shape // tube_step)
+    mito_sdf, mito_ids = _tube_field(scene.mito, tube_grid, tube_step * xy)
+    er_sdf, _ = _tube_field(scene.er, tube_grid, tube_step * xy)
+    texture = _texture(rng, cell_grid, 1.0)  # organelle-scale shading, ~60 nm
+    fine_texture = _texture(rng, tube_grid, 0.6)  # cytoplasmic grain, ~20 nm: decorrelates sections
+    crista_phase = rng.uniform(0, 2 * np.pi, size=len(scene.cristae_directions))
+
+    sections = np.empty((nz, ny, nx), np.float32)
+    labels = np.zeros((nz, ny, nx), np.uint8)
+    instances = np.zeros((nz, ny, nx), np.uint16)
+    decoy_sections = np.zeros((nz, ny, nx), bool)
+    iso_labels = np.zeros(tuple(canvas_shape), np.uint8) if keep_isotropic else None
+    yy = ((np.arange(ny) + 0.5) * xy)[None, :, None]
+    xx = ((np.arange(nx) + 0.5) * xy)[None, None, :]
+
+    for s0 in range(0, nz, chunk_sections):
+        s1 = min(nz, s0 + chunk_sections)
+        z0, z1 = s0 * ratio, s1 * ratio
+        out_shape = (z1 - z0, ny, nx)
+        z_nm = (np.arange(z0, z1) + 0.5) * xy
+        zz = z_nm[:, None, None]
+        first = _upsample(pairs[..., 0], cell_step, (z0, z1), out_shape, mode="nearest").astype(int)
+        second = _upsample(pairs[..., 1], cell_step, (z0, z1), out_shape, mode="nearest").astype(int)
+        b, cell = _wall_distance(scene.seeds, first, second, zz, yy, xx)
+        tex = (params.coarse_texture * _upsample(texture, cell_step, (z0, z1), out_shape)
+               + params.fine_texture * _upsample(fine_texture, tube_step, (z0, z1), out_shape))
+        m_sdf = _upsample(mito_sdf, tube_step, (z0, z1), out_shape)
+        m_id = _upsample(mito_ids.astype(np.float32), tube_step, (z0, z1), out_shape, mode="nearest").astype(int)
+        e_sdf = _upsample(er_sdf, tube_step, (z0, z1), out_shape)
+        d_sdf = np.full(out_shape, 1e4, np.float32)
+        _paint_spheres(d_sdf, z_nm, xy, scene.decoys)
+        v_sdf = np.full(out_shape, 1e4, np.float32)
+        _paint_spheres(v_sdf, z_nm, xy, [(c, np.full(3, r)) for c, r in scene.vesicles])
+        cluster = np.zeros(out_shape, bool)
+        dense_patch = np.zeros(out_shape, bool)
+        for center, radius, post in scene.synapses:
+            distance = np.sqrt((zz - center[0]) ** 2 + (yy - center[1]) ** 2 + (xx - center[2]) ** 2)
+            cluster |= distance < radius
+            dense_patch |= (distance < radius + 60.0) & (cell == post) & (b < 30.0)
+        synapse = cluster | dense_patch
+
+        mito_in = m_sdf < 0
+        image = CYTOPLASM_LEVEL + tex
+        image += 0.15 * _sigmoid((5.0 - b) / 1.5)  # extracellular gap
+        image -= 0.34 * _band(b, 9.0, 3.5)  # plasma membranes
+        direction = scene.cristae_directions[m_id]
+        proj = zz * direction[..., 0] + yy * direction[..., 1] + xx * direction[..., 2]
+        cristae = np.sin(2 * np.pi * proj / 38.0 + crista_phase[m_id])
+        inside = _sigmoid(-m_sdf / 2.0)
+        image = image * (1 - inside) + inside * (0.44 + 0.05 * cristae)
+        image -= 0.26 * (_band(m_sdf, -3.0, 3.0) + _band(m_sdf, -11.0, 3.0))  # double membrane
+        er_inside = _sigmoid(-e_sdf / 2.0)
+        image = image * (1 - er_inside) + er_inside * 0.70 - 0.22 * _band(e_sdf, 0.0, 3.0)
+        d_inside = _sigmoid(-d_sdf / 3.0)
+        image = image * (1 - d_inside) + d_inside * 0.30
+        v_inside = _sigmoid(-v_sdf / 1.5)
+        image = image * (1 - v_inside) + v_inside * 0.72 - 0.30 * _band(v_sdf, 0.0, 2.5)
+        image -= 0.22 * dense_patch * _sigmoid((25.0 - b) / 3.0)
+
+        truth = np.zeros(out_shape, np.uint8)
+        truth[synapse] = CLASSES["synapse"]
+        truth[mito_in] = CLASSES["mitochondria"]
+        if iso_labels is not None:
+            iso_labels[z0:z1] = truth
+        per_section = (s1 - s0, ratio, ny, nx)
+        sections[s0:s1] = image.reshape(per_section).mean(1)
+        mito_fraction = mito_in.reshape(per_section).mean(1)
+        synapse_fraction = synapse.reshape(per_section).mean(1)
+        labels[s0:s1][synapse_fraction >= 0.5] = CLASSES["synapse"]
+        labels[s0:s1][mito_fraction >= 0.5] = CLASSES["mitochondria"]
+        middle = m_id.reshape(per_section)[:, ratio // 2]
+        instances[s0:s1] = np.where(mito_fraction >= 0.5, middle, 0)
+        decoy_sections[s0:s1] = (d_sdf < 0).reshape(per_section).mean(1) >= 0.5
+
+    image = _image_formation(sections, labels, instances, decoy_sections, params, rng)
+    spacing = (ratio * xy, xy, xy)
+    return SyntheticVolume(image, labels, instances, decoy_sections, spacing, isotropic_labels=iso_labels)
+
+
+def _drift(rng: np.random.Generator, n: int, scale: float, memory: float = 0.8) -> np.ndarray:
+    """Mean-reverting (AR(1)) drift with stationary standard deviation `scale`."""
+    steps = rng.normal(scale=scale * np.sqrt(1 - memory ** 2), size=n)
+    out = np.empty(n)
+    out[0] = rng.normal(scale=scale)
+    for i in range(1, n):
+        out[i] = memory * out[i - 1] + steps[i]
+    return out
+
+
+def _image_formation(sections: np.ndarray, labels: np.ndarray, instances: np.ndarray, decoys: np.ndarray,
+                     params: SynthParams, rng: np.random.Generator) -> np.ndarray:
+    """Blur, misalign (truth moves with its section), gain drift, defects and correlated noise; in place for truth."""
+    nz = len(sections)
+    gain, offset = 1.0 + _drift(rng, nz, params.gain_drift), _drift(rng, nz, params.gain_drift / 2)
+    shifts = rng.normal(scale=params.misalignment_px, size=(nz, 2))
+    defective = rng.random(nz) < params.defect_probability
+    out = np.empty(sections.shape, np.uint8)
+    for z in range(nz):
+        section = ndimage.gaussian_filter(sections[z], params.blur_sigma_px)
+        section = ndimage.shift(section, shifts[z], order=1, mode="nearest")
+        for truth in (labels, instances, decoys):
+            truth[z] = ndimage.shift(truth[z], np.round(shifts[z]), order=0, mode="nearest")
+        section = (0.5 + params.contrast * (section - CYTOPLASM_LEVEL)) * gain[z] + offset[z]
+        if defective[z]:
+            section = 0.5 + 0.45 * (section - 0.5)
+            row = rng.integers(section.shape[0])
+            section[max(0, row - 2):row + 2] *= 0.4  # a fold
+        noise = rng.normal(size=section.shape).astype(np.float32) * params.shot_noise * np.sqrt(
+            np.clip(section, 0.01, None)) + rng.normal(size=section.shape).astype(np.float32) * params.read_noise
+        smoothed = ndimage.gaussian_filter(noise, params.noise_blur_px)
+        smoothed *= noise.std() / (smoothed.std() + 1e-9)  # keep the amplitude, correlate in space
+        out[z] = np.clip((section + smoothed) * 255.0, 0, 255).astype(np.uint8)
+    return out

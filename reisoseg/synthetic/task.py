@@ -1,0 +1,41 @@
+"""A ready nnU-Net v1 raw task made of synthetic volumes."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from reisoseg.io.nnunet_task import Case, write_task
+from reisoseg.synthetic.generator import CLASSES, SynthParams, generate_volume
+
+
+def select_classes(labels: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """Keep the named classes, renumbered 1..k in the given order; everything else becomes background."""
+    out = np.zeros_like(labels)
+    for new_value, name in enumerate(classes, start=1):
+        out[labels == CLASSES[name]] = new_value
+    return out
+
+
+def make_synthetic_task(raw_data_base: str | os.PathLike, task_id: int, name: str = "SynthEM", *,
+                        num_training: int = 6, num_test: int = 2, shape: Sequence[int] = (32, 192, 192),
+                        ratio: int = 8, seed: int = 0, classes: Sequence[str] = ("mitochondria",),
+                        params: SynthParams = SynthParams(), overwrite: bool = False,
+                        progress: bool = True) -> Path:
+    """Generate `num_training + num_test` volumes (seeds derived from `seed`) and write them as a v1 task."""
+    unknown = [c for c in classes if c not in CLASSES]
+    if unknown or not classes:
+        raise ValueError(f"classes must be a non-empty subset of {list(CLASSES)}, got {list(classes)}")
+    cases = []
+    names = [f"synth_{i:03d}" for i in range(num_training + num_test)]
+    for index, case_name in enumerate(tqdm(names, desc="generating volumes", disable=not progress)):
+        volume = generate_volume(tuple(shape), ratio, seed=seed * 1000 + index, params=params)
+        cases.append(Case(case_name, volume.image, select_classes(volume.labels, classes), volume.spacing))
+    labels = {i: c for i, c in enumerate(classes, start=1)}
+    description = (f"reisoseg synthetic EM: {num_training}+{num_test} volumes of {list(shape)} voxels, ratio {ratio}, "
+                   f"seed {seed}")
+    return write_task(raw_data_base, task_id, name, cases[:num_training], cases[num_training:], labels,
+                      description=description, overwrite=overwrite)

@@ -1,0 +1,54 @@
+"""Shared helpers: run our commands in a subprocess (nnU-Net reads its folders at import time)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+NNUNET_VARIABLES = ("nnUNet_raw_data_base", "nnUNet_preprocessed", "RESULTS_FOLDER")
+
+
+def nnunet_environment(root: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in NNUNET_VARIABLES}
+    folders = {"nnUNet_raw_data_base": root / "raw", "nnUNet_preprocessed": root / "preprocessed",
+               "RESULTS_FOLDER": root / "results"}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    env.update({k: str(v) for k, v in folders.items()})
+    env.update({"OMP_NUM_THREADS": "2", "nnUNet_n_proc_DA": "1", "PYTHONUNBUFFERED": "1"})
+    return env
+
+
+def run_reisoseg(args: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "reisoseg.commands.main", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def plan_and_preprocess(task_id: int, env: dict[str, str]) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(BIN / "nnUNet_plan_and_preprocess"), "-t", str(task_id),
+                             "--verify_dataset_integrity", "-tl", "1", "-tf", "1"],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Non-zero exit, no traceback, one `reisoseg: error:` line containing every fragment."""
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("reisoseg: error:")]
+    assert len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real EM data not found at {SHARED_DATA} (CI provides ../shared/data)")
+    return SHARED_DATA

@@ -1,0 +1,145 @@
+"""Synthesise a tiny task, plan it with nnU-Net v1, train/continue/validate/predict through our commands."""
+from __future__ import annotations
+
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from tests.conftest import assert_one_line_error, nnunet_environment, plan_and_preprocess, run_reisoseg
+
+TASK = "Task501_Tiny"
+TRAIN = ["--epochs", "2", "--iterations-per-epoch", "3", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    env = nnunet_environment(root)
+    made = run_reisoseg(["synth", "--task", "501", "--name", "Tiny", "--num_training", "5", "--num_test", "1",
+                         "--shape", "12", "48", "48", "--seed", "3"], env)
+    assert made.returncode == 0, made.stderr
+    plan_and_preprocess(501, env)
+    for fold in ("0", "1"):
+        result = run_reisoseg(["train", "3d_fullres", "ReIsoSegTrainer", TASK, fold, *TRAIN], env)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    model = Path(env["RESULTS_FOLDER"]) / "nnUNet" / "3d_fullres" / TASK / "ReIsoSegTrainer__nnUNetPlansv2.1"
+    return env, root, model
+
+
+def _log(fold_dir: Path) -> str:
+    return "".join(p.read_text() for p in sorted(fold_dir.glob("training_log_*.txt")))
+
+
+def test_training_writes_checkpoints_validation_and_branch_losses(trained):
+    env, root, model = trained
+    fold = model / "fold_0"
+    for name in ("model_final_checkpoint.model", "model_final_checkpoint.model.pkl", "progress.png"):
+        assert (fold / name).is_file()
+    assert list((fold / "validation_raw").glob("*.nii.gz"))
+    log = _log(fold)
+    assert "ani_scale [2, 2, 2]" in log and "ratio 8.00" in log
+    assert log.count("train_iso") == 2 and "val_ani" in log
+
+
+def test_continue_training_resumes_from_checkpoint(trained):
+    env, root, model = trained
+    result = run_reisoseg(["train", "3d_fullres", "ReIsoSegTrainer", "501", "0", "-c", *TRAIN[:1], "3",
+                           *TRAIN[2:]], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = _log(model / "fold_0")
+    assert "epoch:  2" in log and log.count("train_iso") == 3
+
+
+def test_validation_only_rewrites_summary(trained):
+    env, root, model = trained
+    summary = model / "fold_1" / "validation_raw" / "summary.json"
+    summary.unlink()
+    result = run_reisoseg(["train", "3d_fullres", "ReIsoSegTrainer", "Tiny", "1", "-val", "--device", "cpu"], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert summary.is_file()
+
+
+def test_predict_two_folds_keeps_shape_and_spacing(trained):
+    env, root, model = trained
+    images = Path(env["nnUNet_raw_data_base"]) / "nnUNet_raw_data" / TASK / "imagesTs"
+    out = root / "predictions"
+    result = run_reisoseg(["predict", "-i", str(images), "-o", str(out), "-t", "501", "-tr", "ReIsoSegTrainer",
+                           "-f", "0", "1", "--disable_tta", "--device", "cpu"], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    source = sitk.ReadImage(str(images / "synth_005_0000.nii.gz"))
+    prediction = sitk.ReadImage(str(out / "synth_005.nii.gz"))
+    assert prediction.GetSize() == source.GetSize() == (48, 48, 12)
+    assert np.allclose(prediction.GetSpacing(), source.GetSpacing()) and np.allclose(source.GetSpacing(), (5, 5, 40))
+    assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1}
+
+
+def test_nnunet_baseline_trainer_runs_through_our_command(trained):
+    env, root, model = trained
+    result = run_reisoseg(["train", "3d_fullres", "nnUNetTrainerV2", TASK, "0", "--epochs", "1",
+                           "--iterations_per_epoch", "2", "--device", "cpu", "--disable_postprocessing_on_folds"],
+                          env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (model.parent / "nnUNetTrainerV2__nnUNetPlansv2.1" / "fold_0" / "model_final_checkpoint.model").is_file()
+
+
+def test_environment_errors(trained):
+    env, root, model = trained
+    unset = {k: v for k, v in env.items() if k != "nnUNet_preprocessed"}
+    assert_one_line_error(run_reisoseg(["train", "3d_fullres", "ReIsoSegTrainer", TASK, "0", *TRAIN], unset),
+                          "environment variable nnUNet_preprocessed is not set")
+    missing = root / "missing_results"
+    result = run_reisoseg(["train", "3d_fullres", "ReIsoSegTrainer", TASK, "0", *TRAIN],
+                          {**env, "RESULTS_FOLDER": str(missing)})
+    assert_one_line_error(result, f"RESULTS_FOLDER={missing}: folder does not exist")
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize("trainer, task, fold, fragment", [
+    ("NoSuchTrainer", TASK, "0", "unknown trainer 'NoSuchTrainer'"),
+    ("ReIsoSegTrainer", "999", "0", "unknown task '999'"),
+    ("ReIsoSegTrainer", TASK, "seven", "unknown fold 'seven'"),
+    ("ReIsoSegRMA1V6Trainer", TASK, "0", "must be a multiple of 16"),
+])
+def test_training_errors(trained, trainer, task, fold, fragment):
+    assert_one_line_error(run_reisoseg(["train", "3d_fullres", trainer, task, fold, *TRAIN], trained[0]), fragment)
+
+
+def test_missing_checkpoints_are_reported(trained):
+    env, root, model = trained
+    images = Path(env["nnUNet_raw_data_base"]) / "nnUNet_raw_data" / TASK / "imagesTs"
+    assert_one_line_error(run_reisoseg(["train", "3d_fullres", "ReIsoSegTrainer", TASK, "3", "-val"], env),
+                          "checkpoint not found")
+    assert_one_line_error(run_reisoseg(["predict", "-i", str(images), "-o", str(root / "p2"), "-t", "501",
+                                        "-f", "0", "-chk", "model_best_missing"], env), "checkpoint not found")
+    assert_one_line_error(run_reisoseg(["predict", "-i", str(images), "-o", str(root / "p3"), "-t", "501",
+                                        "-f", "2"], env), "fold 2 was not trained")
+
+
+class _TouchesMarker:
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("poisoned", ["fold_0/model_final_checkpoint.model.pkl", "plans.pkl",
+                                      "fold_0/model_final_checkpoint.model"])
+def test_model_files_that_would_run_code_are_refused(trained, poisoned):
+    env, root, model = trained
+    evil = model.parent / "EvilTrainer__nnUNetPlansv2.1"
+    shutil.rmtree(evil, ignore_errors=True)
+    shutil.copytree(model, evil)
+    marker = root / "pwned"
+    (evil / poisoned).write_bytes(pickle.dumps({"init": _TouchesMarker(marker), "name": "ReIsoSegTrainer"}))
+    images = Path(env["nnUNet_raw_data_base"]) / "nnUNet_raw_data" / TASK / "imagesTs"
+    result = run_reisoseg(["predict", "-i", str(images), "-o", str(root / "evil_out"), "-t", "501",
+                           "-tr", "EvilTrainer", "-f", "0", "--disable_tta"], env)
+    assert_one_line_error(result, "refusing to load")
+    assert not marker.exists()
