@@ -1,14 +1,12 @@
 """Device choice in one place: CUDA, then MPS, then CPU, unless the user names one."""
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 DEVICE_CHOICES = ("cpu", "cuda", "mps")
 
 
-def resolve_device(name: Optional[str] = None) -> torch.device:
+def resolve_device(name: str | None = None) -> torch.device:
     """The device called `name`, or the best available one; raises ValueError if the named one is missing."""
     if name is None:
         if torch.cuda.is_available():

@@ -29,10 +29,12 @@ def run_reisoseg(args: list[str], env: dict[str, str], timeout: float = 600) -> 
                           text=True, timeout=timeout)
 
 
-def plan_and_preprocess(task_id: int, env: dict[str, str]) -> subprocess.CompletedProcess:
+def plan_and_preprocess(task_id: int, env: dict[str, str], verify_only: bool = False) -> subprocess.CompletedProcess:
+    """nnU-Net v1's own planning with --verify_dataset_integrity (only the check and cropping if verify_only)."""
+    extra = ["-no_pp", "-pl3d", "None", "-pl2d", "None"] if verify_only else []
     result = subprocess.run([str(BIN / "nnUNet_plan_and_preprocess"), "-t", str(task_id),
-                             "--verify_dataset_integrity", "-tl", "1", "-tf", "1"],
-                            env=env, capture_output=True, text=True, timeout=600)
+                             "--verify_dataset_integrity", "-tl", "1", "-tf", "1", *extra],
+                            env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 from reisoseg import __version__
 from reisoseg.errors import ReIsoSegError
 
-COMMANDS = ("train", "predict", "synth")
+COMMANDS = ("train", "predict", "synth", "demo", "convert", "check", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +36,7 @@ def run_command(handler: Callable[[argparse.Namespace], object], args: argparse.
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return run_command(args.handler, args)
 

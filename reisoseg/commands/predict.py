@@ -10,10 +10,19 @@ from reisoseg.devices import DEVICE_CHOICES
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "predict", help="predict a folder of NIfTI cases with a trained model",
-        description="Predict every case in a folder (nnU-Net naming: CASE_0000.nii.gz) with the model trained by "
-                    "TRAINER on TASK, ensembling the given folds. ReIsoSeg models run their plain branch only.")
-    parser.add_argument("-i", "--input_folder", required=True, help="folder of CASE_0000.nii.gz files")
-    parser.add_argument("-o", "--output_folder", required=True, help="folder for the segmentations (created)")
+        description="Predict with the model trained by TRAINER on TASK, ensembling the given folds. Input: a folder "
+                    "in nnU-Net naming (CASE_0000.nii.gz), or EM volumes: a multipage TIFF, a folder of TIFF/PNG "
+                    "sections, file.h5:/key, zarr/OME-Zarr, NIfTI, or a folder of such volumes; their "
+                    "segmentations are written in the input's format (zarr in: OME-Zarr labels out). ReIsoSeg "
+                    "models run their plain branch only.")
+    parser.add_argument("-i", "--input_folder", required=True,
+                        help="nnU-Net case folder, an EM volume, or a folder of EM volumes")
+    parser.add_argument("-o", "--output_folder", required=True,
+                        help="output folder (created); for one EM volume also a file name such as seg.tif")
+    parser.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), default=None,
+                        help="EM input: voxel size in nm when the files carry none (must agree when they do)")
+    parser.add_argument("--output_format", choices=("tiff", "hdf5", "zarr", "nifti"), default=None,
+                        help="EM input: write segmentations in this format (default: the input's)")
     parser.add_argument("-t", "--task_name", required=True, help="task as Task501_Name, 501 or Name")
     parser.add_argument("-tr", "--trainer_class_name", default="ReIsoSegTrainer",
                         help="trainer the model was trained with (default: %(default)s)")
@@ -48,7 +57,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> None:
     if args.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    from reisoseg.nnunet_v1.prediction import PredictionOptions, predict_folder
+    from reisoseg.nnunet_v1.prediction import PredictionOptions, is_nnunet_folder, predict_folder, predict_volumes
 
     options = PredictionOptions(
         configuration=args.model, plans_identifier=args.plans_identifier, folds=args.folds,
@@ -56,5 +65,10 @@ def run(args: argparse.Namespace) -> None:
         overwrite_existing=args.overwrite_existing, num_threads_preprocessing=args.num_threads_preprocessing,
         num_threads_nifti_save=args.num_threads_nifti_save, disable_postprocessing=args.disable_postprocessing,
         fp32=args.disable_mixed_precision, device=args.device)
-    out = predict_folder(args.input_folder, args.output_folder, args.task_name, args.trainer_class_name, options)
-    print(f"done: {out}")
+    if is_nnunet_folder(args.input_folder):
+        out = predict_folder(args.input_folder, args.output_folder, args.task_name, args.trainer_class_name, options)
+        print(f"done: {out}")
+        return
+    for path in predict_volumes(args.input_folder, args.output_folder, args.task_name, args.trainer_class_name,
+                                options, spacing=args.spacing, output_format=args.output_format):
+        print(f"wrote {path}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Optional, Sequence
+from typing import Sequence
 
 from reisoseg.devices import DEVICE_CHOICES
 
@@ -46,6 +46,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="validation iterations per epoch (default: 50, or a fifth of --iterations_per_epoch)")
     parser.add_argument("--lambda", dest="ani_weight", type=float, default=None,
                         help="weight of L_ani in (1-lambda)*L_iso + lambda*L_ani (default: 0.5, the reference)")
+    parser.add_argument("--budget_minutes", type=float, default=None,
+                        help="ReIsoSeg trainers: fit the number of epochs (and the poly LR schedule) to this wall "
+                             "time, measured on the first epoch (default: no budget, use --epochs)")
+    parser.add_argument("--disable_validation_inference", action="store_true",
+                        help="skip the sliding-window validation of the held-out fold after training")
     parser.add_argument("--disable_postprocessing_on_folds", action="store_true",
                         help="skip nnU-Net's connected-component postprocessing search after validation")
     parser.set_defaults(handler=run)
@@ -67,13 +72,15 @@ def run(args: argparse.Namespace) -> str:
         plans_identifier=args.plans_identifier, fp32=args.fp32, valbest=args.valbest,
         deterministic=args.deterministic, device=args.device, epochs=args.epochs,
         iterations_per_epoch=args.iterations_per_epoch, val_iterations_per_epoch=args.val_iterations_per_epoch,
-        ani_weight=args.ani_weight, disable_postprocessing_on_folds=args.disable_postprocessing_on_folds)
+        ani_weight=args.ani_weight, time_budget_minutes=args.budget_minutes,
+        run_validation=not args.disable_validation_inference,
+        disable_postprocessing_on_folds=args.disable_postprocessing_on_folds)
     folder = run_training(args.configuration, args.trainer, args.task, args.fold, options)
     print(f"done: {folder}")
     return folder
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """`run_training_reisoseg`: the same command under the reference's name."""
     from reisoseg.commands.main import run_command
 

@@ -5,7 +5,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -19,7 +19,7 @@ class Case:
 
     name: str
     image: np.ndarray
-    labels: Optional[np.ndarray]
+    labels: np.ndarray | None
     spacing: Sequence[float]
 
 

@@ -73,10 +73,10 @@ class UXUnit(nn.Module):
     """3D-UX-Net/ConvNeXt unit: depthwise 7^3 conv, LayerNorm, grouped 1x1x1 expansion x4, GELU, grouped projection,
     layer scale (init 1e-6), residual add.
 
-    Both pointwise convs are grouped with groups=channels, as in the reference: there is no channel mixing. They are
-    kept as Conv3d parameters (reference layout, He init) but evaluated as the equivalent per-channel multiply-adds
-    on a channels-last view, and the depthwise conv runs channels-last: on CPU the NCDHW grouped-conv backward is
-    about 8x slower (benchmarks/bench_forward.py). The result is the same up to float rounding.
+    Both pointwise convs are grouped with groups=channels, as in the reference: there is no channel mixing. All
+    three convs keep their Conv3d parameters (reference layout, He init), but on CPU the depthwise 7^3 conv is
+    evaluated by FFT and the pointwise convs as per-channel multiply-adds on a channels-last view: PyTorch's NCDHW
+    grouped-conv backward is about 8x slower there (benchmarks/bench_forward.py). Same result up to float rounding.
     """
 
     def __init__(self, channels: int):
@@ -89,7 +89,10 @@ class UXUnit(nn.Module):
         self.layer_scale = nn.Parameter(torch.full((channels,), LAYER_SCALE_INIT))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.depthwise(x.contiguous(memory_format=torch.channels_last_3d))
+        if x.device.type == "cpu":
+            y = depthwise_correlation_fft(x, self.depthwise.weight, self.depthwise.bias)
+        else:
+            y = self.depthwise(x)
         y = self.norm(y.permute(0, 2, 3, 4, 1))  # (B, Z, Y, X, C)
         c = y.shape[-1]
         # grouped 1x1x1 convs: output channel 4c+k of `expand` reads input channel c only
@@ -116,6 +119,22 @@ def init_he_(module: nn.Module, negative_slope: float = 1e-2) -> None:
         nn.init.kaiming_normal_(module.weight, a=negative_slope)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+
+
+def depthwise_correlation_fft(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """What `Conv3d(C, C, k, padding=k//2, groups=C)` computes, via FFT: O(log n) per voxel instead of k^3.
+
+    Args:
+        x: (B, C, Z, Y, X); weight: (C, 1, k, k, k) with odd k; bias: (C,).
+    """
+    k = weight.shape[-1]
+    padded = F.pad(x, (k // 2,) * 6)
+    size = padded.shape[2:]
+    kernel = torch.flip(weight[:, 0], dims=(1, 2, 3))  # correlation = convolution with the flipped kernel
+    spectrum = torch.fft.rfftn(padded, s=size, dim=(2, 3, 4)) * torch.fft.rfftn(kernel, s=size, dim=(1, 2, 3))
+    # circular convolution over the padded size; the last Z, Y, X samples are the ones without wrap-around
+    y = torch.fft.irfftn(spectrum, s=size, dim=(2, 3, 4))[:, :, k - 1:, k - 1:, k - 1:]
+    return y + bias[:, None, None, None]
 
 
 def nearest_resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

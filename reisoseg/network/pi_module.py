@@ -8,7 +8,7 @@ outputs replace x4, x3, x2 as skips of the shared decoder.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -17,7 +17,7 @@ from reisoseg.network.blocks import PIBlock, ResBlock, nearest_resize
 
 ARTIFICIAL_ANISOTROPY_PROBABILITY = 0.2
 # Axis pairs (tensor dims) swapped by each permutation type; type 3 is the identity. Each is its own inverse.
-SWAPS: tuple[Optional[tuple[int, int]], ...] = ((2, 4), (2, 3), (3, 4), None)
+SWAPS: tuple[tuple[int, int] | None, ...] = ((2, 4), (2, 3), (3, 4), None)
 # In 'y' mode the degraded in-plane axis is tensor dim 3, in 'x' mode dim 4 (reference naming kept).
 DEGRADED_DIM = {"y": 3, "x": 4}
 
@@ -30,7 +30,7 @@ class PIChoice:
     mode: str  # 'z' (plain z upsampling), 'y' or 'x' (also degrade that in-plane axis)
 
 
-def draw_pi_choice(generator: Optional[torch.Generator] = None) -> PIChoice:
+def draw_pi_choice(generator: torch.Generator | None = None) -> PIChoice:
     """Draw the permutation (uniform over 4) and the resampling mode ('z' with p=0.8, else 'x'/'y' evenly).
 
     Uses torch's RNG (a deliberate difference from the reference's Python `random`), so seeding covers it.
@@ -107,8 +107,8 @@ class PIModule(nn.Module):
         self.restore = nn.ModuleList(nn.Conv3d(i, c, 1) for c, i in zip(channels, inner))
 
     def forward(self, x2: torch.Tensor, x3: torch.Tensor, x4: torch.Tensor,
-                choice: Optional[PIChoice] = None,
-                generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                choice: PIChoice | None = None,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns skips shaped like (x2, x3, x4); `choice` fixes the random transform (else drawn)."""
         choice = choice or draw_pi_choice(generator)
         a2, a3, a4 = (conv(x) for conv, x in zip(self.compress, (x2, x3, x4)))

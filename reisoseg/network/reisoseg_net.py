@@ -1,7 +1,7 @@
 """ReIsoSegRMV6: the residual anisotropic U-Net with the PI module and a weight-shared decoder (method spec §1)."""
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 import torch
 from torch import nn
@@ -75,8 +75,8 @@ class ReIsoSegRMV6(nn.Module):
             levels.append(x)
         return self.conv_last(x), levels[3], levels[2]
 
-    def forward(self, x: torch.Tensor, pi_choice: Optional[PIChoice] = None,
-                generator: Optional[torch.Generator] = None) -> NetworkOutput:
+    def forward(self, x: torch.Tensor, pi_choice: PIChoice | None = None,
+                generator: torch.Generator | None = None) -> NetworkOutput:
         """x: (B, C, Z, Y, X). `pi_choice`/`generator` control the PI module's randomness (deep supervision only)."""
         check_input_shape(x.shape[2:], self.ani_scale)
         x1, x2, x3, x4, x5 = self.encode(x)

@@ -5,7 +5,9 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
+
+import numpy as np
 
 from reisoseg.errors import ReIsoSegError
 from reisoseg.nnunet_v1.tasks import parse_fold, require_environment, resolve_task
@@ -17,7 +19,7 @@ class PredictionOptions:
 
     configuration: str = "3d_fullres"
     plans_identifier: str = "nnUNetPlansv2.1"
-    folds: Optional[Sequence[str]] = None
+    folds: Sequence[str] | None = None
     checkpoint: str = "model_final_checkpoint"
     save_npz: bool = False
     disable_tta: bool = False
@@ -27,7 +29,7 @@ class PredictionOptions:
     num_threads_nifti_save: int = 1
     disable_postprocessing: bool = False
     fp32: bool = False
-    device: Optional[str] = None
+    device: str | None = None
 
 
 def model_folder(task: str, trainer_name: str, options: PredictionOptions) -> Path:
@@ -41,7 +43,7 @@ def model_folder(task: str, trainer_name: str, options: PredictionOptions) -> Pa
     return folder
 
 
-def _checked_folds(folder: Path, folds: Optional[Sequence[str]], checkpoint: str) -> list:
+def _checked_folds(folder: Path, folds: Sequence[str] | None, checkpoint: str) -> list:
     if folds is None:
         found = sorted(p.name for p in folder.glob("fold_*") if p.is_dir())
         if not found:
@@ -58,7 +60,7 @@ def _checked_folds(folder: Path, folds: Optional[Sequence[str]], checkpoint: str
 
 
 def predict_folder(input_folder: str | os.PathLike, output_folder: str | os.PathLike, task: str, trainer_name: str,
-                   options: Optional[PredictionOptions] = None) -> Path:
+                   options: PredictionOptions | None = None) -> Path:
     """Predict every case (`<case>_0000.nii.gz`, ...) of a folder with an ensemble of the given folds."""
     options = options or PredictionOptions()
     if not Path(input_folder).is_dir():
@@ -87,3 +89,81 @@ def predict_folder(input_folder: str | os.PathLike, output_folder: str | os.Path
         message = str(error).strip().splitlines()[0]
         raise ReIsoSegError(f"refusing to load a model file of {folder}: {message}") from None
     return Path(output_folder)
+
+
+OUTPUT_SUFFIXES = {"tiff": ".tif", "sections": ".tif", "hdf5": ".h5", "zarr": ".zarr", "nifti": ".nii.gz"}
+
+
+def is_nnunet_folder(path: str | os.PathLike) -> bool:
+    """A folder in nnU-Net's naming (CASE_0000.nii.gz ...), as opposed to EM volumes or sections."""
+    return Path(path).is_dir() and any(Path(path).glob("*_0000.nii.gz"))
+
+
+def _em_inputs(path: Path) -> list[Path]:
+    """One volume (file, zarr or a folder of sections) or every volume in a folder of volumes."""
+    from reisoseg.io.volume import HDF5_SUFFIXES, NIFTI_SUFFIXES, TIFF_SUFFIXES, split_key
+
+    if not Path(split_key(path)[0]).exists():
+        raise ReIsoSegError(f"{path}: no such file or folder")
+    if not path.is_dir() or path.suffix == ".zarr":
+        return [path]
+    volumes = [p for p in sorted(path.iterdir()) if p.suffix == ".zarr" or p.name.lower().endswith(
+        (*HDF5_SUFFIXES, *NIFTI_SUFFIXES))]
+    tiffs = [p for p in sorted(path.iterdir()) if p.name.lower().endswith(TIFF_SUFFIXES)]
+    if tiffs and not volumes:
+        import tifffile
+
+        with tifffile.TiffFile(tiffs[0]) as handle:
+            if len(handle.pages) == 1:
+                return [path]  # a folder of sections is one volume
+    return volumes + tiffs
+
+
+def _output_path(output: Path, source: Path, kind: str, several: bool) -> Path:
+    suffix = OUTPUT_SUFFIXES[kind]
+    if not several and output.name.lower().endswith(tuple(OUTPUT_SUFFIXES.values())):
+        return output
+    stem = source.name.split(":")[0]
+    for known in (".nii.gz", ".ome.tif", ".zarr", ".tiff", ".tif", ".h5", ".hdf5", ".nii", ".mha"):
+        if stem.lower().endswith(known):
+            stem = stem[: -len(known)]
+            break
+    return output / f"{stem}_segmentation{suffix}"
+
+
+def predict_volumes(input_path: str | os.PathLike, output: str | os.PathLike, task: str, trainer_name: str,
+                    options: PredictionOptions | None = None, *, spacing: Sequence[float] | None = None,
+                    output_format: str | None = None) -> list[Path]:
+    """Segment EM volumes in any `reisoseg.io` format; each result is written in the input's format (a folder of
+    sections gives a multipage TIFF, zarr gives OME-Zarr labels) unless `output_format` names another."""
+    import tempfile
+
+    from reisoseg.io.nifti import read_nifti, write_nifti
+    from reisoseg.io.validation import check_image, resolve_spacing
+    from reisoseg.io.volume import open_volume, write_volume
+
+    options = options or PredictionOptions()
+    sources = _em_inputs(Path(input_path))
+    if not sources:
+        raise ReIsoSegError(f"{input_path}: no volumes found")
+    volumes = []
+    for source in sources:  # validate everything before predicting anything
+        volume = open_volume(source)
+        volume_spacing = resolve_spacing(volume.source, volume.spacing, spacing)
+        data = volume.read()
+        check_image(volume.source, data)
+        kind = output_format or volume.format
+        volumes.append((source, data, volume_spacing, _output_path(Path(output), source, kind, len(sources) > 1)))
+    written = []
+    with tempfile.TemporaryDirectory(prefix="reisoseg_predict_") as scratch:
+        cases_in, cases_out = Path(scratch) / "in", Path(scratch) / "out"
+        cases_in.mkdir()
+        for index, (_, data, volume_spacing, _) in enumerate(volumes):
+            write_nifti(cases_in / f"case{index:04d}_0000.nii.gz", data, volume_spacing)
+        predict_folder(cases_in, cases_out, task, trainer_name, options)
+        for index, (_, _, volume_spacing, target) in enumerate(volumes):
+            segmentation, _ = read_nifti(cases_out / f"case{index:04d}.nii.gz")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_volume(target, segmentation.astype(np.uint8), volume_spacing, key="segmentation", labels=True)
+            written.append(target)
+    return written

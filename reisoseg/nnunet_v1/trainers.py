@@ -11,7 +11,10 @@ Overridden hooks, each for a reason the method gives (spec §3, §9):
 """
 from __future__ import annotations
 
-from typing import ClassVar, Optional
+import json
+import os
+from time import time
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -30,16 +33,18 @@ REFERENCE_EPOCHS = 600
 class ReIsoSegTrainer(nnUNetTrainerV2):
     """ReIsoSeg on nnU-Net v1. Subclasses pin `ani_scale`; None derives it from the plan's spacing ratio."""
 
-    ani_scale: ClassVar[Optional[tuple[int, int, int]]] = None  # per pooling stage: 2 = pool in-plane only
+    ani_scale: ClassVar[tuple[int, int, int] | None] = None  # per pooling stage: 2 = pool in-plane only
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.max_num_epochs = REFERENCE_EPOCHS
         self.ani_weight = DEFAULT_ANI_WEIGHT
         self.device = resolve_device()
-        self.pattern: Optional[tuple[int, int, int]] = None
+        self.pattern: tuple[int, int, int] | None = None
         self._branch_losses: dict[str, list[tuple[float, float]]] = {"train": [], "val": []}
         self.branch_loss_history: list[dict[str, float]] = []
+        self.time_budget_s: float | None = None  # if set, the epoch count is fitted to it after epoch 0
+        self._training_started: float | None = None
 
     def process_plans(self, plans):
         """nnUNetTrainer.process_plans, then pick the pattern and make the patch divisible by what it needs."""
@@ -109,17 +114,39 @@ class ReIsoSegTrainer(nnUNetTrainerV2):
         """Pseudo-Dice from head 3 (ani, full resolution) rather than head 0 (iso): spec §9.2."""
         return super().run_online_evaluation(output[3:], target[3:])
 
+    def run_training(self):
+        self._training_started = time()
+        self._epoch_cap = self.max_num_epochs
+        return super().run_training()
+
     def on_epoch_end(self):
-        """Log the epoch's mean L_iso and L_ani for training and validation beside nnU-Net's total."""
-        means = {}
+        """Log L_iso/L_ani (also to branch_losses.json); with a time budget, fit the epoch count after epoch 0."""
+        means = {"epoch": self.epoch}
         for phase, values in self._branch_losses.items():
             if values:
                 iso, ani = np.mean(values, axis=0)
                 means[f"{phase}_iso"], means[f"{phase}_ani"] = float(iso), float(ani)
             values.clear()
+        means["total_train"] = float(self.all_tr_losses[-1]) if self.all_tr_losses else float("nan")
         self.branch_loss_history.append(means)
-        self.print_to_log_file("  ".join(f"{key} {value:.4f}" for key, value in means.items()))
+        self.print_to_log_file("  ".join(f"{key} {value:.4f}" for key, value in means.items() if key != "epoch"))
+        history = os.path.join(self.output_folder, "branch_losses.json")
+        with open(history + ".tmp", "w") as handle:
+            json.dump(self.branch_loss_history, handle)
+        os.replace(history + ".tmp", history)
+        if self.time_budget_s is not None and self._training_started is not None:
+            self._fit_epochs_to_budget(time() - self._training_started)
         return super().on_epoch_end()
+
+    def _fit_epochs_to_budget(self, elapsed: float) -> None:
+        """Epochs that still fit the remaining budget at the mean epoch time so far (the poly LR follows)."""
+        per_epoch = elapsed / (self.epoch + 1)
+        fitted = self.epoch + 1 + int(max(0.0, self.time_budget_s - elapsed) // per_epoch)
+        fitted = min(self._epoch_cap, fitted)
+        if fitted != self.max_num_epochs:
+            self.print_to_log_file(f"time budget {self.time_budget_s:.0f} s, {per_epoch:.1f} s per epoch: "
+                                   f"{fitted} epochs")
+            self.max_num_epochs = fitted
 
 
 class ReIsoSegRMA1V6Trainer(ReIsoSegTrainer):

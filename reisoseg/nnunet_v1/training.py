@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional
 
 from reisoseg.errors import ReIsoSegError
 from reisoseg.nnunet_v1.tasks import parse_fold, require_environment, resolve_task
@@ -22,11 +21,13 @@ class TrainingOptions:
     fp32: bool = False
     valbest: bool = False
     deterministic: bool = False
-    device: Optional[str] = None
-    epochs: Optional[int] = None
-    iterations_per_epoch: Optional[int] = None
-    val_iterations_per_epoch: Optional[int] = None
-    ani_weight: Optional[float] = None
+    device: str | None = None
+    epochs: int | None = None
+    iterations_per_epoch: int | None = None
+    val_iterations_per_epoch: int | None = None
+    ani_weight: float | None = None
+    time_budget_minutes: float | None = None
+    run_validation: bool = True
     validation_folder: str = "validation_raw"
     disable_postprocessing_on_folds: bool = False
 
@@ -41,6 +42,10 @@ def _configure(trainer, options: TrainingOptions) -> None:
             if not 0.0 <= options.ani_weight <= 1.0:
                 raise ReIsoSegError(f"--lambda must lie in [0, 1], got {options.ani_weight}")
             trainer.ani_weight = options.ani_weight
+        if options.time_budget_minutes is not None:
+            trainer.time_budget_s = 60.0 * options.time_budget_minutes
+    elif options.time_budget_minutes is not None:
+        raise ReIsoSegError("--budget_minutes needs a ReIsoSeg trainer; give nnU-Net's trainers --epochs")
     elif options.device not in (None, "cpu", "cuda"):
         raise ReIsoSegError(f"{type(trainer).__name__} is nnU-Net's own trainer: it runs on cpu or cuda only")
     if options.epochs is not None:
@@ -53,7 +58,7 @@ def _configure(trainer, options: TrainingOptions) -> None:
 
 
 def run_training(configuration: str, trainer_name: str, task: str, fold: str | int,
-                 options: Optional[TrainingOptions] = None) -> str:
+                 options: TrainingOptions | None = None) -> str:
     """Train (or only validate) one fold, as `nnUNet_train` does; returns the fold's output folder.
 
     `trainer_name` is one of ours (`ReIsoSegTrainer`, `ReIsoSegRMA{1,2,4,8}V6Trainer`) or any nnU-Net v1 trainer.
@@ -71,8 +76,8 @@ def run_training(configuration: str, trainer_name: str, task: str, fold: str | i
     install()
     from nnunet.run.default_configuration import get_default_configuration
 
-    plans_file = os.path.join(os.environ["nnUNet_preprocessed"], task_name,
-                              options.plans_identifier + ("_plans_2D.pkl" if configuration == "2d" else "_plans_3D.pkl"))
+    suffix = "_plans_2D.pkl" if configuration == "2d" else "_plans_3D.pkl"
+    plans_file = os.path.join(os.environ["nnUNet_preprocessed"], task_name, options.plans_identifier + suffix)
     if not os.path.isfile(plans_file):
         raise ReIsoSegError(f"{plans_file}: plans not found; run nnUNet_plan_and_preprocess -t "
                             f"{int(task_name[4:7])} first")
@@ -109,8 +114,9 @@ def run_training(configuration: str, trainer_name: str, task: str, fold: str | i
                 trainer.load_latest_checkpoint()
             trainer.run_training()
         trainer.network.eval()
-        trainer.validate(save_softmax=options.npz, validation_folder_name=options.validation_folder,
-                         run_postprocessing_on_folds=not options.disable_postprocessing_on_folds)
+        if options.run_validation:
+            trainer.validate(save_softmax=options.npz, validation_folder_name=options.validation_folder,
+                             run_postprocessing_on_folds=not options.disable_postprocessing_on_folds)
     finally:
         finish_augmenters(trainer)
     return trainer.output_folder

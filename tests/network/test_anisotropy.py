@@ -1,7 +1,13 @@
 import pytest
 
-from reisoseg.network.anisotropy import (ani_scale_from_spacing, check_input_shape, fit_patch_size, pi_z_factors,
-                                         pool_kernel_sizes, required_divisor)
+from reisoseg.network.anisotropy import (
+    ani_scale_from_spacing,
+    check_input_shape,
+    fit_patch_size,
+    pi_z_factors,
+    pool_kernel_sizes,
+    required_divisor,
+)
 
 
 @pytest.mark.parametrize("pattern, divisor", [((1, 1, 1), (16, 16, 16)), ((1, 1, 2), (8, 16, 16)),

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from reisoseg.network import PIChoice, ReIsoSegRMV6
-from reisoseg.network.pi_module import (SWAPS, draw_pi_choice, pseudo_isotropic, squeeze_z, swap_axes)
+from reisoseg.network.pi_module import SWAPS, draw_pi_choice, pseudo_isotropic, squeeze_z, swap_axes
 
 PATTERNS = [(1, 1, 1), (1, 1, 2), (1, 2, 2), (2, 2, 2)]
 
@@ -93,7 +93,8 @@ def test_pi_randomness_follows_torch_seed():
 def test_pseudo_isotropic_replicates_slices_and_degrades_one_axis():
     x = torch.arange(2 * 4 * 4, dtype=torch.float32).reshape(1, 1, 2, 4, 4)
     up = pseudo_isotropic(x, 2, "z")
-    assert up.shape == (1, 1, 4, 4, 4) and torch.equal(up[0, 0, 0], up[0, 0, 1]) and torch.equal(up[0, 0, 1], x[0, 0, 0])
+    assert up.shape == (1, 1, 4, 4, 4)
+    assert torch.equal(up[0, 0, 0], up[0, 0, 1]) and torch.equal(up[0, 0, 1], x[0, 0, 0])
     blocky = pseudo_isotropic(x, 2, "y")  # 'y' degrades tensor dim 3
     assert torch.equal(blocky[..., 0, :], blocky[..., 1, :]) and not torch.equal(blocky[..., 0], blocky[..., 1])
     blocky_x = pseudo_isotropic(x, 2, "x")  # 'x' degrades dim 4
@@ -101,6 +102,27 @@ def test_pseudo_isotropic_replicates_slices_and_degrades_one_axis():
     assert torch.equal(squeeze_z(up, 2), x)
     z8 = torch.arange(8, dtype=torch.float32).reshape(1, 1, 8, 1, 1)
     assert squeeze_z(z8, 4).flatten().tolist() == [0.0, 4.0]
+
+
+def test_fft_depthwise_and_channels_last_pointwise_equal_grouped_convs():
+    import torch.nn.functional as F
+
+    from reisoseg.network.blocks import UXUnit, depthwise_correlation_fft
+
+    torch.manual_seed(0)
+    unit = UXUnit(6)
+    with torch.no_grad():
+        unit.layer_scale.fill_(0.5)
+        unit.expand.bias.uniform_(-0.5, 0.5)
+        unit.project.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 6, 9, 10, 7)
+    grouped = F.conv3d(x, unit.depthwise.weight, unit.depthwise.bias, padding=3, groups=6)
+    torch.testing.assert_close(depthwise_correlation_fft(x, unit.depthwise.weight, unit.depthwise.bias), grouped,
+                               rtol=0, atol=1e-5)
+    y = unit.norm(grouped.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
+    y = F.conv3d(F.gelu(F.conv3d(y, unit.expand.weight, unit.expand.bias, groups=6)), unit.project.weight,
+                 unit.project.bias, groups=6)
+    torch.testing.assert_close(unit(x), x + 0.5 * y, rtol=0, atol=1e-5)
 
 
 def test_swaps_are_involutions():

@@ -143,3 +143,31 @@ def test_model_files_that_would_run_code_are_refused(trained, poisoned):
                            "-tr", "EvilTrainer", "-f", "0", "--disable_tta"], env)
     assert_one_line_error(result, "refusing to load")
     assert not marker.exists()
+
+
+def test_predict_em_formats_writes_input_format_with_spacing(trained):
+    from reisoseg.io.nifti import read_nifti
+    from reisoseg.io.volume import open_volume, write_volume
+
+    env, root, model = trained
+    image, spacing = read_nifti(Path(env["nnUNet_raw_data_base"]) / "nnUNet_raw_data" / TASK / "imagesTs"
+                                / "synth_005_0000.nii.gz")
+    em = root / "em_inputs"
+    em.mkdir()
+    write_volume(em / "stack.tif", image, spacing)
+    write_volume(em / "volume.zarr", image, spacing)
+    out = root / "em_outputs"
+    result = run_reisoseg(["predict", "-i", str(em), "-o", str(out), "-t", "501", "-f", "0", "--disable_tta",
+                           "--device", "cpu"], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("stack_segmentation.tif", "volume_segmentation.zarr"):
+        segmentation = open_volume(out / name)
+        assert segmentation.shape == image.shape and segmentation.spacing == pytest.approx(spacing)
+        assert set(np.unique(segmentation.read())) <= {0, 1}
+    single = root / "single.h5"
+    result = run_reisoseg(["predict", "-i", str(em / "stack.tif"), "-o", str(single), "-t", "501", "-f", "0",
+                           "--disable_tta", "--device", "cpu", "--output_format", "hdf5"], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert open_volume(f"{single}:/segmentation").shape == image.shape
+    missing = run_reisoseg(["predict", "-i", str(em / "absent.tif"), "-o", str(out), "-t", "501"], env)
+    assert_one_line_error(missing, "absent.tif: no such file or folder")

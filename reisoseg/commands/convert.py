@@ -1,0 +1,55 @@
+"""`reisoseg convert`: EM volumes (TIFF, sections, HDF5, zarr, NIfTI) -> an nnU-Net v1 raw task."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from reisoseg.errors import ReIsoSegError
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "convert", help="convert EM volumes and labels into an nnU-Net v1 raw task",
+        description="Read image and label volumes (multipage TIFF, folder of TIFF/PNG sections, file.h5:/key, "
+                    "zarr/OME-Zarr, NIfTI/MHA), validate them, and write nnUNet_raw_data/TaskXXX_Name with NIfTI "
+                    "files in (z, y, x) order with their spacing and dataset.json. Nothing is written if any "
+                    "input is bad. Example: reisoseg convert --image raw/ --labels labels/ --spacing 50 4.6 4.6 "
+                    "--label-map mitochondria=191 --task 502 --name GerhardMito --test-sections 16-19")
+    parser.add_argument("--image", nargs="+", required=True, help="image volume(s)")
+    parser.add_argument("--labels", nargs="+", required=True, help="label volume(s), one per image, same shape")
+    parser.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), default=None,
+                        help="voxel size in nm, z first; required when the files carry none, and must agree with "
+                             "their metadata when they do")
+    classes = parser.add_mutually_exclusive_group(required=True)
+    classes.add_argument("--label-map", "--label_map", nargs="+", metavar="NAME=VALUE[,VALUE]",
+                         help="classes from source label values, e.g. mitochondria=191; other values become "
+                              "background")
+    classes.add_argument("--classes", nargs="+", metavar="NAME",
+                         help="labels are already 0..K: names of classes 1..K (other values are an error)")
+    parser.add_argument("--task", type=int, required=True, help="task id (1-999)")
+    parser.add_argument("--name", required=True, help="task name (letters, digits, _)")
+    parser.add_argument("--test-sections", "--test_sections", default=None, metavar="FIRST-LAST",
+                        help="0-based sections of every volume held out as test cases, e.g. 16-19")
+    parser.add_argument("--test-volumes", "--test_volumes", type=int, nargs="+", default=(), metavar="I",
+                        help="0-based indices of volumes held out whole as test cases")
+    parser.add_argument("--modality", default="EM",
+                        help="dataset.json modality (default: EM, i.e. per-image z-score normalisation)")
+    parser.add_argument("--raw_data_base", default=None, help="nnU-Net raw data base (default: $nnUNet_raw_data_base)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing task folder")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from reisoseg.io.convert import LabelMapping, convert_to_task, parse_sections
+
+    raw = args.raw_data_base or os.environ.get("nnUNet_raw_data_base")
+    if not raw:
+        raise ReIsoSegError("no output location: pass --raw_data_base or set nnUNet_raw_data_base")
+    if not args.name.replace("_", "").isalnum():
+        raise ReIsoSegError(f"--name {args.name!r}: use letters, digits and _ only")
+    mapping = LabelMapping.parse(args.label_map) if args.label_map else LabelMapping.identity(args.classes)
+    folder = convert_to_task(args.image, args.labels, task_id=args.task, name=args.name, mapping=mapping,
+                             spacing=args.spacing, test_sections=parse_sections(args.test_sections),
+                             test_volumes=args.test_volumes, raw_data_base=raw, modality=args.modality,
+                             overwrite=args.overwrite)
+    print(f"done: {folder}")

@@ -1,0 +1,181 @@
+"""The main job on the embedded default: synthesise, plan, train, predict, evaluate and draw, in one folder.
+
+Every step writes its result before the next starts, and a rerun skips the finished ones (unless `fresh`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from reisoseg.errors import ReIsoSegError
+
+TASK_ID = 500
+TASK_NAME = f"Task{TASK_ID}_SynthDemo"
+DEMO_PLANS = "nnUNetPlans_reisoseg_demo"
+TRAINER = "ReIsoSegTrainer"
+CLASSES = {1: "mitochondria"}
+
+
+@dataclass
+class DemoSettings:
+    """Sizes and budget of the demo; the defaults fit a 2-core laptop CPU in under 10 minutes."""
+
+    num_training: int = 6
+    num_test: int = 2
+    shape: tuple[int, int, int] = (32, 160, 160)
+    ratio: int = 8
+    seed: int = 0
+    patch_size: tuple[int, int, int] = (16, 64, 64)
+    batch_size: int = 2
+    budget_minutes: float = 6.5
+    iterations_per_epoch: int = 10
+    val_iterations_per_epoch: int = 1
+    step_size: float = 0.5
+    device: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def quick(cls) -> DemoSettings:
+        """A few-second variant for tests: tiny volumes, a few iterations."""
+        return cls(num_training=5, num_test=1, shape=(16, 64, 64), patch_size=(16, 64, 64), budget_minutes=0.05,
+                   iterations_per_epoch=2)
+
+
+def _step(number: int, total: int, title: str, done: bool) -> None:
+    print(f"[{number}/{total}] {title}{' (reused)' if done else ''}", flush=True)
+
+
+def _nnunet_folders(output: Path) -> dict[str, Path]:
+    base = output / "nnunet"
+    return {"nnUNet_raw_data_base": base / "raw", "nnUNet_preprocessed": base / "preprocessed",
+            "RESULTS_FOLDER": base / "results"}
+
+
+def _timed(settings: DemoSettings, key: str, work: Callable[[], object]) -> None:
+    start = time.perf_counter()
+    work()
+    settings.timings[key] = round(time.perf_counter() - start, 1)
+
+
+def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings | None = None, *,
+             fresh: bool = False) -> dict:
+    """Run the demo into `output` and return the summary (also written to summary.json)."""
+    settings = settings or DemoSettings()
+    output = Path(output).resolve()
+    if fresh and output.exists():
+        shutil.rmtree(output)
+    folders = _nnunet_folders(output)
+    for name, folder in folders.items():
+        folder.mkdir(parents=True, exist_ok=True)
+        os.environ[name] = str(folder)  # before nnU-Net is imported: it reads them at import time
+    raw = folders["nnUNet_raw_data_base"] / "nnUNet_raw_data" / TASK_NAME
+    plans = folders["nnUNet_preprocessed"] / TASK_NAME / "nnUNetPlansv2.1_plans_3D.pkl"
+    model = folders["RESULTS_FOLDER"] / "nnUNet" / "3d_fullres" / TASK_NAME / f"{TRAINER}__{DEMO_PLANS}"
+    predictions = output / "predictions"
+    total = 6
+    started = time.perf_counter()
+
+    done = (raw / "dataset.json").is_file()
+    _step(1, total, f"generating {settings.num_training}+{settings.num_test} synthetic volumes "
+                    f"{list(settings.shape)} at z ratio {settings.ratio}", done)
+    if not done:
+        from reisoseg.synthetic import make_synthetic_task
+
+        _timed(settings, "generate_s", lambda: make_synthetic_task(
+            folders["nnUNet_raw_data_base"], TASK_ID, "SynthDemo", num_training=settings.num_training,
+            num_test=settings.num_test, shape=settings.shape, ratio=settings.ratio, seed=settings.seed,
+            overwrite=True))
+
+    done = plans.is_file()
+    _step(2, total, "planning and preprocessing with nnU-Net v1", done)
+    if not done:
+        _timed(settings, "plan_s", lambda: _plan_and_preprocess(TASK_ID))
+    from reisoseg.nnunet_v1.plans import write_derived_plans
+
+    write_derived_plans(TASK_NAME, DEMO_PLANS, patch_size=settings.patch_size, batch_size=settings.batch_size)
+
+    done = (model / "all" / "model_final_checkpoint.model").is_file()
+    _step(3, total, f"training {TRAINER} for {settings.budget_minutes:g} min (patch {list(settings.patch_size)}, "
+                    f"batch {settings.batch_size})", done)
+    if not done:
+        from reisoseg.nnunet_v1.training import TrainingOptions, run_training
+
+        options = TrainingOptions(plans_identifier=DEMO_PLANS, time_budget_minutes=settings.budget_minutes,
+                                  iterations_per_epoch=settings.iterations_per_epoch,
+                                  val_iterations_per_epoch=settings.val_iterations_per_epoch, run_validation=False,
+                                  device=settings.device, epochs=1000)
+        os.environ.setdefault("nnunet_use_progress_bar", "1")
+        _timed(settings, "train_s", lambda: run_training("3d_fullres", TRAINER, TASK_NAME, "all", options))
+
+    cases = sorted(p.name[:-len("_0000.nii.gz")] for p in (raw / "imagesTs").glob("*_0000.nii.gz"))
+    done = all((predictions / f"{case}.nii.gz").is_file() for case in cases)
+    _step(4, total, f"predicting {len(cases)} held-out volumes (sliding window, step {settings.step_size})", done)
+    if not done:
+        from reisoseg.nnunet_v1.prediction import PredictionOptions, predict_folder
+
+        options = PredictionOptions(plans_identifier=DEMO_PLANS, folds=["all"], disable_tta=True,
+                                    step_size=settings.step_size, device=settings.device, overwrite_existing=True)
+        _timed(settings, "predict_s", lambda: predict_folder(raw / "imagesTs", predictions, TASK_NAME, TRAINER,
+                                                             options))
+
+    _step(5, total, "evaluating Dice and IoU per class", False)
+    metrics = _evaluate(raw, predictions, cases)
+
+    _step(6, total, "writing figures and summary.json", False)
+    from reisoseg.figures import plot_overlays, plot_training_curve
+
+    figures = {"training_curve": str(plot_training_curve(model / "all", output / "training_curve.png"))}
+    figures.update(plot_overlays(raw, predictions, cases[0], output))
+    summary = {
+        "task": TASK_NAME,
+        "trainer": TRAINER,
+        "ani_scale": _logged_pattern(model / "all"),
+        "metrics": metrics,
+        "settings": {k: v for k, v in asdict(settings).items() if k != "timings"},
+        "timings_s": {**settings.timings, "this_run_total_s": round(time.perf_counter() - started, 1)},
+        "figures": figures,
+    }
+    (output / "summary.json").write_text(json.dumps(summary, indent=2))
+    mean = metrics["mean"]["mitochondria"]
+    print(f"mitochondria Dice {mean['dice']:.3f}  IoU {mean['iou']:.3f}  -> {output / 'summary.json'}")
+    return summary
+
+
+def _plan_and_preprocess(task_id: int) -> None:
+    command = [sys.executable, "-m", "nnunet.experiment_planning.nnUNet_plan_and_preprocess", "-t", str(task_id),
+               "--verify_dataset_integrity", "-tl", "1", "-tf", "1"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:]
+        raise ReIsoSegError(f"nnUNet_plan_and_preprocess failed: {tail[0] if tail else result.returncode}")
+
+
+def _evaluate(raw: Path, predictions: Path, cases: list[str]) -> dict:
+    from reisoseg.evaluation.metrics import per_class_metrics
+    from reisoseg.io.nifti import read_nifti
+
+    per_case = {}
+    for case in cases:
+        reference, _ = read_nifti(raw / "labelsTs" / f"{case}.nii.gz")
+        prediction, _ = read_nifti(predictions / f"{case}.nii.gz")
+        per_case[case] = per_class_metrics(reference, prediction, CLASSES)
+    mean = {name: {metric: float(np.mean([per_case[c][name][metric] for c in cases]))
+                   for metric in ("dice", "iou", "precision", "recall")} for name in CLASSES.values()}
+    return {"per_case": per_case, "mean": mean}
+
+
+def _logged_pattern(fold: Path) -> str | None:
+    for log in sorted(fold.glob("training_log_*.txt")):
+        for line in log.read_text().splitlines():
+            if "ani_scale" in line:
+                return line.split("ani_scale", 1)[1].strip()
+    return None

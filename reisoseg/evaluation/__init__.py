@@ -1,0 +1,1 @@
+"""Segmentation metrics (numpy/scipy only)."""

@@ -1,0 +1,116 @@
+"""TIFF stacks (ImageJ or OME metadata for spacing) and folders of per-section TIFF/PNG files."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import tifffile
+
+from reisoseg.errors import ReIsoSegError
+from reisoseg.io.volume import SECTION_SUFFIXES, Volume, to_nanometres
+
+
+def _xy_from_resolution(page: tifffile.TiffPage) -> tuple[float, float] | None:
+    tags = page.tags
+    if "XResolution" not in tags or "YResolution" not in tags:
+        return None
+    x_num, x_den = tags["XResolution"].value
+    y_num, y_den = tags["YResolution"].value
+    if not x_num or not y_num:
+        return None
+    return y_den / y_num, x_den / x_num  # pixels per unit -> unit per pixel
+
+
+def _spacing(handle: tifffile.TiffFile, source: str) -> tuple[float, float, float] | None:
+    if handle.is_ome and handle.ome_metadata:
+        pixels = re.search(r"<Pixels[^>]*>", handle.ome_metadata)
+        if pixels:
+            attributes = dict(re.findall(r'(\w+)="([^"]*)"', pixels.group(0)))
+            if all(f"PhysicalSize{a}" in attributes for a in "ZYX"):
+                values = [float(attributes[f"PhysicalSize{a}"]) for a in "ZYX"]
+                unit = attributes.get("PhysicalSizeXUnit", "µm")
+                return to_nanometres(values, unit, source)  # type: ignore[return-value]
+    if handle.is_imagej and handle.imagej_metadata:
+        meta = handle.imagej_metadata
+        xy = _xy_from_resolution(handle.pages[0])
+        if "spacing" in meta and xy is not None:
+            unit = meta.get("unit", "")
+            unit = "µm" if unit in ("micron", "\\u00B5m") else unit
+            return to_nanometres([float(meta["spacing"]), *xy], unit, source)  # type: ignore[return-value]
+    return None
+
+
+def read_tiff(path: str | os.PathLike) -> Volume:
+    """A multipage TIFF as (z, y, x), memory-mapped when the file allows it."""
+    with tifffile.TiffFile(path) as handle:
+        spacing = _spacing(handle, str(path))
+        series = handle.series[0]
+        shape = series.shape
+        declared = (handle.imagej_metadata or {}).get("images") if handle.is_imagej else None
+        readable = len(handle.pages)
+    if declared and int(declared) != readable:  # tifffile only logs a truncated file and returns what it found
+        raise ReIsoSegError(f"{path}: truncated or corrupt: metadata declares {declared} sections, "
+                            f"{readable} readable")
+    data = None
+    try:
+        data = tifffile.memmap(path, mode="r")
+    except (ValueError, OSError):  # compressed or tiled: read fully
+        data = tifffile.imread(path)
+    data = np.squeeze(data) if data.ndim > 3 else data
+    if data.ndim == 2:
+        data = data[None]
+    if tuple(data.shape[-2:]) != tuple(shape[-2:]):
+        raise ReIsoSegError(f"{path}: unexpected TIFF layout {shape}")
+    return Volume(data, spacing, str(path), "tiff")
+
+
+def _natural_key(path: Path) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
+
+
+def section_files(folder: str | os.PathLike) -> list[Path]:
+    files = sorted((p for p in Path(folder).iterdir() if p.suffix.lower() in SECTION_SUFFIXES and p.is_file()),
+                   key=_natural_key)
+    if not files:
+        raise ReIsoSegError(f"{folder}: no .tif/.tiff/.png section files")
+    return files
+
+
+def _read_section(path: Path) -> np.ndarray:
+    if path.suffix.lower() == ".png":
+        import imageio.v3 as iio
+
+        image = iio.imread(path)
+    else:
+        image = tifffile.imread(path)
+    if image.ndim == 3 and image.shape[-1] in (3, 4):
+        if not all(np.array_equal(image[..., 0], image[..., c]) for c in range(1, 3)):
+            raise ReIsoSegError(f"{path}: colour image; EM sections must be greyscale")
+        image = image[..., 0]
+    if image.ndim != 2:
+        raise ReIsoSegError(f"{path}: expected a 2D section, got shape {image.shape}")
+    return image
+
+
+def read_sections(folder: str | os.PathLike) -> Volume:
+    """A folder of per-section TIFF/PNG files (natural sort order) stacked along z."""
+    files = section_files(folder)
+    sections = []
+    for file in files:
+        section = _read_section(file)
+        if sections and (section.shape != sections[0].shape or section.dtype != sections[0].dtype):
+            raise ReIsoSegError(f"{file}: section {section.shape} {section.dtype} differs from "
+                                f"{files[0].name} {sections[0].shape} {sections[0].dtype}")
+        sections.append(section)
+    # a folder carries no z spacing: the caller must supply it (--spacing)
+    return Volume(np.stack(sections), None, str(folder), "sections")
+
+
+def write_tiff(path: str | os.PathLike, data: np.ndarray, spacing: Sequence[float]) -> None:
+    """ImageJ hyperstack with spacing in nm (Fiji and napari read it back)."""
+    z, y, x = (float(s) for s in spacing)
+    tifffile.imwrite(path, np.ascontiguousarray(data), imagej=True, resolution=(1.0 / x, 1.0 / y),
+                     metadata={"spacing": z, "unit": "nm", "axes": "ZYX"})

@@ -1,0 +1,134 @@
+"""One way in and out for 3D volumes: `open_volume(path)` and `write_volume(path, ...)`.
+
+Axis order is always (z, y, x); spacing is (z, y, x) in nanometres (µm in files is converted and said so).
+Paths: `stack.tif` (multipage), a folder of per-section TIFF/PNG files, `file.h5:/path/in/file`, `volume.zarr`
+(plain array, group with `key`, or OME-Zarr multiscales), `volume.nii.gz` / `.mha` / `.nrrd`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from reisoseg.errors import ReIsoSegError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd")
+TIFF_SUFFIXES = (".tif", ".tiff")
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
+SECTION_SUFFIXES = (".tif", ".tiff", ".png")
+FORMATS = ("tiff", "sections", "hdf5", "zarr", "nifti")
+UNIT_TO_NM = {"nm": 1.0, "nanometer": 1.0, "nanometre": 1.0, "um": 1000.0, "µm": 1000.0, "micron": 1000.0,
+              "micrometer": 1000.0, "micrometre": 1000.0, "\\u00B5m": 1000.0, "mm": 1e6, "millimeter": 1e6,
+              "pixel": None, "": None}
+
+
+@dataclass
+class Volume:
+    """A 3D volume: `data` is (z, y, x), numpy or lazily sliceable (h5py/zarr); `spacing` (z, y, x) nm or None."""
+
+    data: Any
+    spacing: tuple[float, float, float] | None
+    source: str
+    format: str
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.data.shape)  # type: ignore[return-value]
+
+    def read(self) -> np.ndarray:
+        """The whole volume as a numpy array."""
+        return np.asarray(self.data[...])
+
+
+def to_nanometres(values: Sequence[float], unit: str | None, source: str) -> tuple[float, ...] | None:
+    """Spacing values in `unit` converted to nm; None if the unit carries no physical size (pixels)."""
+    key = (unit or "").strip().lower()
+    if key not in UNIT_TO_NM:
+        raise ReIsoSegError(f"{source}: unknown spacing unit {unit!r}; give --spacing in nm")
+    factor = UNIT_TO_NM[key]
+    return None if factor is None else tuple(float(v) * factor for v in values)
+
+
+def split_key(path: str | os.PathLike) -> tuple[str, str | None]:
+    """`file.h5:/a/b` -> ('file.h5', '/a/b'); zarr paths may carry a key the same way."""
+    text = str(path)
+    for suffix in (*HDF5_SUFFIXES, ".zarr"):
+        marker = suffix + ":"
+        if marker in text:
+            head, key = text.split(marker, 1)
+            return head + suffix, key or None
+    return text, None
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    name = str(path).lower().rstrip("/")
+    if name.endswith(".zarr") or (Path(path).is_dir() and (Path(path) / ".zattrs").exists()) or \
+            (Path(path).is_dir() and (Path(path) / "zarr.json").exists()):
+        return "zarr"
+    if name.endswith(HDF5_SUFFIXES):
+        return "hdf5"
+    if name.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    if name.endswith(TIFF_SUFFIXES):
+        return "tiff"
+    if Path(path).is_dir():
+        return "sections"
+    raise ReIsoSegError(f"{path}: unsupported format (use TIFF, a folder of TIFF/PNG sections, HDF5, zarr or NIfTI)")
+
+
+def open_volume(path: str | os.PathLike, key: str | None = None) -> Volume:
+    """Open a volume lazily where the format allows. Raises ReIsoSegError naming the file on any problem."""
+    from reisoseg.io import hdf5, nifti, ome_zarr, tiff
+
+    path, embedded_key = split_key(path)
+    key = key or embedded_key
+    if not Path(path).exists():
+        raise ReIsoSegError(f"{path}: no such file or folder")
+    kind = detect_format(path)
+    try:
+        if kind == "tiff":
+            volume = tiff.read_tiff(path)
+        elif kind == "sections":
+            volume = tiff.read_sections(path)
+        elif kind == "hdf5":
+            volume = hdf5.read_hdf5(path, key)
+        elif kind == "zarr":
+            volume = ome_zarr.read_zarr(path, key)
+        else:
+            data, spacing = nifti.read_nifti(path)
+            volume = Volume(data, spacing, str(path), "nifti")
+    except ReIsoSegError:
+        raise
+    except Exception as error:  # corrupt or truncated files surface as many exception types
+        raise ReIsoSegError(f"{path}: cannot read ({type(error).__name__}: {str(error).strip().splitlines()[0]})"
+                            if str(error).strip() else f"{path}: cannot read ({type(error).__name__})") from None
+    if len(volume.shape) != 3:
+        raise ReIsoSegError(f"{path}: expected a 3D (z, y, x) volume, got shape {volume.shape}")
+    return volume
+
+
+def write_volume(path: str | os.PathLike, data: np.ndarray, spacing: Sequence[float], *,
+                 key: str = "data", labels: bool = False) -> None:
+    """Write (z, y, x) data with (z, y, x) nm spacing in the format the path names (atomically)."""
+    from reisoseg.io import hdf5, nifti, ome_zarr, tiff
+    from reisoseg.io.atomic import atomic_directory, atomic_file
+
+    path, embedded_key = split_key(path)
+    key = embedded_key or key
+    kind = detect_format(path) if not str(path).lower().endswith(TIFF_SUFFIXES) else "tiff"
+    if kind == "zarr":
+        with atomic_directory(path, overwrite=True) as temporary:
+            ome_zarr.write_ome_zarr(temporary, data, spacing, labels=labels)
+        return
+    if kind not in ("tiff", "hdf5", "nifti"):
+        raise ReIsoSegError(f"{path}: cannot write this format; use .tif, .h5, .zarr or .nii.gz")
+    with atomic_file(path) as temporary:
+        if kind == "tiff":
+            tiff.write_tiff(temporary, data, spacing)
+        elif kind == "hdf5":
+            hdf5.write_hdf5(temporary, data, spacing, key)
+        else:
+            nifti.write_nifti(temporary, data, spacing)

@@ -1,0 +1,45 @@
+import json
+
+import pytest
+
+from reisoseg.commands.main import build_parser
+from tests.conftest import assert_one_line_error, nnunet_environment, run_reisoseg
+
+
+@pytest.mark.parametrize("command", ["train", "predict", "synth", "demo", "convert", "check", "evaluate"])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: reisoseg" in capsys.readouterr().out
+
+
+def test_reference_positional_form_parses():
+    args = build_parser().parse_args(["train", "3d_fullres", "ReIsoSegRMA4V6Trainer", "Task501_X", "0", "--npz"])
+    assert (args.configuration, args.trainer, args.task, args.fold, args.npz) == (
+        "3d_fullres", "ReIsoSegRMA4V6Trainer", "Task501_X", "0", True)
+
+
+def test_synth_refuses_existing_task_without_touching_it(tmp_path):
+    env = nnunet_environment(tmp_path)
+    args = ["synth", "--task", "504", "--num_training", "1", "--num_test", "0", "--shape", "8", "16", "16"]
+    assert run_reisoseg(args, env).returncode == 0
+    dataset = tmp_path / "raw" / "nnUNet_raw_data" / "Task504_SynthEM" / "dataset.json"
+    before = dataset.read_text()
+    assert_one_line_error(run_reisoseg(args, env), "already exists")
+    assert dataset.read_text() == before and json.loads(before)["numTraining"] == 1
+
+
+def test_quick_demo_writes_summary_and_figures_then_reuses_steps(tmp_path):
+    out = tmp_path / "demo"
+    env = nnunet_environment(tmp_path / "unused")
+    first = run_reisoseg(["demo", "--quick", "--output", str(out), "--device", "cpu"], env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["metrics"]["mean"]["mitochondria"]) == {"dice", "iou", "precision", "recall"}
+    assert 0.0 <= summary["metrics"]["mean"]["mitochondria"]["dice"] <= 1.0
+    assert summary["ani_scale"] == "[2, 2, 2]"
+    for name in ("training_curve.png", "overlay_xy.png", "overlay_xz.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    second = run_reisoseg(["demo", "--quick", "--output", str(out), "--device", "cpu"], env)
+    assert second.returncode == 0 and second.stdout.count("(reused)") == 4

@@ -1,0 +1,197 @@
+"""`reisoseg convert` / `check`: a good conversion, and a corpus of bad inputs that must leave nothing behind."""
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import tifffile
+
+from reisoseg.commands.main import main
+from reisoseg.io.nifti import read_nifti
+from reisoseg.io.volume import write_volume
+
+SPACING = (40.0, 5.0, 5.0)
+
+
+def _image(shape=(6, 16, 16), seed=0):
+    return (np.random.default_rng(seed).random(shape) * 200 + 10).astype(np.uint8)
+
+
+def _labels(shape=(6, 16, 16)):
+    labels = np.zeros(shape, np.uint8)
+    labels[:, 4:10, 4:10] = 191
+    labels[:, 0:2, 0:2] = 32
+    return labels
+
+
+def _run(capsys, *args) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def good(tmp_path):
+    write_volume(tmp_path / "img.tif", _image(), SPACING)
+    write_volume(tmp_path / "lab.tif", _labels(), SPACING)
+    return tmp_path
+
+
+def test_convert_splits_sections_maps_labels_and_keeps_spacing(good, capsys):
+    raw = good / "raw"
+    code, out, err = _run(capsys, "convert", "--image", str(good / "img.tif"), "--labels", str(good / "lab.tif"),
+                          "--label-map", "mitochondria=191", "--task", "502", "--name", "Mito",
+                          "--test-sections", "4-5", "--raw_data_base", str(raw))
+    assert code == 0, err
+    task = raw / "nnUNet_raw_data" / "Task502_Mito"
+    dataset = json.loads((task / "dataset.json").read_text())
+    assert dataset["labels"] == {"0": "background", "1": "mitochondria"} and dataset["numTraining"] == 1
+    image, spacing = read_nifti(task / "imagesTr" / "vol00_traina_0000.nii.gz")
+    labels, _ = read_nifti(task / "labelsTr" / "vol00_traina.nii.gz")
+    assert image.shape == (4, 16, 16) and spacing == SPACING
+    assert np.array_equal(image, _image()[:4]) and set(np.unique(labels)) == {0, 1}
+    assert read_nifti(task / "imagesTs" / "vol00_test_0000.nii.gz")[0].shape == (2, 16, 16)
+    code, out, err = _run(capsys, "check", str(task))
+    assert code == 0 and out.startswith("ok:")
+
+
+def test_z_axis_on_the_wrong_side_warns(good, capsys):
+    write_volume(good / "wrong.tif", _image(), (5.0, 5.0, 40.0))
+    write_volume(good / "wrong_lab.tif", _labels(), (5.0, 5.0, 40.0))
+    code, out, err = _run(capsys, "convert", "--image", str(good / "wrong.tif"), "--labels",
+                          str(good / "wrong_lab.tif"), "--label-map", "mito=191", "--task", "503", "--name", "W",
+                          "--raw_data_base", str(good / "r"))
+    assert code == 0 and "largest spacing (40.0 nm) is on axis x, not z" in err
+
+
+def _h5(path, **datasets):
+    with h5py.File(path, "w") as handle:
+        for name, value in datasets.items():
+            handle.create_dataset(name, data=value)
+    return path
+
+
+def _bad_cases(tmp):
+    """(name, arguments, exact error fragment); files are made on the fly in `tmp`."""
+    img, lab = str(tmp / "img.tif"), str(tmp / "lab.tif")
+    sections = tmp / "sections"
+    sections.mkdir()
+    for z in range(6):
+        tifffile.imwrite(sections / f"{z}.tif", _image()[z])
+    colour = tmp / "colour"
+    colour.mkdir()
+    tifffile.imwrite(colour / "0.tif", np.random.default_rng(1).integers(0, 255, (8, 8, 3), np.uint8))
+    uneven = tmp / "uneven"
+    uneven.mkdir()
+    tifffile.imwrite(uneven / "0.tif", np.ones((8, 8), np.uint8))
+    tifffile.imwrite(uneven / "1.tif", np.ones((8, 9), np.uint8))
+    nan = _image().astype(np.float32)
+    nan[0, 0, 0] = np.nan
+    inf = _image().astype(np.float32)
+    inf[1, 1, 1] = np.inf
+    write_volume(tmp / "nan.h5", nan, SPACING)
+    write_volume(tmp / "inf.h5", inf, SPACING)
+    write_volume(tmp / "const.h5", np.full((6, 16, 16), 7, np.uint8), SPACING)
+    write_volume(tmp / "small_lab.tif", _labels((6, 16, 12)), SPACING)
+    write_volume(tmp / "other_spacing_lab.tif", _labels(), (50.0, 5.0, 5.0))
+    write_volume(tmp / "two.tif", (_labels() > 0).astype(np.uint8) * 2, SPACING)
+    write_volume(tmp / "frac.h5", _labels().astype(np.float32) + 0.5, SPACING)
+    _h5(tmp / "empty.h5", data=np.zeros((0, 16, 16), np.uint8))
+    _h5(tmp / "empty_lab.h5", data=np.zeros((0, 16, 16), np.uint8))
+    _h5(tmp / "complex.h5", data=_image().astype(np.complex64))
+    _h5(tmp / "flat.h5", data=_image()[0])
+    _h5(tmp / "multi.h5", a=_image(), b=_image())
+    (tmp / "corrupt.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    truncated = (tmp / "img.tif").read_bytes()
+    (tmp / "truncated.tif").write_bytes(truncated[: len(truncated) // 3])
+    (tmp / "notes.txt").write_text("x")
+    import zarr
+
+    zarr.open_group(str(tmp / "plain_group.zarr"), mode="w").create_array("x", shape=(2, 2, 2), dtype="u1")
+    mito = ["--label-map", "mitochondria=191"]
+    given = ["--spacing", *map(str, SPACING)]  # for files made without spacing metadata
+    return [
+        ("missing image", ["--image", str(tmp / "nope.tif"), "--labels", lab, *mito], "nope.tif: no such file"),
+        ("missing labels", ["--image", img, "--labels", str(tmp / "gone.tif"), *mito], "gone.tif: no such file"),
+        ("shape mismatch", ["--image", img, "--labels", str(tmp / "small_lab.tif"), *mito],
+         "label shape (6, 16, 12) differs from image"),
+        ("no spacing", ["--image", str(sections), "--labels", lab, *mito], "no spacing in the file"),
+        ("non-positive spacing", ["--image", img, "--labels", lab, *mito, "--spacing", "0", "5", "5"],
+         "--spacing must be three positive numbers"),
+        ("contradicting spacing", ["--image", img, "--labels", lab, *mito, "--spacing", "50", "5", "5"],
+         "contradicts the file's metadata"),
+        ("label spacing differs", ["--image", img, "--labels", str(tmp / "other_spacing_lab.tif"), *mito],
+         "differs from the image's"),
+        ("undeclared labels", ["--image", img, "--labels", str(tmp / "two.tif"), "--classes", "mito"],
+         "label values [2] are not declared"),
+        ("non-integer labels", ["--image", img, "--labels", str(tmp / "frac.h5"), *mito],
+         "label values must be whole numbers"),
+        ("NaN", ["--image", str(tmp / "nan.h5"), "--labels", lab, *mito], "image contains NaN or Inf"),
+        ("Inf", ["--image", str(tmp / "inf.h5"), "--labels", lab, *mito], "image contains NaN or Inf"),
+        ("constant image", ["--image", str(tmp / "const.h5"), "--labels", lab, *mito], "constant image"),
+        ("empty volume", ["--image", str(tmp / "empty.h5"), "--labels", str(tmp / "empty_lab.h5"), *mito, *given],
+         "empty volume"),
+        ("unsupported dtype", ["--image", str(tmp / "complex.h5"), "--labels", lab, *mito, *given],
+         "unsupported image dtype complex64"),
+        ("2D input", ["--image", str(tmp / "flat.h5"), "--labels", lab, *mito], "expected a 3D (z, y, x) volume"),
+        ("ambiguous hdf5", ["--image", str(tmp / "multi.h5"), "--labels", lab, *mito], "holds 2 datasets"),
+        ("missing hdf5 dataset", ["--image", f"{tmp / 'multi.h5'}:/c", "--labels", lab, *mito], "no dataset '/c'"),
+        ("corrupt hdf5", ["--image", str(tmp / "corrupt.h5"), "--labels", lab, *mito], "corrupt.h5: cannot read"),
+        ("truncated tiff", ["--image", str(tmp / "truncated.tif"), "--labels", lab, *mito],
+         "truncated.tif: truncated or corrupt"),
+        ("unsupported format", ["--image", str(tmp / "notes.txt"), "--labels", lab, *mito], "unsupported format"),
+        ("zarr group without OME", ["--image", str(tmp / "plain_group.zarr"), "--labels", lab, *mito],
+         "zarr group without OME multiscales"),
+        ("colour sections", ["--image", str(colour), "--labels", lab, *mito, "--spacing", *map(str, SPACING)],
+         "colour image"),
+        ("uneven sections", ["--image", str(uneven), "--labels", lab, *mito], "differs from 0.tif"),
+        ("label map syntax", ["--image", img, "--labels", lab, "--label-map", "mito:191"],
+         "expected NAME=VALUE"),
+        ("test sections out of range", ["--image", img, "--labels", lab, *mito, "--test-sections", "4-9"],
+         "beyond its 6 sections"),
+        ("image/label count", ["--image", img, img, "--labels", lab, *mito], "give one label volume per image"),
+        ("test volume index", ["--image", img, "--labels", lab, *mito, "--test-volumes", "3"],
+         "--test-volumes [3]"),
+    ]
+
+
+def test_bad_input_corpus(good, capsys):
+    cases = _bad_cases(good)
+    assert len(cases) >= 20
+    before = {p: p.stat().st_mtime_ns for p in good.rglob("*") if p.is_file()}
+    for name, arguments, fragment in cases:
+        common = ["--task", "510", "--name", "Bad", "--raw_data_base", str(good / "raw")]
+        code, out, err = _run(capsys, "convert", *arguments, *common)
+        lines = [line for line in err.splitlines() if line.startswith("reisoseg: error:")]
+        assert code == 1 and len(lines) == 1, (name, err)
+        assert fragment in lines[0], (name, lines[0])
+        raw = good / "raw" / "nnUNet_raw_data"
+        assert not raw.exists() or not any(raw.iterdir()), (name, list(raw.iterdir()))
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # inputs untouched
+
+
+def test_existing_task_is_not_replaced(good, capsys):
+    arguments = ["convert", "--image", str(good / "img.tif"), "--labels", str(good / "lab.tif"), "--label-map",
+                 "mitochondria=191", "--task", "505", "--name", "Keep", "--raw_data_base", str(good / "raw")]
+    assert _run(capsys, *arguments)[0] == 0
+    dataset = good / "raw" / "nnUNet_raw_data" / "Task505_Keep" / "dataset.json"
+    before = dataset.read_text()
+    code, out, err = _run(capsys, *arguments)
+    assert code == 1 and "already exists" in err and dataset.read_text() == before
+
+
+def test_check_reports_hand_made_problems(good, capsys):
+    arguments = ["convert", "--image", str(good / "img.tif"), "--labels", str(good / "lab.tif"), "--label-map",
+                 "mitochondria=191", "--task", "506", "--name", "Hand", "--raw_data_base", str(good / "raw")]
+    assert _run(capsys, *arguments)[0] == 0
+    task = good / "raw" / "nnUNet_raw_data" / "Task506_Hand"
+    from reisoseg.io.nifti import write_nifti
+
+    write_nifti(task / "labelsTr" / "vol00.nii.gz", np.full((6, 16, 16), 3, np.uint8), SPACING)
+    code, out, err = _run(capsys, "check", str(task))
+    assert code == 1 and "label values [3] are not declared" in err
+    (task / "dataset.json").write_text("{")
+    code, out, err = _run(capsys, "check", str(task))
+    assert code == 1 and "not valid JSON" in err

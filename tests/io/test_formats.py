@@ -1,0 +1,87 @@
+import h5py
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from reisoseg.io.volume import open_volume, write_volume
+
+SPACING = (40.0, 5.0, 5.0)
+
+
+@pytest.fixture
+def data():
+    return (np.random.default_rng(0).random((5, 16, 24)) * 1000).astype(np.uint16)
+
+
+@pytest.mark.parametrize("name", ["stack.tif", "volume.h5", "volume.h5:/em/raw", "volume.zarr", "volume.nii.gz",
+                                  "volume.mha"])
+def test_round_trip_keeps_data_dtype_and_spacing(tmp_path, data, name):
+    write_volume(tmp_path / name, data, SPACING)
+    volume = open_volume(tmp_path / name)
+    assert volume.shape == (5, 16, 24)
+    assert volume.read().dtype == np.uint16 and np.array_equal(volume.read(), data)
+    assert volume.spacing == pytest.approx(SPACING)
+
+
+def test_section_folder_in_natural_order_has_no_spacing(tmp_path, data):
+    import imageio.v3 as iio
+
+    folder = tmp_path / "sections"
+    folder.mkdir()
+    for z in range(5):
+        iio.imwrite(folder / f"s{z}.png", data[z].astype(np.uint8)) if z % 2 else tifffile.imwrite(
+            folder / f"s{z}.tif", data[z].astype(np.uint8))
+    (folder / "notes.txt").write_text("ignored")
+    volume = open_volume(folder)
+    assert volume.shape == (5, 16, 24) and volume.spacing is None
+    assert np.array_equal(volume.read(), data.astype(np.uint8))
+
+
+def test_rgb_png_with_identical_channels_is_greyscale(tmp_path):
+    import imageio.v3 as iio
+
+    folder = tmp_path / "rgb"
+    folder.mkdir()
+    for z in range(2):
+        grey = np.full((8, 8), 10 * z + 1, np.uint8)
+        iio.imwrite(folder / f"{z:02d}.png", np.stack([grey] * 3, -1))
+    assert open_volume(folder).read()[:, 0, 0].tolist() == [1, 11]
+
+
+def test_ome_tiff_spacing_in_micrometres(tmp_path, data):
+    path = tmp_path / "ome.ome.tif"
+    tifffile.imwrite(path, data, ome=True, metadata={"axes": "ZYX", "PhysicalSizeX": 0.005, "PhysicalSizeY": 0.005,
+                                                     "PhysicalSizeZ": 0.04, "PhysicalSizeXUnit": "µm"})
+    assert open_volume(path).spacing == pytest.approx(SPACING)
+
+
+def test_hdf5_element_size_um_and_lazy_access(tmp_path, data):
+    path = tmp_path / "ilastik.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("exported_data", data=data).attrs["element_size_um"] = [0.04, 0.005, 0.005]
+    volume = open_volume(f"{path}:/exported_data")
+    assert isinstance(volume.data, h5py.Dataset) and volume.spacing == pytest.approx(SPACING)
+    assert np.array_equal(volume.data[1:3, :4], data[1:3, :4])
+
+
+def test_ome_zarr_written_is_ngff_04_and_ngff_05_is_read(tmp_path, data):
+    write_volume(tmp_path / "a.zarr", data, SPACING)
+    attrs = zarr.open_group(str(tmp_path / "a.zarr"), mode="r").attrs.asdict()
+    assert attrs["multiscales"][0]["axes"][0] == {"name": "z", "type": "space", "unit": "nanometer"}
+    group = zarr.open_group(str(tmp_path / "b.zarr"), mode="w", zarr_format=3)
+    group.create_array("s0", shape=(1, *data.shape), dtype=data.dtype)[...] = data[None]
+    group.attrs["ome"] = {"version": "0.5", "multiscales": [{
+        "axes": [{"name": "c", "type": "channel"}] + [{"name": a, "type": "space", "unit": "micrometer"}
+                                                      for a in "zyx"],
+        "datasets": [{"path": "s0", "coordinateTransformations": [{"type": "scale",
+                                                                   "scale": [1, 0.04, 0.005, 0.005]}]}]}]}
+    volume = open_volume(tmp_path / "b.zarr")
+    assert volume.shape == data.shape and volume.spacing == pytest.approx(SPACING)
+    assert np.array_equal(volume.read(), data)
+
+
+def test_writes_are_atomic_on_failure(tmp_path):
+    with pytest.raises(ValueError):
+        write_volume(tmp_path / "bad.nii.gz", np.zeros((2, 2)), SPACING)
+    assert list(tmp_path.iterdir()) == []
