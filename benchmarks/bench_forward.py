@@ -42,7 +42,7 @@ def generic_unet_for(spacing, patch_size, input_channels=1, num_classes=2):
     from nnunet.network_architecture.initialization import InitWeights_He
     from torch import nn
 
-    _, pools, _, _, kernels = get_pool_and_conv_props(spacing, patch_size, 4, 999)
+    _, pools, kernels, _, _ = get_pool_and_conv_props(spacing, patch_size, 4, 999)
     network = Generic_UNet(input_channels, 32, num_classes, len(pools), 2, 2, nn.Conv3d, nn.InstanceNorm3d,
                            {"eps": 1e-5, "affine": True}, nn.Dropout3d, {"p": 0, "inplace": True}, nn.LeakyReLU,
                            {"negative_slope": 1e-2, "inplace": True}, True, False, lambda x: x, InitWeights_He(1e-2),

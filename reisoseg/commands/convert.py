@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 
+from reisoseg.commands.options import add_task_output_options, raw_data_base
 from reisoseg.errors import ReIsoSegError
 
 
@@ -34,17 +34,14 @@ def add_parser(subparsers) -> None:
                         help="0-based indices of volumes held out whole as test cases")
     parser.add_argument("--modality", default="EM",
                         help="dataset.json modality (default: EM, i.e. per-image z-score normalisation)")
-    parser.add_argument("--raw_data_base", default=None, help="nnU-Net raw data base (default: $nnUNet_raw_data_base)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing task folder")
+    add_task_output_options(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> None:
     from reisoseg.io.convert import LabelMapping, convert_to_task, parse_sections
 
-    raw = args.raw_data_base or os.environ.get("nnUNet_raw_data_base")
-    if not raw:
-        raise ReIsoSegError("no output location: pass --raw_data_base or set nnUNet_raw_data_base")
+    raw = raw_data_base(args)
     if not args.name.replace("_", "").isalnum():
         raise ReIsoSegError(f"--name {args.name!r}: use letters, digits and _ only")
     mapping = LabelMapping.parse(args.label_map) if args.label_map else LabelMapping.identity(args.classes)

@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 
+from reisoseg.commands.options import add_task_output_options, raw_data_base
 from reisoseg.errors import ReIsoSegError
-
-DEFAULT_RAW = "$nnUNet_raw_data_base"
 
 
 def add_parser(subparsers) -> None:
@@ -26,18 +24,14 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same task (default: 0)")
     parser.add_argument("--classes", nargs="+", default=["mitochondria"], choices=["mitochondria", "synapse"],
                         help="label classes to write (default: mitochondria)")
-    parser.add_argument("--raw_data_base", default=None,
-                        help="nnU-Net raw data base folder (default: $nnUNet_raw_data_base)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing task folder")
+    add_task_output_options(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> None:
     from reisoseg.synthetic import SynthParams, make_synthetic_task
 
-    raw = args.raw_data_base or os.environ.get("nnUNet_raw_data_base")
-    if not raw:
-        raise ReIsoSegError("no output location: pass --raw_data_base or set nnUNet_raw_data_base")
+    raw = raw_data_base(args)
     if args.num_training < 1 or args.num_test < 0:
         raise ReIsoSegError("--num_training must be at least 1 and --num_test at least 0")
     if not 1 <= args.ratio <= 12:
