@@ -115,12 +115,17 @@ class ReIsoSegTrainer(nnUNetTrainerV2):
         return super().run_online_evaluation(output[3:], target[3:])
 
     def run_training(self):
+        """Start the clock for the time budget; on `-c`, keep the branch-loss history of the earlier epochs."""
         self._training_started = time()
         self._epoch_cap = self.max_num_epochs
+        history = os.path.join(self.output_folder, "branch_losses.json")
+        if self.epoch > 0 and os.path.isfile(history):
+            with open(history) as handle:
+                self.branch_loss_history = [h for h in json.load(handle) if h["epoch"] < self.epoch]
         return super().run_training()
 
     def on_epoch_end(self):
-        """Log L_iso/L_ani (also to branch_losses.json); with a time budget, fit the epoch count after epoch 0."""
+        """Log L_iso/L_ani (also to branch_losses.json); with a time budget, refit the remaining epochs."""
         means = {"epoch": self.epoch}
         for phase, values in self._branch_losses.items():
             if values:

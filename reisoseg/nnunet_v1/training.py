@@ -90,7 +90,9 @@ def run_training(configuration: str, trainer_name: str, task: str, fold: str | i
         raise ReIsoSegError(f"unknown trainer {trainer_name!r}: use ReIsoSegTrainer, ReIsoSegRMA1V6Trainer, "
                             f"ReIsoSegRMA2V6Trainer, ReIsoSegRMA4V6Trainer, ReIsoSegRMA8V6Trainer or an nnU-Net v1 "
                             f"trainer such as nnUNetTrainerV2")
-    use_fp16 = not options.fp32 and options.device in (None, "cuda")
+    from reisoseg.devices import resolve_device
+
+    use_fp16 = not options.fp32 and resolve_device(options.device).type == "cuda"
     trainer = trainer_class(plans_file, fold, output_folder=output_folder, dataset_directory=dataset_directory,
                             batch_dice=batch_dice, stage=stage, unpack_data=True,
                             deterministic=options.deterministic, fp16=use_fp16)

@@ -1,6 +1,7 @@
 """Synthesise a tiny task, plan it with nnU-Net v1, train/continue/validate/predict through our commands."""
 from __future__ import annotations
 
+import json
 import pickle
 import shutil
 from pathlib import Path
@@ -52,6 +53,8 @@ def test_continue_training_resumes_from_checkpoint(trained):
     assert result.returncode == 0, result.stderr[-3000:]
     log = _log(model / "fold_0")
     assert "epoch:  2" in log and log.count("train_iso") == 3
+    history = json.loads((model / "fold_0" / "branch_losses.json").read_text())
+    assert [h["epoch"] for h in history] == [0, 1, 2]
 
 
 def test_validation_only_rewrites_summary(trained):
