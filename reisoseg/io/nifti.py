@@ -25,5 +25,6 @@ def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float,
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
         raise ReIsoSegError(f"{path}: cannot read ({str(error).strip().splitlines()[-1]})") from None
-    spacing = tuple(float(s) for s in reversed(image.GetSpacing()))
+    # NIfTI headers hold float32: 4.6 comes back as 4.5999999; 6 decimals of a nm are far below any physical meaning
+    spacing = tuple(round(float(s), 6) for s in reversed(image.GetSpacing()))
     return sitk.GetArrayFromImage(image), spacing  # type: ignore[return-value]

@@ -26,7 +26,7 @@ def test_gerhard_mitochondria_task_verifies(shared_data, tmp_path):
     task = tmp_path / "raw" / "nnUNet_raw_data" / "Task502_GerhardMito"
     image, spacing = read_nifti(task / "imagesTr" / "vol00_traina_0000.nii.gz")
     labels, _ = read_nifti(task / "labelsTr" / "vol00_traina.nii.gz")
-    assert image.shape == labels.shape == (16, 1024, 1024) and spacing == (50.0, 4.6, 4.6)
+    assert image.shape == labels.shape == (16, 1024, 1024) and spacing == pytest.approx((50.0, 4.6, 4.6))
     assert 0.03 < (labels == 1).mean() < 0.08  # README: mitochondria 5.4 % of voxels
     assert read_nifti(task / "labelsTs" / "vol00_test.nii.gz")[0].shape == (4, 1024, 1024)
     _verify(env, 502)
@@ -44,6 +44,6 @@ def test_cdeep3m_training_and_validation_folders_verify(shared_data, tmp_path):
     dataset = json.loads((task / "dataset.json").read_text())
     assert dataset["numTraining"] == 1 and dataset["numTest"] == 1
     labels, spacing = read_nifti(task / "labelsTr" / "vol00.nii.gz")
-    assert labels.shape == (20, 1024, 1024) and spacing == (40.0, 5.9, 5.9)
+    assert labels.shape == (20, 1024, 1024) and spacing == pytest.approx((40.0, 5.9, 5.9))
     assert set(np.unique(labels)) == {0, 1} and 0.06 < labels.mean() < 0.12  # README: 8.8 %
     _verify(env, 503)
