@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import torch
 
+from reisoseg.errors import ReIsoSegError
+
 DEVICE_CHOICES = ("cpu", "cuda", "mps")
 
 
 def resolve_device(name: str | None = None) -> torch.device:
-    """The device called `name`, or the best available one; raises ValueError if the named one is missing."""
+    """The device called `name`, or the best available one; ReIsoSegError if the named one is missing."""
     if name is None:
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -15,9 +17,9 @@ def resolve_device(name: str | None = None) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name not in DEVICE_CHOICES:
-        raise ValueError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}")
+        raise ReIsoSegError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but torch sees no CUDA GPU (CPU build or no driver)")
+        raise ReIsoSegError("--device cuda was asked for, but torch sees no CUDA GPU (CPU build or no driver)")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError("--device mps was asked for, but this torch has no MPS backend")
+        raise ReIsoSegError("--device mps was asked for, but this torch has no MPS backend")
     return torch.device(name)

@@ -69,6 +69,9 @@ def run_training(configuration: str, trainer_name: str, task: str, fold: str | i
         raise ReIsoSegError(f"unknown configuration {configuration!r}: use one of {', '.join(CONFIGURATIONS)}")
     task_name = resolve_task(task)
     fold = parse_fold(fold)
+    from reisoseg.devices import resolve_device
+
+    device = resolve_device(options.device)  # a missing device is reported before nnU-Net starts
     if options.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # nnU-Net moves data to any visible GPU
     from reisoseg.nnunet_v1.compat import finish_augmenters, install
@@ -90,9 +93,7 @@ def run_training(configuration: str, trainer_name: str, task: str, fold: str | i
         raise ReIsoSegError(f"unknown trainer {trainer_name!r}: use ReIsoSegTrainer, ReIsoSegRMA1V6Trainer, "
                             f"ReIsoSegRMA2V6Trainer, ReIsoSegRMA4V6Trainer, ReIsoSegRMA8V6Trainer or an nnU-Net v1 "
                             f"trainer such as nnUNetTrainerV2")
-    from reisoseg.devices import resolve_device
-
-    use_fp16 = not options.fp32 and resolve_device(options.device).type == "cuda"
+    use_fp16 = not options.fp32 and device.type == "cuda"
     trainer = trainer_class(plans_file, fold, output_folder=output_folder, dataset_directory=dataset_directory,
                             batch_dice=batch_dice, stage=stage, unpack_data=True,
                             deterministic=options.deterministic, fp16=use_fp16)
