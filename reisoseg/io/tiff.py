@@ -37,9 +37,7 @@ def _spacing(handle: tifffile.TiffFile, source: str) -> tuple[float, float, floa
         meta = handle.imagej_metadata
         xy = _xy_from_resolution(handle.pages[0])
         if "spacing" in meta and xy is not None:
-            unit = meta.get("unit", "")
-            unit = "µm" if unit in ("micron", "\\u00B5m") else unit
-            return to_nanometres([float(meta["spacing"]), *xy], unit, source)  # type: ignore[return-value]
+            return to_nanometres([float(meta["spacing"]), *xy], meta.get("unit", ""), source)  # type: ignore[return-value]
     return None
 
 

@@ -19,7 +19,6 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd")
 TIFF_SUFFIXES = (".tif", ".tiff")
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 SECTION_SUFFIXES = (".tif", ".tiff", ".png")
-FORMATS = ("tiff", "sections", "hdf5", "zarr", "nifti")
 UNIT_TO_NM = {"nm": 1.0, "nanometer": 1.0, "nanometre": 1.0, "um": 1000.0, "µm": 1000.0, "micron": 1000.0,
               "micrometer": 1000.0, "micrometre": 1000.0, "\\u00B5m": 1000.0, "mm": 1e6, "millimeter": 1e6,
               "pixel": None, "": None}
