@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -23,15 +22,13 @@ def add_parser(subparsers) -> None:
 def _task_folder(task: str) -> Path:
     if Path(task).is_dir():
         return Path(task)
-    raw = os.environ.get("nnUNet_raw_data_base")
-    if not raw:
-        raise ReIsoSegError(f"{task}: not a folder, and nnUNet_raw_data_base is not set to look it up")
-    root = Path(raw) / "nnUNet_raw_data"
-    candidates = [p for p in root.glob("Task*") if p.is_dir() and (
-        p.name == task or p.name.split("_", 1)[-1] == task or (task.isdigit() and p.name[4:7] == f"{int(task):03d}"))]
-    if len(candidates) != 1:
-        raise ReIsoSegError(f"{task}: {'no' if not candidates else 'more than one'} matching task in {root}")
-    return candidates[0]
+    from reisoseg.nnunet_v1.tasks import require_environment, resolve_task
+
+    raw = require_environment("nnUNet_raw_data_base")["nnUNet_raw_data_base"]
+    folder = raw / "nnUNet_raw_data" / resolve_task(task)
+    if not folder.is_dir():
+        raise ReIsoSegError(f"{folder}: no raw task folder")
+    return folder
 
 
 def run(args: argparse.Namespace) -> None:

@@ -18,26 +18,18 @@ from reisoseg.io.validation import resolve_spacing
 CASE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".tif", ".tiff", ".h5", ".zarr")
 
 
-def _case_name(path: Path) -> str:
-    name = path.name
-    for suffix in CASE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def pair_cases(reference: Path, prediction: Path) -> list[tuple[str, Path, Path]]:
     """(case, reference, prediction) pairs: two volumes, or folders matched by case name."""
-    from reisoseg.io.volume import detect_format
+    from reisoseg.io.volume import detect_format, volume_stem
 
     if not reference.exists():
         raise ReIsoSegError(f"{reference}: no such file or folder")
     if not prediction.exists():
         raise ReIsoSegError(f"{prediction}: no such file or folder")
     if detect_format(reference) != "sections" or detect_format(prediction) != "sections":
-        return [(_case_name(reference), reference, prediction)]
-    refs = {_case_name(p): p for p in sorted(reference.iterdir()) if p.name.lower().endswith(CASE_SUFFIXES)}
-    preds = {_case_name(p): p for p in sorted(prediction.iterdir()) if p.name.lower().endswith(CASE_SUFFIXES)}
+        return [(volume_stem(reference), reference, prediction)]
+    refs = {volume_stem(p): p for p in sorted(reference.iterdir()) if p.name.lower().endswith(CASE_SUFFIXES)}
+    preds = {volume_stem(p): p for p in sorted(prediction.iterdir()) if p.name.lower().endswith(CASE_SUFFIXES)}
     missing = sorted(set(refs) - set(preds))
     if not refs:
         raise ReIsoSegError(f"{reference}: no volumes")

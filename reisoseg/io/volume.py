@@ -19,6 +19,8 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd")
 TIFF_SUFFIXES = (".tif", ".tiff")
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 SECTION_SUFFIXES = (".tif", ".tiff", ".png")
+# longest first, so that "a.ome.tif" loses ".ome.tif" and "a.nii.gz" loses ".nii.gz"
+VOLUME_SUFFIXES = (".ome.tif", ".nii.gz", ".tiff", ".tif", ".hdf5", ".h5", ".zarr", ".nii", ".mha", ".mhd", ".nrrd")
 UNIT_TO_NM = {"nm": 1.0, "nanometer": 1.0, "nanometre": 1.0, "um": 1000.0, "µm": 1000.0, "micron": 1000.0,
               "micrometer": 1000.0, "micrometre": 1000.0, "\\u00B5m": 1000.0, "mm": 1e6, "millimeter": 1e6,
               "pixel": None, "": None}
@@ -60,6 +62,15 @@ def split_key(path: str | os.PathLike) -> tuple[str, str | None]:
             head, key = text.split(marker, 1)
             return head + suffix, key or None
     return text, None
+
+
+def volume_stem(path: str | os.PathLike) -> str:
+    """File name without its volume suffix (and without an HDF5/zarr `:key`): `a.nii.gz` -> `a`."""
+    name = Path(split_key(path)[0]).name
+    for suffix in VOLUME_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def detect_format(path: str | os.PathLike) -> str:

@@ -123,12 +123,9 @@ def _output_path(output: Path, source: Path, kind: str, several: bool) -> Path:
     suffix = OUTPUT_SUFFIXES[kind]
     if not several and output.name.lower().endswith(tuple(OUTPUT_SUFFIXES.values())):
         return output
-    stem = source.name.split(":")[0]
-    for known in (".nii.gz", ".ome.tif", ".zarr", ".tiff", ".tif", ".h5", ".hdf5", ".nii", ".mha"):
-        if stem.lower().endswith(known):
-            stem = stem[: -len(known)]
-            break
-    return output / f"{stem}_segmentation{suffix}"
+    from reisoseg.io.volume import volume_stem
+
+    return output / f"{volume_stem(source)}_segmentation{suffix}"
 
 
 def predict_volumes(input_path: str | os.PathLike, output: str | os.PathLike, task: str, trainer_name: str,

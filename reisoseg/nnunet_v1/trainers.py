@@ -22,6 +22,7 @@ from nnunet.training.network_training.nnUNetTrainerV2 import nnUNetTrainerV2
 from nnunet.utilities.to_torch import maybe_to_torch
 
 from reisoseg.devices import resolve_device
+from reisoseg.io.atomic import atomic_file
 from reisoseg.loss import DEFAULT_ANI_WEIGHT, DS_WEIGHTS, ReIsoLoss
 from reisoseg.network.anisotropy import ani_scale_from_spacing, fit_patch_size, ratio_from_spacing
 from reisoseg.nnunet_v1.network import ReIsoSegV1Network
@@ -135,10 +136,8 @@ class ReIsoSegTrainer(nnUNetTrainerV2):
         means["total_train"] = float(self.all_tr_losses[-1]) if self.all_tr_losses else float("nan")
         self.branch_loss_history.append(means)
         self.print_to_log_file("  ".join(f"{key} {value:.4f}" for key, value in means.items() if key != "epoch"))
-        history = os.path.join(self.output_folder, "branch_losses.json")
-        with open(history + ".tmp", "w") as handle:
-            json.dump(self.branch_loss_history, handle)
-        os.replace(history + ".tmp", history)
+        with atomic_file(os.path.join(self.output_folder, "branch_losses.json")) as temporary:
+            temporary.write_text(json.dumps(self.branch_loss_history))
         if self.time_budget_s is not None and self._training_started is not None:
             self._fit_epochs_to_budget(time() - self._training_started)
         return super().on_epoch_end()
