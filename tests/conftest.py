@@ -54,3 +54,23 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real EM data not found at {SHARED_DATA} (CI provides ../shared/data)")
     return SHARED_DATA
+
+
+TASK = "Task501_Tiny"
+TRAIN = ["--epochs", "2", "--iterations-per-epoch", "3", "--device", "cpu"]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A ReIsoSegTrainer model (folds 0 and 1, a few iterations) on a tiny synthetic task: (env, root, model)."""
+    root = tmp_path_factory.mktemp("e2e")
+    env = nnunet_environment(root)
+    made = run_reisoseg(["synth", "--task", "501", "--name", "Tiny", "--num_training", "5", "--num_test", "1",
+                         "--shape", "12", "48", "48", "--seed", "3"], env)
+    assert made.returncode == 0, made.stderr
+    plan_and_preprocess(501, env)
+    for fold in ("0", "1"):
+        result = run_reisoseg(["train", "3d_fullres", "ReIsoSegTrainer", TASK, fold, *TRAIN], env)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    model = Path(env["RESULTS_FOLDER"]) / "nnUNet" / "3d_fullres" / TASK / "ReIsoSegTrainer__nnUNetPlansv2.1"
+    return env, root, model

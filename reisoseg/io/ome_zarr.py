@@ -53,6 +53,20 @@ def read_zarr(path: str | os.PathLike, key: str | None = None) -> Volume:
     return Volume(node, spacing, str(path) + (f":{key}" if key else ""), "zarr")
 
 
+def ome_attributes(spacing: Sequence[float], *, labels: bool = False, name: str = "volume") -> dict:
+    """NGFF 0.4 group attributes of a single-scale (z, y, x) image in nanometres whose array is called "0"."""
+    attributes = {"multiscales": [{
+        "version": "0.4",
+        "name": name,
+        "axes": [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"],
+        "datasets": [{"path": "0", "coordinateTransformations": [
+            {"type": "scale", "scale": [float(s) for s in spacing]}]}],
+    }]}
+    if labels:
+        attributes["image-label"] = {"version": "0.4", "source": {"image": "../../"}}
+    return attributes
+
+
 def write_ome_zarr(path: str | os.PathLike, data: np.ndarray, spacing: Sequence[float], *,
                    labels: bool = False, chunks: Sequence[int] = (16, 256, 256), name: str = "volume") -> None:
     """Single-scale OME-Zarr (NGFF 0.4, zarr format 2) with axes z, y, x in nanometres."""
@@ -60,12 +74,4 @@ def write_ome_zarr(path: str | os.PathLike, data: np.ndarray, spacing: Sequence[
     chunks = tuple(min(c, s) for c, s in zip(chunks, data.shape))
     array = group.create_array("0", shape=data.shape, chunks=chunks, dtype=data.dtype)
     array[...] = data
-    group.attrs["multiscales"] = [{
-        "version": "0.4",
-        "name": name,
-        "axes": [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"],
-        "datasets": [{"path": "0", "coordinateTransformations": [
-            {"type": "scale", "scale": [float(s) for s in spacing]}]}],
-    }]
-    if labels:
-        group.attrs["image-label"] = {"version": "0.4", "source": {"image": "../../"}}
+    group.attrs.update(ome_attributes(spacing, labels=labels, name=name))

@@ -43,7 +43,7 @@ def model_folder(task: str, trainer_name: str, options: PredictionOptions) -> Pa
     return folder
 
 
-def _checked_folds(folder: Path, folds: Sequence[str] | None, checkpoint: str) -> list:
+def checked_folds(folder: Path, folds: Sequence[str] | None, checkpoint: str) -> list:
     if folds is None:
         found = sorted(p.name for p in folder.glob("fold_*") if p.is_dir())
         if not found:
@@ -66,7 +66,7 @@ def predict_folder(input_folder: str | os.PathLike, output_folder: str | os.Path
     if not Path(input_folder).is_dir():
         raise ReIsoSegError(f"{input_folder}: input folder does not exist")
     folder = model_folder(task, trainer_name, options)
-    folds = _checked_folds(folder, options.folds, options.checkpoint)
+    folds = checked_folds(folder, options.folds, options.checkpoint)
     if options.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     from reisoseg.nnunet_v1.compat import install

@@ -10,25 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from tests.conftest import assert_one_line_error, nnunet_environment, plan_and_preprocess, run_reisoseg
-
-TASK = "Task501_Tiny"
-TRAIN = ["--epochs", "2", "--iterations-per-epoch", "3", "--device", "cpu"]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    env = nnunet_environment(root)
-    made = run_reisoseg(["synth", "--task", "501", "--name", "Tiny", "--num_training", "5", "--num_test", "1",
-                         "--shape", "12", "48", "48", "--seed", "3"], env)
-    assert made.returncode == 0, made.stderr
-    plan_and_preprocess(501, env)
-    for fold in ("0", "1"):
-        result = run_reisoseg(["train", "3d_fullres", "ReIsoSegTrainer", TASK, fold, *TRAIN], env)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    model = Path(env["RESULTS_FOLDER"]) / "nnUNet" / "3d_fullres" / TASK / "ReIsoSegTrainer__nnUNetPlansv2.1"
-    return env, root, model
+from tests.conftest import TASK, TRAIN, assert_one_line_error, run_reisoseg
 
 
 def _log(fold_dir: Path) -> str:

@@ -1,0 +1,75 @@
+"""`reisoseg segment`: blockwise, resumable segmentation of volumes larger than memory, locally or on Dask."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from reisoseg.devices import DEVICE_CHOICES
+from reisoseg.errors import ReIsoSegError
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "segment", help="segment a volume of any size block by block into OME-Zarr labels (resumable, Dask)",
+        description="Segment a large EM volume (zarr/OME-Zarr, file.h5:/key, TIFF, NIfTI; read lazily where the "
+                    "format allows) block by block with memory bounded by the block size. Blocks are normalised "
+                    "with whole-volume statistics (a streamed first pass) and predicted with nnU-Net's sliding "
+                    "window, Gaussian weighting and optional mirroring. Each block predicts the windows of the "
+                    "whole-volume grid that touch it (no halo to choose), so the result equals nnU-Net's in-memory "
+                    "prediction; data at another spacing than the plans are resampled as nnU-Net does. "
+                    "The output is built in OUT.zarr.partial and renamed to OUT.zarr when complete; started again "
+                    "after an interruption, the run skips finished blocks.")
+    parser.add_argument("-i", "--input", required=True, help="input volume (e.g. raw.zarr, stack.h5:/raw, stack.tif)")
+    parser.add_argument("-o", "--output", required=True, help="output OME-Zarr labels, e.g. segmentation.zarr")
+    parser.add_argument("-t", "--task_name", default=None, help="task as Task501_Name, 501 or Name")
+    parser.add_argument("-tr", "--trainer_class_name", default="ReIsoSegTrainer",
+                        help="trainer the model was trained with (default: %(default)s)")
+    parser.add_argument("-m", "--model", default="3d_fullres", help="configuration (default: %(default)s)")
+    parser.add_argument("-p", "--plans_identifier", default="nnUNetPlansv2.1",
+                        help="plans the model was trained with (default: %(default)s)")
+    parser.add_argument("--model_folder", default=None,
+                        help="a trained model folder (TRAINER__PLANS with fold_* inside) instead of -t/-tr/-m/-p")
+    parser.add_argument("-f", "--folds", nargs="+", default=None,
+                        help="folds to ensemble, e.g. -f 0 1 or -f all (default: every fold_* found)")
+    parser.add_argument("-chk", "--checkpoint", default="model_final_checkpoint",
+                        help="checkpoint name without .model (default: %(default)s)")
+    parser.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), default=None,
+                        help="voxel size in nm when the input carries none (must agree when it does)")
+    parser.add_argument("--block", type=int, nargs=3, metavar=("Z", "Y", "X"), default=(128, 512, 512),
+                        help="block core in input voxels; memory grows with it (default: 128 512 512)")
+    parser.add_argument("--step_size", type=float, default=0.5,
+                        help="sliding-window step as a fraction of the patch (default: %(default)s)")
+    parser.add_argument("--disable_tta", action="store_true", help="no mirroring test-time augmentation (8x faster)")
+    parser.add_argument("--save_probabilities", action="store_true",
+                        help="also write class probabilities (float16) as OUT.zarr/probabilities")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default=None,
+                        help="device (default: cuda if available, else mps, else cpu)")
+    parser.add_argument("--disable_mixed_precision", action="store_true", help="float32 on CUDA too")
+    parser.add_argument("--dask-scheduler", "--dask_scheduler", dest="dask_scheduler", default=None,
+                        metavar="ADDRESS", help="run the blocks on this Dask distributed scheduler, e.g. "
+                                                "tcp://10.0.0.5:8786 (default: in this process)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output, or an unfinished one made with other settings")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bars")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    from reisoseg.inference.segment import segment
+
+    if args.model_folder is None:
+        if args.task_name is None:
+            raise ReIsoSegError("name the model: -t TASK [-tr TRAINER] or --model_folder FOLDER")
+        from reisoseg.nnunet_v1.prediction import PredictionOptions, model_folder
+
+        folder = model_folder(args.task_name, args.trainer_class_name,
+                              PredictionOptions(configuration=args.model, plans_identifier=args.plans_identifier))
+    else:
+        folder = args.model_folder
+    written = segment(args.input, args.spacing, folder, args.output, folds=args.folds, checkpoint=args.checkpoint,
+                      block=args.block, step_size=args.step_size, tta=not args.disable_tta,
+                      probabilities=args.save_probabilities, device=args.device, fp32=args.disable_mixed_precision,
+                      scheduler=args.dask_scheduler, overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"wrote {written}")

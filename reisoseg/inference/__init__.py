@@ -1,0 +1,1 @@
+"""Segmentation of volumes larger than memory: blocks, their output store, and the `segment` API."""

@@ -1,0 +1,205 @@
+"""A trained nnU-Net v1 model folder as a predictor of regions, for blockwise segmentation of large volumes.
+
+Everything that must agree with nnU-Net's in-memory predictor is taken from nnU-Net itself: the model and its fold
+parameters are restored by `load_model_and_checkpoint_files` (through our safe loaders), each window is predicted by
+the network's `_internal_maybe_mirror_and_pred_3D` (softmax, optional mirroring, Gaussian weighting by
+`_get_gaussian`), the window grid is `_compute_steps_for_sliding_window`, and resampling is `resample_patient` /
+`resample_data_or_seg` with the plans' orders. Only the intensity normalisation cannot be reused as it is, because
+nnU-Net computes it on one volume in memory: `Normalisation` applies the same schemes with statistics that the
+blockwise pipeline gathers from the whole volume in a streamed pass.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import pickle
+import threading
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from reisoseg.errors import ReIsoSegError
+
+
+@dataclass(frozen=True)
+class ModelReference:
+    """What a worker needs to load a model: small and picklable, so it can travel to Dask workers."""
+
+    folder: str
+    folds: tuple
+    checkpoint: str = "model_final_checkpoint"
+    mixed_precision: bool = True
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """nnU-Net v1's intensity schemes (GenericPreprocessor) with whole-volume statistics passed in."""
+
+    scheme: str
+    use_nonzero_mask: bool
+    mean: float = 0.0
+    std: float = 1.0
+    clip_low: float | None = None
+    clip_high: float | None = None
+
+    def apply(self, data: np.ndarray) -> np.ndarray:
+        """Normalise a float32 region in place and return it; voxels outside the nonzero mask become 0 if masked."""
+        mask = data != 0 if self.use_nonzero_mask else None
+        if self.clip_low is not None:
+            np.clip(data, self.clip_low, self.clip_high, out=data)
+        if self.scheme != "noNorm":
+            data -= np.float32(self.mean)
+            data /= np.float32(self.std)
+        if mask is not None:
+            data[~mask] = 0
+        return data
+
+
+def window_starts(patch_size: Sequence[int], shape: Sequence[int], step_size: float) -> list[list[int]]:
+    """nnU-Net's sliding-window start positions along each axis of an image of `shape` (>= the patch)."""
+    from nnunet.network_architecture.neural_network import SegmentationNetwork
+
+    return SegmentationNetwork._compute_steps_for_sliding_window(tuple(patch_size), tuple(shape), step_size)
+
+
+def _stage_plans(trainer) -> dict:
+    return trainer.plans["plans_per_stage"][trainer.stage]
+
+
+class BlockPredictor:
+    """The networks of one or more folds, with the settings of the plans they were trained with."""
+
+    def __init__(self, reference: ModelReference, device: torch.device):
+        from reisoseg.nnunet_v1.compat import install
+
+        install()
+        from nnunet.training.model_restore import load_model_and_checkpoint_files
+
+        try:
+            trainer, parameters = load_model_and_checkpoint_files(
+                reference.folder, list(reference.folds), mixed_precision=reference.mixed_precision,
+                checkpoint_name=reference.checkpoint)
+        except pickle.UnpicklingError as error:
+            message = str(error).strip().splitlines()[0]
+            raise ReIsoSegError(f"refusing to load a model file of {reference.folder}: {message}") from None
+        if trainer.plans.get("preprocessor_name", "GenericPreprocessor") != "GenericPreprocessor" or not trainer.threeD:
+            raise ReIsoSegError(f"{reference.folder}: blockwise segmentation needs a 3D model with nnU-Net's "
+                                f"GenericPreprocessor; use reisoseg predict for this one")
+        if list(trainer.transpose_forward) != [0, 1, 2]:
+            raise ReIsoSegError(f"{reference.folder}: the plans reorder the axes ({list(trainer.transpose_forward)}), "
+                                f"which happens when z is not the coarsest axis; use reisoseg predict for this one")
+        if trainer.regions_class_order is not None:
+            raise ReIsoSegError(f"{reference.folder}: region-based models are not supported blockwise")
+        self.device = device
+        self.networks = []
+        for fold_parameters in parameters:
+            trainer.load_checkpoint_ram(fold_parameters, False)
+            network = copy.deepcopy(trainer.network).to(device)
+            network.do_ds = False
+            network.eval()
+            self.networks.append(network)
+        self.num_classes = int(trainer.num_classes)
+        self.patch_size = tuple(int(s) for s in trainer.patch_size)
+        self.target_spacing = tuple(float(s) for s in _stage_plans(trainer)["current_spacing"])
+        self.mirror_axes = tuple(trainer.data_aug_params["mirror_axes"])
+        self.mixed_precision = reference.mixed_precision and device.type == "cuda"
+        scheme = trainer.normalization_schemes[0]
+        self.scheme = "zscore" if scheme not in ("CT", "CT2", "noNorm") else scheme
+        if scheme == "CT2":
+            raise ReIsoSegError(f"{reference.folder}: normalisation scheme CT2 is not supported blockwise")
+        self.use_nonzero_mask = bool(trainer.use_mask_for_norm[0])
+        self.intensity_properties = (trainer.intensity_properties or {}).get(0)
+        export = trainer.plans.get("segmentation_export_params", {})
+        self.export_order = int(export.get("interpolation_order", 1))
+        self.export_order_z = int(export.get("interpolation_order_z", 0))
+        self._gaussian = None
+
+    def normalisation(self, mean: float, std: float) -> Normalisation:
+        """The plans' scheme with whole-volume statistics (ignored by the CT scheme, which uses the plans')."""
+        if self.scheme == "CT":
+            props = self.intensity_properties
+            return Normalisation("CT", self.use_nonzero_mask, props["mean"], props["sd"], props["percentile_00_5"],
+                                 props["percentile_99_5"])
+        if self.scheme == "noNorm":
+            return Normalisation("noNorm", self.use_nonzero_mask)
+        return Normalisation("zscore", self.use_nonzero_mask, mean, std + 1e-8)
+
+    @property
+    def needs_statistics(self) -> bool:
+        return self.scheme == "zscore"
+
+    def window_starts(self, shape: Sequence[int], step_size: float) -> list[list[int]]:
+        return window_starts(self.patch_size, shape, step_size)
+
+    def gaussian(self) -> np.ndarray:
+        if self._gaussian is None:
+            from nnunet.network_architecture.neural_network import SegmentationNetwork
+
+            self._gaussian = SegmentationNetwork._get_gaussian(self.patch_size, sigma_scale=1.0 / 8)
+        return self._gaussian
+
+    @torch.no_grad()
+    def predict_windows(self, region: np.ndarray, starts: Sequence[Sequence[int]], *, use_gaussian: bool,
+                        mirroring: bool) -> np.ndarray:
+        """Class probabilities over `region` (z, y, x), from the windows starting at the product of `starts`.
+
+        Windows are visited and accumulated in nnU-Net's order, each weighted by the Gaussian (when the image has
+        more than one window) and averaged over folds, so that a region covering the same windows as nnU-Net gives
+        the same probabilities.
+        """
+        patch = self.patch_size
+        weight = self.gaussian() if use_gaussian else np.ones(patch, dtype=np.float32)
+        mult = torch.from_numpy(weight) if use_gaussian else None
+        summed = np.zeros((self.num_classes, *region.shape), dtype=np.float32)
+        weights = np.zeros(region.shape, dtype=np.float32)
+        tensor = torch.from_numpy(np.ascontiguousarray(region, dtype=np.float32))[None, None]
+        autocast = torch.autocast("cuda", enabled=self.mixed_precision) if self.device.type == "cuda" else \
+            contextlib.nullcontext()
+        for z in starts[0]:
+            for y in starts[1]:
+                for x in starts[2]:
+                    window = (slice(z, z + patch[0]), slice(y, y + patch[1]), slice(x, x + patch[2]))
+                    tile = tensor[(slice(None), slice(None), *window)]
+                    prediction = None
+                    with autocast:
+                        for network in self.networks:
+                            fold = network._internal_maybe_mirror_and_pred_3D(tile, self.mirror_axes, mirroring,
+                                                                             mult)[0]
+                            prediction = fold if prediction is None else prediction + fold
+                    if len(self.networks) > 1:
+                        prediction /= len(self.networks)
+                    summed[(slice(None), *window)] += prediction.float().cpu().numpy()
+                    weights[window] += weight
+        summed /= weights[None]
+        return summed
+
+    def separate_axis(self, spacing: Sequence[float]) -> int | None:
+        """The axis nnU-Net resamples by nearest neighbour (section by section in-plane), or None."""
+        from nnunet.configuration import RESAMPLING_SEPARATE_Z_ANISO_THRESHOLD
+        from nnunet.preprocessing.preprocessing import get_do_separate_z, get_lowres_axis
+
+        for candidate in (spacing, self.target_spacing):
+            if get_do_separate_z(candidate, RESAMPLING_SEPARATE_Z_ANISO_THRESHOLD):
+                axes = list(get_lowres_axis(candidate))
+                if len(axes) != 1:
+                    return None
+                if axes[0] != 0:
+                    raise ReIsoSegError(f"spacing {list(spacing)} nm: the coarsest axis is not z; blockwise "
+                                        f"resampling needs z to be the coarse axis")
+                return 0
+        return None
+
+
+_cache: dict[tuple, BlockPredictor] = {}
+_cache_lock = threading.Lock()
+
+
+def cached_predictor(reference: ModelReference, device: torch.device) -> BlockPredictor:
+    """One loaded predictor per process, model and device: Dask tasks of one worker share it."""
+    key = (reference, str(device))
+    with _cache_lock:
+        if key not in _cache:
+            _cache[key] = BlockPredictor(reference, device)
+        return _cache[key]
