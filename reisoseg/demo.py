@@ -7,16 +7,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
-
-import numpy as np
-
-from reisoseg.errors import ReIsoSegError
 
 TASK_ID = 500
 TASK_NAME = f"Task{TASK_ID}_SynthDemo"
@@ -98,7 +92,9 @@ def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings
     done = plans.is_file()
     _step(2, total, "planning and preprocessing with nnU-Net v1", done)
     if not done:
-        _timed(settings, "plan_s", lambda: _plan_and_preprocess(TASK_ID))
+        from reisoseg.nnunet_v1.plans import plan_and_preprocess
+
+        _timed(settings, "plan_s", lambda: plan_and_preprocess(TASK_ID))
     from reisoseg.nnunet_v1.plans import write_derived_plans
 
     write_derived_plans(TASK_NAME, DEMO_PLANS, patch_size=settings.patch_size, batch_size=settings.batch_size)
@@ -127,8 +123,10 @@ def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings
         _timed(settings, "predict_s", lambda: predict_folder(raw / "imagesTs", predictions, TASK_NAME, TRAINER,
                                                              options))
 
-    _step(5, total, "evaluating Dice and IoU per class", False)
-    metrics = _evaluate(raw, predictions, cases)
+    _step(5, total, "evaluating Dice, IoU, HD95 and instance F1 / AP-75", False)
+    from reisoseg.evaluation.report import evaluate
+
+    metrics = evaluate(raw / "labelsTs", predictions, classes=CLASSES, instance_classes=tuple(CLASSES))
 
     _step(6, total, "writing figures and summary.json", False)
     from reisoseg.figures import plot_overlays, plot_training_curve
@@ -148,29 +146,6 @@ def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings
     mean = metrics["mean"]["mitochondria"]
     print(f"mitochondria Dice {mean['dice']:.3f}  IoU {mean['iou']:.3f}  -> {output / 'summary.json'}")
     return summary
-
-
-def _plan_and_preprocess(task_id: int) -> None:
-    command = [sys.executable, "-m", "nnunet.experiment_planning.nnUNet_plan_and_preprocess", "-t", str(task_id),
-               "--verify_dataset_integrity", "-tl", "1", "-tf", "1"]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        tail = (result.stderr or result.stdout).strip().splitlines()[-1:]
-        raise ReIsoSegError(f"nnUNet_plan_and_preprocess failed: {tail[0] if tail else result.returncode}")
-
-
-def _evaluate(raw: Path, predictions: Path, cases: list[str]) -> dict:
-    from reisoseg.evaluation.metrics import per_class_metrics
-    from reisoseg.io.nifti import read_nifti
-
-    per_case = {}
-    for case in cases:
-        reference, _ = read_nifti(raw / "labelsTs" / f"{case}.nii.gz")
-        prediction, _ = read_nifti(predictions / f"{case}.nii.gz")
-        per_case[case] = per_class_metrics(reference, prediction, CLASSES)
-    mean = {name: {metric: float(np.mean([per_case[c][name][metric] for c in cases]))
-                   for metric in ("dice", "iou", "precision", "recall")} for name in CLASSES.values()}
-    return {"per_case": per_case, "mean": mean}
 
 
 def _logged_pattern(fold: Path) -> str | None:

@@ -36,6 +36,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--valbest", action="store_true", help="with -val: validate model_best instead of the final")
     parser.add_argument("--deterministic", action="store_true",
                         help="seed numpy and torch (the PI module's randomness included); slower on GPU")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed network initialisation and patch sampling (augmentation workers fork from it); "
+                             "unlike --deterministic, cuDNN stays fast")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default=None,
                         help="device to train on (default: cuda, else mps, else cpu)")
     parser.add_argument("--epochs", type=int, default=None,
@@ -70,7 +73,7 @@ def run(args: argparse.Namespace) -> str:
     options = TrainingOptions(
         validation_only=args.validation_only, continue_training=args.continue_training, npz=args.npz,
         plans_identifier=args.plans_identifier, fp32=args.fp32, valbest=args.valbest,
-        deterministic=args.deterministic, device=args.device, epochs=args.epochs,
+        deterministic=args.deterministic, seed=args.seed, device=args.device, epochs=args.epochs,
         iterations_per_epoch=args.iterations_per_epoch, val_iterations_per_epoch=args.val_iterations_per_epoch,
         ani_weight=args.ani_weight, time_budget_minutes=args.budget_minutes,
         run_validation=not args.disable_validation_inference,

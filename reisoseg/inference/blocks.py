@@ -50,6 +50,11 @@ class Statistics:
     section_min: list[float]  # per section of the box: the clipping range of nnU-Net's in-plane resampling
     section_max: list[float]
 
+    @classmethod
+    def from_record(cls, record: dict) -> Statistics:
+        """Back from the JSON manifest (`dataclasses.asdict` form)."""
+        return cls(**{**record, "bbox": tuple(tuple(int(v) for v in axis) for axis in record["bbox"])})
+
 
 class _Moments:
     """Count, mean and sum of squared deviations, merged block by block (Chan et al.) in float64."""

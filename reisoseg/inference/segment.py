@@ -135,15 +135,13 @@ def segment(volume: np.ndarray | str | os.PathLike, spacing: Sequence[float] | N
                                                progress=lambda _: bar.update())
             recorded = {"settings": settings, "spacing": list(spacing), "statistics": asdict(statistics)}
             store.create(recorded, shape, block, predictor.num_classes, probabilities)
-        statistics = Statistics(**recorded["statistics"])
-        statistics.bbox = tuple(tuple(b) for b in statistics.bbox)  # type: ignore[assignment]
-        job = BlockJob(source_path, reference, device, str(output), tuple(shape), tuple(spacing), block, statistics,
-                       step_size, tta, probabilities)
+        job = BlockJob(source_path, reference, device, str(store.target), tuple(shape), tuple(spacing), block,
+                       Statistics.from_record(recorded["statistics"]), step_size, tta, probabilities)
         finished = store.finished()
         every = block_indices(shape, block)
         pending = [index for index in every if block_name(index) not in finished]
         if finished:
-            print(f"resuming {output}: skipping {len(every) - len(pending)} of {len(every)} finished blocks",
+            print(f"resuming {store.target}: skipping {len(every) - len(pending)} of {len(every)} finished blocks",
                   file=sys.stderr)
         with _progress(len(every), len(every) - len(pending), "segmenting", progress) as bar:
             started, voxels = time.perf_counter(), 0

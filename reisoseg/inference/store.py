@@ -32,7 +32,7 @@ class BlockStore:
     """Labels (uint8, and optionally float16 probabilities) of a volume, written block by block."""
 
     def __init__(self, target: str | os.PathLike):
-        self.target = Path(target)
+        self.target = Path(target).absolute()  # Dask workers may run in another working directory
         if self.target.suffix != ".zarr":
             raise ReIsoSegError(f"{self.target}: the output of blockwise segmentation is OME-Zarr; name it *.zarr")
         self.partial = self.target.with_name(self.target.name + ".partial")

@@ -42,7 +42,8 @@ def _spacing(handle: tifffile.TiffFile, source: str) -> tuple[float, float, floa
 
 
 def read_tiff(path: str | os.PathLike) -> Volume:
-    """A multipage TIFF as (z, y, x), memory-mapped when the file allows it."""
+    """A multipage TIFF as (z, y, x): memory-mapped when uncompressed, else read lazily (so blockwise segmentation
+    of a compressed stack holds one block in memory)."""
     with tifffile.TiffFile(path) as handle:
         spacing = _spacing(handle, str(path))
         series = handle.series[0]
@@ -55,11 +56,15 @@ def read_tiff(path: str | os.PathLike) -> Volume:
     data = None
     try:
         data = tifffile.memmap(path, mode="r")
-    except (ValueError, OSError):  # compressed or tiled: read fully
-        data = tifffile.imread(path)
+    except (ValueError, OSError):  # compressed or tiled: read lazily, page by page, through tifffile's zarr store
+        import zarr
+
+        data = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
+        if data.ndim > 3 and all(s == 1 for s in data.shape[:-3]):
+            data = data[(0,) * (data.ndim - 3)]
     data = np.squeeze(data) if data.ndim > 3 else data
     if data.ndim == 2:
-        data = data[None]
+        data = np.asarray(data)[None]
     if tuple(data.shape[-2:]) != tuple(shape[-2:]):
         raise ReIsoSegError(f"{path}: unexpected TIFF layout {shape}")
     return Volume(data, spacing, str(path), "tiff")

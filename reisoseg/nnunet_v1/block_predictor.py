@@ -72,6 +72,10 @@ class BlockPredictor:
     """The networks of one or more folds, with the settings of the plans they were trained with."""
 
     def __init__(self, reference: ModelReference, device: torch.device):
+        if device.type == "cpu" and torch.cuda.is_available():
+            raise ReIsoSegError("device cpu on a machine whose GPU torch sees: nnU-Net's window prediction moves "
+                                "data to the GPU whenever one is visible; start Python with CUDA_VISIBLE_DEVICES= "
+                                "(reisoseg segment --device cpu does this)")
         from reisoseg.nnunet_v1.compat import install
 
         install()

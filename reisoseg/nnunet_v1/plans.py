@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 from typing import Sequence
+
+import numpy as np
 
 from reisoseg.errors import ReIsoSegError
 from reisoseg.io.atomic import atomic_file
@@ -14,7 +18,14 @@ DEFAULT_PLANS = "nnUNetPlansv2.1"
 
 def write_derived_plans(task_name: str, identifier: str, *, patch_size: Sequence[int], batch_size: int,
                         base_identifier: str = DEFAULT_PLANS) -> Path:
-    """Copy the 3D plans of `task_name` with another patch and batch size; same preprocessed data."""
+    """Copy the 3D plans of `task_name` with another patch and batch size; same preprocessed data.
+
+    The pooling and kernel sizes nnU-Net's Generic_UNet is built from are planned again for the new patch with the
+    planner's own rule (`get_pool_and_conv_props`), which may also round the patch to what they need; ReIsoSeg's
+    network ignores them.
+    """
+    from nnunet.experiment_planning.common_utils import get_pool_and_conv_props
+
     folder = Path(os.environ["nnUNet_preprocessed"]) / task_name
     source = folder / f"{base_identifier}_plans_3D.pkl"
     if not source.is_file():
@@ -22,9 +33,21 @@ def write_derived_plans(task_name: str, identifier: str, *, patch_size: Sequence
     with open(source, "rb") as handle:  # written by nnU-Net on this machine, not a downloaded model file
         plans = pickle.load(handle)
     for stage in plans["plans_per_stage"].values():
-        stage["patch_size"] = [int(s) for s in patch_size]
-        stage["batch_size"] = int(batch_size)
+        pools_per_axis, pools, kernels, patch, _ = get_pool_and_conv_props(
+            stage["current_spacing"], [int(s) for s in patch_size], 4, 999)
+        stage.update(patch_size=np.array(patch), num_pool_per_axis=pools_per_axis, pool_op_kernel_sizes=pools,
+                     conv_kernel_sizes=kernels, batch_size=int(batch_size))
     target = folder / f"{identifier}_plans_3D.pkl"
     with atomic_file(target) as temporary, open(temporary, "wb") as handle:
         pickle.dump(plans, handle)
     return target
+
+
+def plan_and_preprocess(task_id: int, processes: int = 1) -> None:
+    """nnU-Net v1's own `nnUNet_plan_and_preprocess -t ID --verify_dataset_integrity`, in a subprocess."""
+    command = [sys.executable, "-m", "nnunet.experiment_planning.nnUNet_plan_and_preprocess", "-t", str(task_id),
+               "--verify_dataset_integrity", "-tl", str(processes), "-tf", str(processes)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:]
+        raise ReIsoSegError(f"nnUNet_plan_and_preprocess failed: {tail[0] if tail else result.returncode}")

@@ -21,6 +21,7 @@ class TrainingOptions:
     fp32: bool = False
     valbest: bool = False
     deterministic: bool = False
+    seed: int | None = None
     device: str | None = None
     epochs: int | None = None
     iterations_per_epoch: int | None = None
@@ -94,6 +95,15 @@ def run_training(configuration: str, trainer_name: str, task: str, fold: str | i
                             f"ReIsoSegRMA2V6Trainer, ReIsoSegRMA4V6Trainer, ReIsoSegRMA8V6Trainer or an nnU-Net v1 "
                             f"trainer such as nnUNetTrainerV2")
     use_fp16 = not options.fp32 and device.type == "cuda"
+    if options.seed is not None:  # network initialisation and patch sampling (workers fork the seeded state)
+        import random
+
+        import numpy as np
+        import torch
+
+        random.seed(options.seed)
+        np.random.seed(options.seed)
+        torch.manual_seed(options.seed)
     trainer = trainer_class(plans_file, fold, output_folder=output_folder, dataset_directory=dataset_directory,
                             batch_dice=batch_dice, stage=stage, unpack_data=True,
                             deterministic=options.deterministic, fp16=use_fp16)

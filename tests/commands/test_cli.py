@@ -6,7 +6,7 @@ from reisoseg.commands.main import build_parser
 from tests.conftest import assert_one_line_error, nnunet_environment, run_reisoseg
 
 
-@pytest.mark.parametrize("command", ["train", "predict", "synth", "demo", "convert", "check", "evaluate"])
+@pytest.mark.parametrize("command", ["train", "predict", "segment", "synth", "demo", "convert", "check", "evaluate"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([command, "--help"])
@@ -36,7 +36,8 @@ def test_quick_demo_writes_summary_and_figures_then_reuses_steps(tmp_path):
     first = run_reisoseg(["demo", "--quick", "--output", str(out), "--device", "cpu"], env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["metrics"]["mean"]["mitochondria"]) == {"dice", "iou", "precision", "recall"}
+    metrics = {"dice", "iou", "precision", "recall", "hd95_nm", "f1_50", "ap_75"}
+    assert set(summary["metrics"]["mean"]["mitochondria"]) >= metrics
     assert 0.0 <= summary["metrics"]["mean"]["mitochondria"]["dice"] <= 1.0
     assert summary["ani_scale"] == "[2, 2, 2]"
     for name in ("training_curve.png", "overlay_xy.png", "overlay_xz.png"):

@@ -85,3 +85,13 @@ def test_writes_are_atomic_on_failure(tmp_path):
     with pytest.raises(ValueError):
         write_volume(tmp_path / "bad.nii.gz", np.zeros((2, 2)), SPACING)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_compressed_tiff_is_read_lazily(tmp_path, data):
+    tifffile.imwrite(tmp_path / "zlib.tif", data, compression="zlib")
+    tifffile.imwrite(tmp_path / "plane.tif", data[0], compression="zlib")
+    volume = open_volume(tmp_path / "zlib.tif")
+    assert not isinstance(volume.data, np.ndarray)  # pages are decoded when sliced, not on open
+    np.testing.assert_array_equal(volume.data[1:3, 2:5], data[1:3, 2:5])
+    np.testing.assert_array_equal(volume.read(), data)
+    assert open_volume(tmp_path / "plane.tif").shape == (1, *data.shape[1:])

@@ -156,3 +156,19 @@ def test_predict_em_formats_writes_input_format_with_spacing(trained):
     assert open_volume(f"{single}:/segmentation").shape == image.shape
     missing = run_reisoseg(["predict", "-i", str(em / "absent.tif"), "-o", str(out), "-t", "501"], env)
     assert_one_line_error(missing, "absent.tif: no such file or folder")
+
+
+def test_derived_plans_replan_generic_unet_for_the_new_patch(trained, monkeypatch):
+    import math
+
+    from reisoseg.nnunet_v1.plans import write_derived_plans
+
+    env, root, model = trained
+    monkeypatch.setenv("nnUNet_preprocessed", env["nnUNet_preprocessed"])
+    path = write_derived_plans(TASK, "nnUNetPlans_small", patch_size=(8, 32, 32), batch_size=3)
+    with open(path, "rb") as handle:
+        stage = pickle.load(handle)["plans_per_stage"][0]
+    assert list(stage["patch_size"]) == [8, 32, 32] and stage["batch_size"] == 3
+    pooled = [math.prod(pool[axis] for pool in stage["pool_op_kernel_sizes"]) for axis in range(3)]
+    assert all(p % f == 0 and p // f >= 4 for p, f in zip((8, 32, 32), pooled)), pooled  # fits, min edge 4
+    assert len(stage["conv_kernel_sizes"]) == len(stage["pool_op_kernel_sizes"]) + 1

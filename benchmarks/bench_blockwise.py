@@ -1,0 +1,177 @@
+"""Blockwise segmentation (`reisoseg.segment`): peak memory against volume size, and speed against nnU-Net v1's
+in-memory predictor, with the same model, block size and sliding-window settings, measured in one run.
+
+Targets (issue #4): peak RSS ratio (largest / smallest volume) <= 1.2 and under 4 GiB; blockwise voxels/s within
+10 % of nnU-Net's in-memory predictor on the smallest volume. The default sizes are the issue's, 0.1 and 1 Gvoxel;
+on a 2-core CPU the network alone needs about 2 hours per Gvoxel, so there use `--sizes 0.01 0.1` (same 10x ratio).
+
+Each measurement runs in a fresh process (peak RSS is per process). The model is a ReIsoSegTrainer trained for a few
+iterations on a synthetic task (speed and memory do not depend on its weights); volumes are tiled from one synthetic
+EM volume. Writes benchmarks/results/bench_blockwise.json.
+
+    python benchmarks/bench_blockwise.py [--sizes 0.1 1] [--block 96 512 512] [--step_size 1] [--work DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import workspace  # noqa: E402
+
+TASK_ID, TASK_NAME = 503, "BenchBlockwise"
+PLANS = "nnUNetPlans_bench_blockwise"
+PATCH = (16, 64, 64)
+SECTIONS = 96
+
+
+def _model(work: Path) -> Path:
+    from reisoseg.nnunet_v1.plans import write_derived_plans
+    from reisoseg.nnunet_v1.training import TrainingOptions, run_training
+
+    workspace.use_folders(work)
+    task = workspace.synthetic_task(TASK_ID, TASK_NAME, ratio=8, shape=(16, 96, 96), num_training=5, num_test=1)
+    write_derived_plans(task, PLANS, patch_size=PATCH, batch_size=2)
+    folder = Path(os.environ["RESULTS_FOLDER"]) / "nnUNet" / "3d_fullres" / task / f"ReIsoSegTrainer__{PLANS}"
+    if not (folder / "all" / "model_final_checkpoint.model").is_file():
+        run_training("3d_fullres", "ReIsoSegTrainer", task, "all",
+                     TrainingOptions(plans_identifier=PLANS, epochs=1, iterations_per_epoch=2,
+                                     val_iterations_per_epoch=1, run_validation=False, device="cpu"))
+    return folder
+
+
+def _volume_shape(gigavoxels: float) -> tuple[int, int, int]:
+    """SECTIONS x n x n with n a multiple of the 64-voxel window, so that windows tile it with step 64 exactly."""
+    side = max(64, round(math.sqrt(gigavoxels * 1e9 / SECTIONS) / 64) * 64)
+    return SECTIONS, side, side
+
+
+def _write_volume(path: Path, shape: tuple[int, int, int]) -> None:
+    """A zarr volume tiled from one synthetic volume (mirrored tiles, so there are no seams)."""
+    import zarr
+
+    from reisoseg.synthetic import generate_volume
+
+    if path.exists():
+        return
+    tile = generate_volume((SECTIONS, 256, 256), 8, seed=7).image
+    spacing = [40.0, 5.0, 5.0]
+    temporary = path.with_name(path.name + ".tmp")
+    array = zarr.open_array(str(temporary), mode="w", shape=shape, chunks=(16, 256, 256), dtype="uint8",
+                            zarr_format=2)
+    array.attrs["spacing_nm"] = spacing
+    for y in range(0, shape[1], 256):
+        for x in range(0, shape[2], 256):
+            flipped = tile[:, :: (-1) ** (y // 256), :: (-1) ** (x // 256)]
+            array[:, y:y + 256, x:x + 256] = flipped[:, : shape[1] - y, : shape[2] - x]
+    os.replace(temporary, path)
+
+
+def _measure_segment(args: argparse.Namespace) -> dict:
+    import reisoseg
+
+    start = time.perf_counter()
+    with workspace.PeakMemory() as memory:
+        reisoseg.segment(args.input, model=args.model, output=args.output, folds=["all"], block=args.block,
+                         step_size=args.step_size, tta=False, device="cpu", overwrite=True, progress=False)
+    return {"wall_s": time.perf_counter() - start, "peak_rss_gib": memory.peak_gib}
+
+
+def _measure_in_memory(args: argparse.Namespace) -> dict:
+    from reisoseg.nnunet_v1.prediction import PredictionOptions, predict_folder
+
+    start = time.perf_counter()
+    with workspace.PeakMemory() as memory:
+        predict_folder(args.input, args.output, args.task, "ReIsoSegTrainer",
+                       PredictionOptions(plans_identifier=PLANS, folds=["all"], disable_tta=True, device="cpu",
+                                         step_size=args.step_size, overwrite_existing=True))
+    return {"wall_s": time.perf_counter() - start, "peak_rss_gib": memory.peak_gib}
+
+
+def _in_fresh_process(kind: str, work: Path, **options) -> dict:
+    command = [sys.executable, __file__, "--measure", kind, "--work", str(work)]
+    for key, value in options.items():
+        command += [f"--{key}", *([str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)])]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    if result.returncode != 0:
+        raise SystemExit(f"{kind} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=float, nargs="+", default=[0.1, 1.0], help="volume sizes in Gvoxel")
+    parser.add_argument("--block", type=int, nargs=3, default=[SECTIONS, 512, 512], help="block (z y x)")
+    parser.add_argument("--step_size", type=float, default=1.0, help="sliding-window step (default: 1, no overlap)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/reisoseg_bench_blockwise"),
+                        help="work folder for the task, model and volumes (default: %(default)s)")
+    parser.add_argument("--measure", choices=("segment", "in_memory"), help=argparse.SUPPRESS)
+    parser.add_argument("--input", help=argparse.SUPPRESS)
+    parser.add_argument("--output", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--task", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.work = args.work.resolve()
+    if args.measure:
+        workspace.use_folders(args.work)
+        measure = _measure_segment if args.measure == "segment" else _measure_in_memory
+        print(json.dumps(measure(args)))
+        return
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    model = _model(args.work)
+    task = model.parent.name
+    rows = []
+    for size in sorted(args.sizes):
+        shape = _volume_shape(size)
+        volume = args.work / f"volume_{shape[1]}.zarr"
+        _write_volume(volume, shape)
+        print(f"blockwise {shape} ({math.prod(shape) / 1e9:.3f} Gvoxel) ...", flush=True)
+        measured = _in_fresh_process("segment", args.work, input=volume, output=args.work / "segmentation.zarr",
+                                     model=model, block=args.block, step_size=args.step_size)
+        rows.append({"method": "reisoseg.segment (blockwise)", "shape": shape, "voxels": math.prod(shape),
+                     **measured})
+    smallest = _volume_shape(min(args.sizes))
+    cases = args.work / "in_memory_input"
+    if not (cases / "case_0000.nii.gz").is_file():
+        from reisoseg.io.nifti import write_nifti
+        from reisoseg.io.volume import open_volume
+
+        cases.mkdir(exist_ok=True)
+        write_nifti(cases / "case_0000.nii.gz", open_volume(args.work / f"volume_{smallest[1]}.zarr").read(),
+                    (40.0, 5.0, 5.0))
+    print(f"nnU-Net in-memory {smallest} ...", flush=True)
+    measured = _in_fresh_process("in_memory", args.work, input=cases, output=args.work / "in_memory_output",
+                                 task=task, step_size=args.step_size)
+    rows.append({"method": "nnU-Net v1 predict_from_folder (in memory)", "shape": smallest,
+                 "voxels": math.prod(smallest), **measured})
+    for row in rows:
+        row["voxels_per_s"] = row["voxels"] / row["wall_s"]
+
+    blockwise = [r for r in rows if r["method"].startswith("reisoseg")]
+    in_memory = rows[-1]
+    rss_ratio = blockwise[-1]["peak_rss_gib"] / blockwise[0]["peak_rss_gib"]
+    speed_ratio = blockwise[0]["voxels_per_s"] / in_memory["voxels_per_s"]
+    print(f"\n{'method':44s} {'shape':>18s} {'Gvoxel':>7s} {'wall s':>8s} {'voxels/s':>10s} {'peak RSS GiB':>12s}")
+    for row in rows:
+        print(f"{row['method']:44s} {str(tuple(row['shape'])):>18s} {row['voxels'] / 1e9:7.3f} {row['wall_s']:8.1f} "
+              f"{row['voxels_per_s']:10.3g} {row['peak_rss_gib']:12.2f}")
+    print(f"\npeak RSS ratio, largest / smallest volume: {rss_ratio:.2f} (target <= 1.2; "
+          f"max {max(r['peak_rss_gib'] for r in blockwise):.2f} GiB, target < 4)")
+    print(f"voxels/s blockwise / nnU-Net in memory on {tuple(smallest)}: {speed_ratio:.2f} (target >= 0.9)")
+    results = Path(__file__).parent / "results" / "bench_blockwise.json"
+    results.write_text(json.dumps({"machine": workspace.machine(), "revision": workspace.git_revision(),
+                                   "block": args.block, "step_size": args.step_size, "patch": PATCH, "tta": False,
+                                   "rows": rows, "peak_rss_ratio": rss_ratio,
+                                   "speed_ratio_vs_in_memory": speed_ratio}, indent=1, default=str))
+    print(f"-> {results}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Shared by the benchmarks: nnU-Net v1 folders under one work folder, a planned synthetic task, a quick model.
+
+Benchmarks import this as `workspace` (they run as scripts from the benchmarks folder). nnU-Net reads its folders
+from the environment when it is imported, so `use_folders` must run before anything imports nnunet.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import threading
+from pathlib import Path
+from typing import Sequence
+
+
+def use_folders(work: Path) -> dict[str, Path]:
+    """Point nnU-Net v1 at `work/nnunet/{raw,preprocessed,results}` (created)."""
+    folders = {"nnUNet_raw_data_base": work / "nnunet" / "raw", "nnUNet_preprocessed": work / "nnunet" / "preprocessed",
+               "RESULTS_FOLDER": work / "nnunet" / "results"}
+    for name, folder in folders.items():
+        folder.mkdir(parents=True, exist_ok=True)
+        os.environ[name] = str(folder)
+    os.environ.setdefault("nnUNet_n_proc_DA", str(os.cpu_count() or 1))
+    return folders
+
+
+def synthetic_task(task_id: int, name: str, *, ratio: int, shape: Sequence[int], num_training: int,
+                   num_test: int, seed: int = 0) -> str:
+    """Generate (once) and plan (once) a synthetic task; returns its `TaskXXX_Name`."""
+    from reisoseg.nnunet_v1.plans import plan_and_preprocess
+    from reisoseg.synthetic import make_synthetic_task
+
+    task_name = f"Task{task_id:03d}_{name}"
+    raw = Path(os.environ["nnUNet_raw_data_base"]) / "nnUNet_raw_data" / task_name
+    if not (raw / "dataset.json").is_file():
+        make_synthetic_task(os.environ["nnUNet_raw_data_base"], task_id, name, num_training=num_training,
+                            num_test=num_test, shape=tuple(shape), ratio=ratio, seed=seed, overwrite=True)
+    plans = Path(os.environ["nnUNet_preprocessed"]) / task_name / "nnUNetPlansv2.1_plans_3D.pkl"
+    if not plans.is_file():
+        plan_and_preprocess(task_id)
+    return task_name
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+        cpu = model
+    except (OSError, StopIteration):
+        pass
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()} CPU cores ({cpu}), {gpu}, torch {torch.__version__}"
+
+
+class PeakMemory:
+    """Peak resident memory of this process and its children, sampled every `interval` seconds, in GiB.
+
+    Not `getrusage`: on Linux a child's `ru_maxrss` keeps the peak of the parent image it was forked from.
+    """
+
+    def __init__(self, interval: float = 0.05):
+        self.interval, self.peak_gib = interval, 0.0
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for process in [me, *me.children(recursive=True)]:
+                try:
+                    total += process.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak_gib = max(self.peak_gib, total / 1024 ** 3)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def git_revision() -> str:
+    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent)
+    return result.stdout.strip() or "unknown"
