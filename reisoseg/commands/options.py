@@ -20,3 +20,31 @@ def raw_data_base(args: argparse.Namespace) -> str:
     if not raw:
         raise ReIsoSegError("no output location: pass --raw_data_base or set nnUNet_raw_data_base")
     return raw
+
+
+def add_model_options(parser: argparse.ArgumentParser, *, task_required: bool) -> None:
+    """The trained model and how to run it: nnUNet_predict's -t/-tr/-m/-p/-f/-chk, step size, TTA, device."""
+    from reisoseg.devices import DEVICE_CHOICES
+
+    parser.add_argument("-t", "--task_name", required=task_required, default=None,
+                        help="task as Task501_Name, 501 or Name")
+    parser.add_argument("-tr", "--trainer_class_name", default="ReIsoSegTrainer",
+                        help="trainer the model was trained with (default: %(default)s)")
+    parser.add_argument("-m", "--model", default="3d_fullres", help="configuration (default: %(default)s)")
+    parser.add_argument("-p", "--plans_identifier", default="nnUNetPlansv2.1",
+                        help="plans the model was trained with (default: %(default)s)")
+    parser.add_argument("-f", "--folds", nargs="+", default=None,
+                        help="folds to ensemble, e.g. -f 0 1 or -f all (default: every fold_* found)")
+    parser.add_argument("-chk", "--checkpoint", default="model_final_checkpoint",
+                        help="checkpoint name without .model (default: %(default)s; model_best is chosen by the "
+                             "ani branch's validation Dice)")
+    parser.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), default=None,
+                        help="EM input: voxel size in nm when the files carry none (must agree when they do)")
+    parser.add_argument("--disable_tta", action="store_true",
+                        help="no mirroring test-time augmentation: 8x faster, usually slightly less accurate")
+    parser.add_argument("--step_size", type=float, default=0.5,
+                        help="sliding-window step as a fraction of the patch (default: %(default)s; larger is "
+                             "faster, smaller overlaps more and is often more accurate)")
+    parser.add_argument("--disable_mixed_precision", action="store_true", help="float32 on CUDA too")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default=None,
+                        help="device (default: cuda if available, else mps, else cpu)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from reisoseg.devices import DEVICE_CHOICES
+from reisoseg.commands.options import add_model_options
 
 
 def add_parser(subparsers) -> None:
@@ -19,27 +19,10 @@ def add_parser(subparsers) -> None:
                         help="nnU-Net case folder, an EM volume, or a folder of EM volumes")
     parser.add_argument("-o", "--output_folder", required=True,
                         help="output folder (created); for one EM volume also a file name such as seg.tif")
-    parser.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), default=None,
-                        help="EM input: voxel size in nm when the files carry none (must agree when they do)")
     parser.add_argument("--output_format", choices=("tiff", "hdf5", "zarr", "nifti"), default=None,
                         help="EM input: write segmentations in this format (default: the input's)")
-    parser.add_argument("-t", "--task_name", required=True, help="task as Task501_Name, 501 or Name")
-    parser.add_argument("-tr", "--trainer_class_name", default="ReIsoSegTrainer",
-                        help="trainer the model was trained with (default: %(default)s)")
-    parser.add_argument("-m", "--model", default="3d_fullres", help="configuration (default: %(default)s)")
-    parser.add_argument("-p", "--plans_identifier", default="nnUNetPlansv2.1",
-                        help="plans the model was trained with (default: %(default)s)")
-    parser.add_argument("-f", "--folds", nargs="+", default=None,
-                        help="folds to ensemble, e.g. -f 0 1 or -f all (default: every fold_* found)")
-    parser.add_argument("-chk", "--checkpoint", default="model_final_checkpoint",
-                        help="checkpoint name without .model (default: %(default)s; model_best is chosen by the "
-                             "ani branch's validation Dice)")
+    add_model_options(parser, task_required=True)
     parser.add_argument("-z", "--save_npz", action="store_true", help="also save softmax probabilities (.npz)")
-    parser.add_argument("--disable_tta", action="store_true",
-                        help="no mirroring test-time augmentation: 8x faster, usually slightly less accurate")
-    parser.add_argument("--step_size", type=float, default=0.5,
-                        help="sliding-window step as a fraction of the patch (default: %(default)s; larger is "
-                             "faster, smaller overlaps more and is often more accurate)")
     parser.add_argument("--overwrite_existing", action="store_true",
                         help="predict cases whose output already exists (default: skip them)")
     parser.add_argument("--num_threads_preprocessing", type=int, default=1,
@@ -48,9 +31,6 @@ def add_parser(subparsers) -> None:
                         help="export processes (default: %(default)s)")
     parser.add_argument("--disable_postprocessing", action="store_true",
                         help="do not apply the postprocessing found during validation")
-    parser.add_argument("--disable_mixed_precision", action="store_true", help="float32 on CUDA too")
-    parser.add_argument("--device", choices=DEVICE_CHOICES, default=None,
-                        help="device (default: cuda if available, else cpu)")
     parser.set_defaults(handler=run)
 
 

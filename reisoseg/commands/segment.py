@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from reisoseg.devices import DEVICE_CHOICES
+from reisoseg.commands.options import add_model_options
 from reisoseg.errors import ReIsoSegError
 
 
@@ -21,30 +21,13 @@ def add_parser(subparsers) -> None:
                     "after an interruption, the run skips finished blocks.")
     parser.add_argument("-i", "--input", required=True, help="input volume (e.g. raw.zarr, stack.h5:/raw, stack.tif)")
     parser.add_argument("-o", "--output", required=True, help="output OME-Zarr labels, e.g. segmentation.zarr")
-    parser.add_argument("-t", "--task_name", default=None, help="task as Task501_Name, 501 or Name")
-    parser.add_argument("-tr", "--trainer_class_name", default="ReIsoSegTrainer",
-                        help="trainer the model was trained with (default: %(default)s)")
-    parser.add_argument("-m", "--model", default="3d_fullres", help="configuration (default: %(default)s)")
-    parser.add_argument("-p", "--plans_identifier", default="nnUNetPlansv2.1",
-                        help="plans the model was trained with (default: %(default)s)")
+    add_model_options(parser, task_required=False)
     parser.add_argument("--model_folder", default=None,
                         help="a trained model folder (TRAINER__PLANS with fold_* inside) instead of -t/-tr/-m/-p")
-    parser.add_argument("-f", "--folds", nargs="+", default=None,
-                        help="folds to ensemble, e.g. -f 0 1 or -f all (default: every fold_* found)")
-    parser.add_argument("-chk", "--checkpoint", default="model_final_checkpoint",
-                        help="checkpoint name without .model (default: %(default)s)")
-    parser.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), default=None,
-                        help="voxel size in nm when the input carries none (must agree when it does)")
     parser.add_argument("--block", type=int, nargs=3, metavar=("Z", "Y", "X"), default=(128, 512, 512),
                         help="block core in input voxels; memory grows with it (default: 128 512 512)")
-    parser.add_argument("--step_size", type=float, default=0.5,
-                        help="sliding-window step as a fraction of the patch (default: %(default)s)")
-    parser.add_argument("--disable_tta", action="store_true", help="no mirroring test-time augmentation (8x faster)")
     parser.add_argument("--save_probabilities", action="store_true",
                         help="also write class probabilities (float16) as OUT.zarr/probabilities")
-    parser.add_argument("--device", choices=DEVICE_CHOICES, default=None,
-                        help="device (default: cuda if available, else mps, else cpu)")
-    parser.add_argument("--disable_mixed_precision", action="store_true", help="float32 on CUDA too")
     parser.add_argument("--dask-scheduler", "--dask_scheduler", dest="dask_scheduler", default=None,
                         metavar="ADDRESS", help="run the blocks on this Dask distributed scheduler, e.g. "
                                                 "tcp://10.0.0.5:8786 (default: in this process)")
