@@ -151,6 +151,28 @@ def _seconds_per_iteration(task: str, dataset: Dataset, work: Path, device: str 
     return known[key]
 
 
+def _epochs(dataset: Dataset, args: argparse.Namespace, work: Path) -> int | None:
+    """Epochs of ITERATIONS_PER_EPOCH for this dataset: --iterations, or the budget over the calibrated step time
+    of its patch size (None before that patch size was calibrated)."""
+    if args.iterations:
+        return max(1, args.iterations // ITERATIONS_PER_EPOCH)
+    cache = work / "calibration.json"
+    known = json.loads(cache.read_text()) if cache.is_file() else {}
+    per_iteration = known.get("x".join(str(s) for s in dataset.patch))
+    return None if per_iteration is None else max(1, int(args.budget * 60 / per_iteration) // ITERATIONS_PER_EPOCH)
+
+
+def _finished_runs(args: argparse.Namespace, work: Path) -> list[dict]:
+    """The cached results of every dataset, method and seed run at the iteration count and step size of these
+    settings (other budgets in the same work folder are left out)."""
+    results = []
+    for dataset in DATASETS.values():
+        epochs = _epochs(dataset, args, work)
+        for record in sorted((work / "runs").glob(f"{dataset.key}_*_epochs{epochs}_step{args.step_size}.json")):
+            results.append(json.loads(record.read_text()))
+    return results
+
+
 def _run(dataset: Dataset, task: str, method: str, trainer: str, seed: int, epochs: int, args: argparse.Namespace,
          work: Path) -> dict:
     """Train, predict the test set and evaluate one (dataset, method, seed); cached in work/runs."""
@@ -187,7 +209,7 @@ def _mean_sd(values: list[float]) -> str:
         return "n/a"
     if len(values) == 1:
         return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f} (n={len(values)})"
 
 
 def _write_report(results: list[dict], settings: dict) -> None:
@@ -202,7 +224,8 @@ def _write_report(results: list[dict], settings: dict) -> None:
              "same data; test sets never used for any choice.", "",
              f"- machine: {settings['machine']}",
              f"- budget: {budget}; every method runs the iteration count in the tables; seeds: "
-             f"{settings['seeds']}; sliding window step {settings['step_size']}, no TTA",
+             f"{settings['seeds']} (n per cell where more than one); sliding window step {settings['step_size']}, "
+             f"no TTA",
              f"- revision {settings['revision']}, {settings['date']}", ""]
     for metric, title in (("dice", "Dice"), ("iou", "IoU"), ("hd95_nm", "HD95 (nm, lower is better)"),
                           ("f1_50", "instance F1 @ IoU 0.5"), ("ap_75", "AP-75 (MitoEM-style)")):
@@ -268,29 +291,27 @@ def main() -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     work = args.work.resolve()
     workspace.use_folders(work)
-    results = []
     for key in args.datasets:
         dataset = DATASETS[key]
         task = dataset.prepare()
         if task is None:
             continue
-        if args.iterations:
-            epochs = max(1, args.iterations // ITERATIONS_PER_EPOCH)
-        else:
+        if not args.iterations:
             per_iteration = _seconds_per_iteration(task, dataset, work, args.device)
-            epochs = max(1, int(args.budget * 60 / per_iteration) // ITERATIONS_PER_EPOCH)
+        epochs = _epochs(dataset, args, work)
+        if not args.iterations:
             print(f"[{key}] {per_iteration:.2f} s per ReIsoSeg iteration -> {epochs * ITERATIONS_PER_EPOCH} "
                   f"iterations in {args.budget} min", flush=True)
         for seed in args.seeds:
             for method in args.methods:
                 trainer = _closest_rma(task) if method == "rma" else METHODS[method]
-                results.append(_run(dataset, task, method, trainer, seed, epochs, args, work))
-                row = results[-1]
+                row = _run(dataset, task, method, trainer, seed, epochs, args, work)
                 print(f"[{key}] {method} seed {seed}: Dice {row['metrics']['dice']:.3f} (train {row['train_s']:.0f} s,"
                       f" predict {row['predict_s']:.0f} s)", flush=True)
+    results = _finished_runs(args, work)  # every dataset and seed run so far at these settings, not only these
     settings = {"machine": workspace.machine(), "budget_minutes": None if args.iterations else args.budget,
-                "seeds": args.seeds, "step_size": args.step_size, "revision": workspace.git_revision(),
-                "date": time.strftime("%Y-%m-%d")}
+                "seeds": sorted({r["seed"] for r in results}), "step_size": args.step_size,
+                "revision": workspace.git_revision(), "date": time.strftime("%Y-%m-%d")}
     (ROOT / "benchmarks" / "results" / "quality.json").write_text(
         json.dumps({"settings": settings, "runs": results}, indent=1))
     _write_report(results, settings)

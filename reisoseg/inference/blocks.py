@@ -249,6 +249,9 @@ def _predict(job: BlockJob, predictor: Any, data: Any, core: Sequence[tuple[int,
     normalisation = predictor.normalisation(stats.mean, stats.std)
     maps = axis_maps(cropped, job.spacing, predictor.target_spacing, predictor.separate_axis(job.spacing))
     resampled = [m.target for m in maps]
+    if resampled != cropped and not predictor.default_export:
+        raise ReIsoSegError(f"{job.source}: this model's plans export with non-default resampling; segment data at "
+                            f"the planned spacing {list(predictor.target_spacing)} nm, or use reisoseg predict")
     needed = core if resampled == cropped else [m.target_range_for_linear(lo, hi) for m, (lo, hi) in zip(maps, core)]
     region, starts, counts = _windows_for(needed, resampled, predictor.patch_size, job.step_size)
     inner = _clipped(region, resampled)

@@ -3,10 +3,10 @@
 Everything that must agree with nnU-Net's in-memory predictor is taken from nnU-Net itself: the model and its fold
 parameters are restored by `load_model_and_checkpoint_files` (through our safe loaders), each window is predicted by
 the network's `_internal_maybe_mirror_and_pred_3D` (softmax, optional mirroring, Gaussian weighting by
-`_get_gaussian`), the window grid is `_compute_steps_for_sliding_window`, and resampling is `resample_patient` /
-`resample_data_or_seg` with the plans' orders. Only the intensity normalisation cannot be reused as it is, because
-nnU-Net computes it on one volume in memory: `Normalisation` applies the same schemes with statistics that the
-blockwise pipeline gathers from the whole volume in a streamed pass.
+`_get_gaussian`), the window grid is `_compute_steps_for_sliding_window`. Two things cannot be reused as they are,
+because nnU-Net applies them to one volume in memory: the intensity normalisation (`Normalisation` applies the same
+schemes with statistics the blockwise pipeline streams from the whole volume) and resampling
+(`reisoseg.nnunet_v1.resampling` computes any box of nnU-Net's whole-volume result).
 """
 from __future__ import annotations
 
@@ -116,8 +116,9 @@ class BlockPredictor:
         self.use_nonzero_mask = bool(trainer.use_mask_for_norm[0])
         self.intensity_properties = (trainer.intensity_properties or {}).get(0)
         export = trainer.plans.get("segmentation_export_params", {})
-        self.export_order = int(export.get("interpolation_order", 1))
-        self.export_order_z = int(export.get("interpolation_order_z", 0))
+        # reisoseg.nnunet_v1.resampling reads probabilities back as nnU-Net's default export does
+        self.default_export = (export.get("force_separate_z") is None and export.get("interpolation_order", 1) == 1
+                               and export.get("interpolation_order_z", 0) == 0)
         self._gaussian = None
 
     def normalisation(self, mean: float, std: float) -> Normalisation:
