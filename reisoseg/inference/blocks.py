@@ -35,8 +35,9 @@ def block_box(index: Sequence[int], shape: Sequence[int], block: Sequence[int]) 
     return tuple((i * b, min((i + 1) * b, s)) for i, b, s in zip(index, block, shape))  # type: ignore[return-value]
 
 
-def _slices(box: Box) -> tuple[slice, ...]:
-    return tuple(slice(lo, hi) for lo, hi in box)
+def _slices(box: Sequence[tuple[int, int]], origin: Sequence[int] = (0, 0, 0)) -> tuple[slice, ...]:
+    """Slices of `box` shifted by `origin` (e.g. from cropped to input coordinates)."""
+    return tuple(slice(lo + o, hi + o) for (lo, hi), o in zip(box, origin))
 
 
 @dataclass
@@ -96,7 +97,7 @@ class _Accumulator:
 
 
 def volume_statistics(data: Any, source: str, block: Sequence[int], *, nonzero_only: bool,
-                      progress: Callable[[int], None] | None = None) -> Statistics:
+                      progress: Callable[[], None] | None = None) -> Statistics:
     """Nonzero bounding box, mean, standard deviation and per-section range of a (lazily readable) volume, with one
     block in memory at a time.
 
@@ -126,7 +127,7 @@ def volume_statistics(data: Any, source: str, block: Sequence[int], *, nonzero_o
                 low[axis] = min(low[axis], box[axis][0] + int(where[0]))
                 high[axis] = max(high[axis], box[axis][0] + int(where[-1]) + 1)
         if progress is not None:
-            progress(values.size)
+            progress()
     if whole.section_min.min() == whole.section_max.max():
         raise ReIsoSegError(f"{source}: constant image (every voxel is {whole.section_min.min():g}): "
                             f"nothing to segment")
@@ -137,8 +138,7 @@ def volume_statistics(data: Any, source: str, block: Sequence[int], *, nonzero_o
         accumulated = _Accumulator(cropped[0], nonzero_only)
         for index in block_indices(cropped, block):
             box = block_box(index, cropped, block)
-            values = np.asarray(data[tuple(slice(lo + b[0], hi + b[0]) for (lo, hi), b in zip(box, bbox))])
-            accumulated.add(values, box[0][0])
+            accumulated.add(np.asarray(data[_slices(box, [lo for lo, _ in bbox])]), box[0][0])
     moments = accumulated.moments
     return Statistics(bbox, moments.mean, moments.std, moments.count, accumulated.section_min.tolist(),
                       accumulated.section_max.tolist())
@@ -236,8 +236,7 @@ def _clipped(region: Sequence[tuple[int, int]], shape: Sequence[int]) -> list[tu
 
 def _read_cropped(job: BlockJob, data: Any, box: Sequence[tuple[int, int]]) -> np.ndarray:
     """Raw float32 values of a box given in the coordinates of the cropped (nonzero bounding box) volume."""
-    bbox = job.statistics.bbox
-    return np.asarray(data[tuple(slice(lo + b[0], hi + b[0]) for (lo, hi), b in zip(box, bbox))], dtype=np.float32)
+    return np.asarray(data[_slices(box, [lo for lo, _ in job.statistics.bbox])], dtype=np.float32)
 
 
 def _predict(job: BlockJob, predictor: Any, data: Any, core: Sequence[tuple[int, int]]) -> np.ndarray:

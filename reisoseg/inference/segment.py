@@ -30,13 +30,11 @@ from reisoseg.errors import ReIsoSegError
 DEFAULT_BLOCK = (128, 512, 512)
 
 
-def _positive_triple(name: str, values: Sequence[int] | None, minimum: int) -> tuple[int, int, int] | None:
-    if values is None:
-        return None
-    values = tuple(int(v) for v in values)
-    if len(values) != 3 or any(v < minimum for v in values):
-        raise ReIsoSegError(f"--{name} must be three integers >= {minimum} (z y x), got {list(values)}")
-    return values  # type: ignore[return-value]
+def _block_shape(values: Sequence[int]) -> tuple[int, int, int]:
+    block = tuple(int(v) for v in values)
+    if len(block) != 3 or any(v < 1 for v in block):
+        raise ReIsoSegError(f"--block must be three positive integers (z y x), got {list(block)}")
+    return block  # type: ignore[return-value]
 
 
 def _input(volume: Any, spacing: Sequence[float] | None) -> tuple[str, tuple, tuple, Any]:
@@ -63,10 +61,10 @@ def _progress(total: int, initial: int, description: str, enabled: bool):
                 dynamic_ncols=True)
 
 
-def segment(volume: np.ndarray | str | os.PathLike, spacing: Sequence[float] | None = None, model: str | os.PathLike
-            | None = None, output: str | os.PathLike | None = None, *, folds: Sequence[str] | None = None,
-            checkpoint: str = "model_final_checkpoint", block: Sequence[int] = DEFAULT_BLOCK,
-            step_size: float = 0.5, tta: bool = True,
+def segment(volume: np.ndarray | str | os.PathLike, spacing: Sequence[float] | None = None,
+            model: str | os.PathLike | None = None, output: str | os.PathLike | None = None, *,
+            folds: Sequence[str] | None = None, checkpoint: str = "model_final_checkpoint",
+            block: Sequence[int] = DEFAULT_BLOCK, step_size: float = 0.5, tta: bool = True,
             probabilities: bool = False, device: str | None = None, fp32: bool = False,
             scheduler: str | None = None, overwrite: bool = False, progress: bool = True) -> np.ndarray | Path:
     """Segment `volume` (a (z, y, x) array, or any path `reisoseg.io` reads) with a trained nnU-Net v1 model folder.
@@ -94,7 +92,7 @@ def segment(volume: np.ndarray | str | os.PathLike, spacing: Sequence[float] | N
     if model is None or not Path(model).is_dir():
         raise ReIsoSegError(f"{model}: no such model folder (RESULTS_FOLDER/nnUNet/3d_fullres/TaskXXX/"
                             f"TRAINER__PLANS)")
-    block = _positive_triple("block", block, 1)
+    block = _block_shape(block)
     if not 0 < step_size <= 1:
         raise ReIsoSegError(f"--step_size must lie in (0, 1], got {step_size}")
     source, shape, spacing, data = _input(volume, spacing)
@@ -113,27 +111,24 @@ def segment(volume: np.ndarray | str | os.PathLike, spacing: Sequence[float] | N
         store = BlockStore(output)
         if not source.startswith("memory:") and Path(split_key(source)[0]).resolve() == store.target.resolve():
             raise ReIsoSegError(f"{store.target}: the output would replace the input; choose another name")
-        if store.target.exists() and not overwrite:
-            raise ReIsoSegError(f"{store.target}: already exists (pass --overwrite to replace it)")
         folder = Path(model).resolve()
         parsed_folds = tuple(checked_folds(folder, folds, checkpoint))
+        source_path = source if source.startswith("memory:") else os.path.abspath(source)
+        settings = {"input": source_path, "shape": list(shape), "spacing": list(spacing), "model": str(folder),
+                    "folds": [str(f) for f in parsed_folds], "checkpoint": checkpoint, "block": list(block),
+                    "step_size": step_size, "tta": tta, "probabilities": probabilities, "fp32": fp32}
+        recorded = store.open(settings, overwrite=overwrite)  # before the model loads: output errors come first
         reference = ModelReference(str(folder), parsed_folds, checkpoint, mixed_precision=not fp32)
         predictor = cached_predictor(reference, worker_device(device))
         if (folder / "postprocessing.json").is_file():
             print(f"note: {folder / 'postprocessing.json'} (connected-component postprocessing) is not applied "
                   f"blockwise", file=sys.stderr)
-        source_path = source if source.startswith("memory:") else os.path.abspath(source)
-        settings = {"input": source_path, "shape": list(shape), "spacing": list(spacing), "model": str(folder),
-                    "folds": [str(f) for f in parsed_folds], "checkpoint": checkpoint, "block": list(block),
-                    "step_size": step_size, "tta": tta,
-                    "probabilities": probabilities, "fp32": fp32}
-        recorded = store.open(settings, overwrite=overwrite)
         if recorded is None:
             with _progress(math.prod(math.ceil(s / b) for s, b in zip(shape, block)), 0, "statistics",
                            progress) as bar:
                 statistics = volume_statistics(data, source, block, nonzero_only=predictor.use_nonzero_mask,
-                                               progress=lambda _: bar.update())
-            recorded = {"settings": settings, "spacing": list(spacing), "statistics": asdict(statistics)}
+                                               progress=bar.update)
+            recorded = {"settings": settings, "statistics": asdict(statistics)}
             store.create(recorded, shape, block, predictor.num_classes, probabilities)
         job = BlockJob(source_path, reference, device, str(store.target), tuple(shape), tuple(spacing), block,
                        Statistics.from_record(recorded["statistics"]), step_size, tta, probabilities)

@@ -69,7 +69,7 @@ class BlockStore:
         if probabilities:
             group.create_array(PROBABILITIES, shape=(num_classes, *shape), chunks=(num_classes, *block),
                                dtype="float16", fill_value=0)
-        group.attrs.update(ome_attributes(manifest["spacing"], labels=True, name="segmentation"))
+        group.attrs.update(ome_attributes(manifest["settings"]["spacing"], labels=True, name="segmentation"))
         (self.partial / MARKERS).mkdir()
         with atomic_file(self.partial / MANIFEST) as temporary:
             temporary.write_text(json.dumps(manifest, indent=1))

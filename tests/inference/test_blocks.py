@@ -47,10 +47,10 @@ def test_statistics_reject_unusable_volumes(data, fragment):
 
 def test_store_resumes_same_settings_refuses_other_settings_and_renames_when_complete(tmp_path):
     target = tmp_path / "seg.zarr"
-    settings = {"input": "a.zarr", "block": [2, 4, 4]}
+    settings = {"input": "a.zarr", "block": [2, 4, 4], "spacing": [40, 5, 5]}
     store = BlockStore(target)
     assert store.open(settings, overwrite=False) is None
-    store.create({"settings": settings, "spacing": [40, 5, 5], "statistics": {}}, (3, 4, 8), (2, 4, 4), 2, True)
+    store.create({"settings": settings, "statistics": {}}, (3, 4, 8), (2, 4, 4), 2, True)
     store.array()[0:2, 0:4, 0:4] = 1
     store.mark_finished((0, 0, 0))
     assert BlockStore(target).open(settings, overwrite=False)["settings"] == settings
