@@ -131,13 +131,6 @@ class BlockPredictor:
             return Normalisation("noNorm", self.use_nonzero_mask)
         return Normalisation("zscore", self.use_nonzero_mask, mean, std + 1e-8)
 
-    @property
-    def needs_statistics(self) -> bool:
-        return self.scheme == "zscore"
-
-    def window_starts(self, shape: Sequence[int], step_size: float) -> list[list[int]]:
-        return window_starts(self.patch_size, shape, step_size)
-
     def gaussian(self) -> np.ndarray:
         if self._gaussian is None:
             from nnunet.network_architecture.neural_network import SegmentationNetwork
