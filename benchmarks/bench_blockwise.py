@@ -94,8 +94,10 @@ def _measure_in_memory(args: argparse.Namespace) -> dict:
     return {"wall_s": time.perf_counter() - start, "peak_rss_gib": memory.peak_gib}
 
 
-def _in_fresh_process(kind: str, work: Path, **options) -> dict:
-    command = [sys.executable, __file__, "--measure", kind, "--work", str(work)]
+def in_fresh_process(script: str, kind: str, **options) -> dict:
+    """Run `script --measure KIND --OPTION VALUE ...` in a new process (peak RSS is per process) on CPU; returns
+    the JSON it prints last."""
+    command = [sys.executable, script, "--measure", kind]
     for key, value in options.items():
         command += [f"--{key}", *([str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)])]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
@@ -133,8 +135,9 @@ def main() -> None:
         volume = args.work / f"volume_{shape[1]}.zarr"
         _write_volume(volume, shape)
         print(f"blockwise {shape} ({math.prod(shape) / 1e9:.3f} Gvoxel) ...", flush=True)
-        measured = _in_fresh_process("segment", args.work, input=volume, output=args.work / "segmentation.zarr",
-                                     model=model, block=args.block, step_size=args.step_size)
+        measured = in_fresh_process(__file__, "segment", work=args.work, input=volume,
+                                    output=args.work / "segmentation.zarr", model=model, block=args.block,
+                                    step_size=args.step_size)
         rows.append({"method": "reisoseg.segment (blockwise)", "shape": shape, "voxels": math.prod(shape),
                      **measured})
     smallest = _volume_shape(min(args.sizes))
@@ -147,8 +150,8 @@ def main() -> None:
         write_nifti(cases / "case_0000.nii.gz", open_volume(args.work / f"volume_{smallest[1]}.zarr").read(),
                     (40.0, 5.0, 5.0))
     print(f"nnU-Net in-memory {smallest} ...", flush=True)
-    measured = _in_fresh_process("in_memory", args.work, input=cases, output=args.work / "in_memory_output",
-                                 task=task, step_size=args.step_size)
+    measured = in_fresh_process(__file__, "in_memory", work=args.work, input=cases,
+                                output=args.work / "in_memory_output", task=task, step_size=args.step_size)
     rows.append({"method": "nnU-Net v1 predict_from_folder (in memory)", "shape": smallest,
                  "voxels": math.prod(smallest), **measured})
     for row in rows:

@@ -1,24 +1,32 @@
-"""ReIsoSeg against plain nnU-Net v1 at equal budget, on synthetic and real anisotropic EM.
+"""ReIsoSeg against plain nnU-Net v1 at equal iterations and at equal wall time, with convergence checked.
 
 For every dataset and seed, each method trains with the same derived plans (patch and batch size), the same number
-of iterations, the same seed and the same data, then predicts the held-out test volumes (sliding window, no TTA) and
-is scored by `reisoseg.evaluation` (Dice, IoU, HD95 in nm, F1@0.5 and AP-75 of 3D connected components):
+of iterations, the same seed and the same data. nnU-Net's own intermediate checkpoints are kept every
+SNAPSHOT_ITERATIONS; each of them and the final model predict the held-out test volumes (sliding window, no TTA)
+and are scored by `reisoseg.evaluation` (Dice, IoU, HD95 in nm, instance F1@0.5 and AP-75):
 
 - `auto`: ReIsoSegTrainer, pattern picked from the planned spacing;
 - `rma`: the closest fixed trainer, ReIsoSegRMA{1,2,4,8}V6Trainer. It is the automatic choice by construction (same
   network, same seed): run it with `--methods auto rma nnunet` to spend budget confirming that;
 - `nnunet`: nnUNetTrainerV2, nnU-Net v1's default Generic_UNet planned for the same patch.
 
-Datasets: synthetic tasks from `reisoseg synth` at z/xy ratios 1, 4 and 8; Gerhard 2013 mitochondria (sections
-0-15 train, 16-19 test) and CDeep3M mitochondria (training folder train, validation folder test) from
-../shared/data (skipped with a message when absent). The test sets are never used for any choice.
+What the report shows, per dataset:
+- equal iterations (the paper's view): the final models;
+- equal wall time (the CPU user's view): the slower method's last snapshot that took no longer than the faster
+  method's whole run. Snapshots come from a run whose learning rate had not yet decayed: a conservative stand-in for
+  a shorter run;
+- paired differences ReIsoSeg - nnU-Net over (seed, test volume) pairs: mean, bootstrap 95 % interval, wins;
+- convergence: the mean validation pseudo-Dice (nnU-Net's online metric, on training-set patches) over the last
+  10 % of epochs against the 10 % before; "converged" when they differ by less than CONVERGENCE_TOLERANCE;
+- fig/quality_dice_vs_iterations.png: test Dice of every snapshot.
 
-`--budget` (minutes of training per run) is turned into an iteration count per dataset by timing ReIsoSeg's
-training, the slower of the two networks on CPU; every method then runs that many iterations. Finished runs are
-reused (results cached under --work). Writes documentation/results.md (text below its notes marker is kept),
-fig/quality_dice.png and benchmarks/results/quality.json.
+Test sets are used for no choice: no early stopping, no best-checkpoint picking (the final model is scored).
+Datasets: synthetic tasks at z/xy ratios 1, 4 and 8; Gerhard 2013 mitochondria (sections 0-15 train, 16-19 test)
+and CDeep3M mitochondria (training volume train, validation volume test) from ../shared/data (skipped with a
+message when absent). Each finished run is one JSON record in benchmarks/results/quality_runs/ (committed, so a
+later session or machine goes on from it); models and predictions live under --work.
 
-    python benchmarks/quality.py --budget 3 --seeds 0 1 2 [--datasets synth1 synth4 synth8 gerhard cdeep3m]
+    python benchmarks/quality.py --iterations 1000 --seeds 0 1 --datasets synth8 gerhard
 """
 from __future__ import annotations
 
@@ -26,7 +34,7 @@ import argparse
 import json
 import math
 import os
-import re
+import random
 import statistics
 import sys
 import time
@@ -38,10 +46,18 @@ import workspace  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+RUNS = ROOT / "benchmarks" / "results" / "quality_runs"
 ITERATIONS_PER_EPOCH = 10
+VAL_ITERATIONS_PER_EPOCH = 2
+SNAPSHOT_ITERATIONS = 250
+CONVERGENCE_TOLERANCE = 0.02  # pseudo-Dice change between the last two 10 % windows of epochs
+BOOTSTRAP_SAMPLES = 10000
 CLASSES = {1: "mitochondria"}
 METHODS = {"auto": "ReIsoSegTrainer", "nnunet": "nnUNetTrainerV2"}  # "rma": resolved per dataset
-NOTES_MARKER = "<!-- notes: everything below this line is kept when the script rewrites the file -->"
+METHOD_NAMES = {"auto": "ReIsoSegTrainer", "rma": "closest RMA", "nnunet": "nnUNetTrainerV2"}
+METRICS = (("dice", "Dice", True), ("hd95_nm", "HD95 (nm)", False), ("f1_50", "instance F1@0.5", True),
+           ("ap_75", "AP-75", True), ("iou", "IoU", True))  # key, title, higher is better
+TABLES_MARKER = "<!-- tables: everything below this line is rewritten by benchmarks/quality.py -->"
 
 
 @dataclass(frozen=True)
@@ -121,86 +137,124 @@ def _closest_rma(task: str) -> str:
     return f"ReIsoSegRMA{nearest_supported_ratio(ratio_from_spacing(spacing))}V6Trainer"
 
 
-def _train(task: str, trainer: str, plans: str, epochs: int, seed: int, device: str | None) -> float:
-    from reisoseg.nnunet_v1.training import TrainingOptions, run_training
-
-    start = time.perf_counter()
-    run_training("3d_fullres", trainer, task, "all",
-                 TrainingOptions(plans_identifier=plans, epochs=epochs, iterations_per_epoch=ITERATIONS_PER_EPOCH,
-                                 val_iterations_per_epoch=1, run_validation=False, device=device, seed=seed))
-    return time.perf_counter() - start
+def _record_path(dataset: str, method: str, seed: int, iterations: int, step_size: float) -> Path:
+    return RUNS / f"{dataset}_{method}_seed{seed}_it{iterations}_step{step_size}.json"
 
 
-def _seconds_per_iteration(task: str, dataset: Dataset, work: Path, device: str | None) -> float:
-    """ReIsoSeg's seconds per training iteration (augmentation included) for this patch size, from the second epoch
-    of a short run on the first dataset that uses it (cached: the step time depends on the patch, not the data)."""
-    cache = work / "calibration.json"
-    known = json.loads(cache.read_text()) if cache.is_file() else {}
-    key = "x".join(str(s) for s in dataset.patch)
-    if key not in known:
-        from reisoseg.nnunet_v1.plans import write_derived_plans
+def _validation_pseudo_dice(fold_folder: Path) -> list[float]:
+    """Per-epoch online pseudo-Dice that nnU-Net stores in the final checkpoint (validation batches of the
+    training cases for fold 'all')."""
+    import torch
 
-        write_derived_plans(task, "nnUNetPlans_quality_calibration", patch_size=dataset.patch, batch_size=2)
-        _train(task, "ReIsoSegTrainer", "nnUNetPlans_quality_calibration", 2, 0, device)
-        folder = (Path(os.environ["RESULTS_FOLDER"]) / "nnUNet" / "3d_fullres" / task
-                  / "ReIsoSegTrainer__nnUNetPlans_quality_calibration" / "all")
-        log = "".join(p.read_text() for p in sorted(folder.glob("training_log_*.txt")))
-        epochs = [float(s) for s in re.findall(r"This epoch took ([0-9.]+) s", log)]
-        known[key] = epochs[-1] / (ITERATIONS_PER_EPOCH + 1)  # 10 training + 1 validation iteration
-        cache.write_text(json.dumps(known, indent=1))
-    return known[key]
+    from reisoseg.nnunet_v1.compat import install
+
+    install()  # allow-lists the numpy types of nnU-Net checkpoints for weights_only loading
+    state = torch.load(fold_folder / "model_final_checkpoint.model", map_location="cpu", weights_only=True)
+    return [float(v) for v in state["plot_stuff"][3]]
 
 
-def _epochs(dataset: Dataset, args: argparse.Namespace, work: Path) -> int | None:
-    """Epochs of ITERATIONS_PER_EPOCH for this dataset: --iterations, or the budget over the calibrated step time
-    of its patch size (None before that patch size was calibrated)."""
-    if args.iterations:
-        return max(1, args.iterations // ITERATIONS_PER_EPOCH)
-    cache = work / "calibration.json"
-    known = json.loads(cache.read_text()) if cache.is_file() else {}
-    per_iteration = known.get("x".join(str(s) for s in dataset.patch))
-    return None if per_iteration is None else max(1, int(args.budget * 60 / per_iteration) // ITERATIONS_PER_EPOCH)
+def convergence(pseudo_dice: list[float]) -> dict:
+    """Mean of the last 10 % of epochs against the 10 % before (together the last 20 % of iterations)."""
+    window = max(1, len(pseudo_dice) // 10)
+    if len(pseudo_dice) < 2 * window:
+        return {"converged": False, "reason": "too few epochs"}
+    earlier = statistics.mean(pseudo_dice[-2 * window:-window])
+    last = statistics.mean(pseudo_dice[-window:])
+    return {"window_epochs": window, "earlier": earlier, "last": last, "change": last - earlier,
+            "tolerance": CONVERGENCE_TOLERANCE, "converged": abs(last - earlier) < CONVERGENCE_TOLERANCE}
 
 
-def _finished_runs(args: argparse.Namespace, work: Path) -> list[dict]:
-    """The cached results of every dataset, method and seed run at the iteration count and step size of these
-    settings (other budgets in the same work folder are left out)."""
-    results = []
-    for dataset in DATASETS.values():
-        epochs = _epochs(dataset, args, work)
-        for record in sorted((work / "runs").glob(f"{dataset.key}_*_epochs{epochs}_step{args.step_size}.json")):
-            results.append(json.loads(record.read_text()))
-    return results
-
-
-def _run(dataset: Dataset, task: str, method: str, trainer: str, seed: int, epochs: int, args: argparse.Namespace,
-         work: Path) -> dict:
-    """Train, predict the test set and evaluate one (dataset, method, seed); cached in work/runs."""
+def _score(task: str, trainer: str, plans: str, checkpoint: str, predictions: Path, step_size: float,
+           device: str | None) -> dict:
     from reisoseg.evaluation.report import evaluate
-    from reisoseg.nnunet_v1.plans import write_derived_plans
     from reisoseg.nnunet_v1.prediction import PredictionOptions, predict_folder
 
-    record = work / "runs" / f"{dataset.key}_{method}_seed{seed}_epochs{epochs}_step{args.step_size}.json"
+    raw = Path(os.environ["nnUNet_raw_data_base"]) / "nnUNet_raw_data" / task
+    start = time.perf_counter()
+    predict_folder(raw / "imagesTs", predictions, task, trainer,
+                   PredictionOptions(plans_identifier=plans, folds=["all"], disable_tta=True, step_size=step_size,
+                                     device=device, overwrite_existing=True, checkpoint=checkpoint))
+    predict_s = time.perf_counter() - start
+    metrics = evaluate(raw / "labelsTs", predictions, classes=CLASSES, instance_classes=(1,))
+    return {"predict_s": predict_s, "metrics": metrics["mean"]["mitochondria"],
+            "per_case": {case: values["mitochondria"] for case, values in metrics["per_case"].items()}}
+
+
+def _run(dataset: Dataset, task: str, method: str, trainer: str, seed: int, iterations: int,
+         args: argparse.Namespace) -> dict:
+    """Train, then score every snapshot and the final model on the test set; one committed record per run."""
+    from reisoseg.nnunet_v1.plans import write_derived_plans
+    from reisoseg.nnunet_v1.training import TrainingOptions, run_training
+
+    record = _record_path(dataset.key, method, seed, iterations, args.step_size)
     if record.is_file():
         return json.loads(record.read_text())
     plans = _plans_identifier(seed)
     write_derived_plans(task, plans, patch_size=dataset.patch, batch_size=2)
-    print(f"[{dataset.key}] {method} ({trainer}) seed {seed}: {epochs * ITERATIONS_PER_EPOCH} iterations", flush=True)
-    train_s = _train(task, trainer, plans, epochs, seed, args.device)
-    raw = Path(os.environ["nnUNet_raw_data_base"]) / "nnUNet_raw_data" / task
-    predictions = work / "predictions" / f"{dataset.key}_{method}_seed{seed}"
-    start = time.perf_counter()
-    predict_folder(raw / "imagesTs", predictions, task, trainer,
-                   PredictionOptions(plans_identifier=plans, folds=["all"], disable_tta=True,
-                                     step_size=args.step_size, device=args.device, overwrite_existing=True))
-    predict_s = time.perf_counter() - start
-    metrics = evaluate(raw / "labelsTs", predictions, classes=CLASSES, instance_classes=(1,))
-    result = {"dataset": dataset.key, "method": method, "trainer": trainer, "seed": seed,
-              "iterations": epochs * ITERATIONS_PER_EPOCH, "train_s": train_s, "predict_s": predict_s,
-              "metrics": metrics["mean"]["mitochondria"], "per_case": metrics["per_case"]}
-    record.parent.mkdir(parents=True, exist_ok=True)
+    print(f"[{dataset.key}] {method} ({trainer}) seed {seed}: {iterations} iterations", flush=True)
+    start = time.time()
+    fold_folder = Path(run_training(
+        "3d_fullres", trainer, task, "all",
+        TrainingOptions(plans_identifier=plans, epochs=iterations // ITERATIONS_PER_EPOCH,
+                        iterations_per_epoch=ITERATIONS_PER_EPOCH, val_iterations_per_epoch=VAL_ITERATIONS_PER_EPOCH,
+                        run_validation=False, device=args.device, seed=seed,
+                        snapshot_every_epochs=SNAPSHOT_ITERATIONS // ITERATIONS_PER_EPOCH)))
+    train_s = time.time() - start
+    snapshots = []
+    for at in range(SNAPSHOT_ITERATIONS, iterations + 1, SNAPSHOT_ITERATIONS):
+        checkpoint = "model_final_checkpoint" if at == iterations else f"model_ep_{at // ITERATIONS_PER_EPOCH:03d}"
+        # the checkpoint's write time, from the training start: wall time to reach `at` iterations
+        elapsed = train_s if at == iterations else (fold_folder / f"{checkpoint}.model").stat().st_mtime - start
+        scored = _score(task, trainer, plans, checkpoint, args.work / "predictions" / record.stem / str(at),
+                        args.step_size, args.device)
+        snapshots.append({"iterations": at, "train_s": elapsed, **scored})
+        print(f"[{dataset.key}] {method} seed {seed} @ {at}: Dice {scored['metrics']['dice']:.3f}", flush=True)
+    pseudo_dice = _validation_pseudo_dice(fold_folder)
+    result = {"dataset": dataset.key, "method": method, "trainer": trainer, "seed": seed, "iterations": iterations,
+              "patch": list(dataset.patch), "batch_size": 2, "step_size": args.step_size, "train_s": train_s,
+              "machine": workspace.machine(), "revision": workspace.git_revision(), "date": time.strftime("%Y-%m-%d"),
+              "validation_pseudo_dice": pseudo_dice, "convergence": convergence(pseudo_dice),
+              "snapshots": snapshots, "metrics": snapshots[-1]["metrics"], "per_case": snapshots[-1]["per_case"]}
+    RUNS.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps(result, indent=1))
     return result
+
+
+def paired_summary(ours: list[dict], theirs: list[dict], metric: str, higher_is_better: bool,
+                   seed: int = 0) -> dict | None:
+    """Differences ours - theirs over (seed, test case) pairs of snapshots `{"seed", "per_case"}`: mean, bootstrap
+    95 % interval (resampling pairs) and the fraction of pairs that ours wins."""
+    by_seed = {s["seed"]: s for s in theirs}
+    differences = []
+    for snapshot in ours:
+        other = by_seed.get(snapshot["seed"])
+        for case, values in snapshot["per_case"].items() if other else ():
+            a, b = values.get(metric, math.nan), other["per_case"].get(case, {}).get(metric, math.nan)
+            if not (math.isnan(a) or math.isnan(b)):
+                differences.append(a - b)
+    if not differences:
+        return None
+    rng = random.Random(seed)
+    means = sorted(statistics.fmean(rng.choices(differences, k=len(differences))) for _ in range(BOOTSTRAP_SAMPLES))
+    wins = sum((d > 0) if higher_is_better else (d < 0) for d in differences)
+    return {"mean": statistics.fmean(differences), "low": means[int(0.025 * BOOTSTRAP_SAMPLES)],
+            "high": means[int(0.975 * BOOTSTRAP_SAMPLES) - 1], "wins": wins, "pairs": len(differences)}
+
+
+def equal_time_snapshots(ours: dict, theirs: dict) -> tuple[dict, dict]:
+    """The two runs' snapshots at equal wall time: the slower run's last snapshot that took no longer than the
+    faster run's whole training (its first snapshot if none did)."""
+    def at_time(run: dict, seconds: float) -> dict:
+        fitting = [s for s in run["snapshots"] if s["train_s"] <= seconds]
+        return fitting[-1] if fitting else run["snapshots"][0]
+
+    if ours["train_s"] <= theirs["train_s"]:
+        return ours["snapshots"][-1], at_time(theirs, ours["train_s"])
+    return at_time(ours, theirs["train_s"]), theirs["snapshots"][-1]
+
+
+def _with_seed(snapshot: dict, run: dict) -> dict:
+    return {"seed": run["seed"], **snapshot}
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -209,40 +263,72 @@ def _mean_sd(values: list[float]) -> str:
         return "n/a"
     if len(values) == 1:
         return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f} (n={len(values)})"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
-def _write_report(results: list[dict], settings: dict) -> None:
-    methods = [m for m in ("auto", "rma", "nnunet") if any(r["method"] == m for r in results)]
+def _paired_cell(summary: dict | None) -> str:
+    if summary is None:
+        return "n/a"
+    return (f"{summary['mean']:+.3f} [{summary['low']:+.3f}, {summary['high']:+.3f}], "
+            f"{summary['wins']}/{summary['pairs']}")
+
+
+def _report_lines(results: list[dict]) -> list[str]:
+    lines = []
     datasets = [d for d in DATASETS if any(r["dataset"] == d for r in results)]
-    names = {"auto": "ReIsoSegTrainer", "rma": "closest RMA", "nnunet": "nnUNetTrainerV2"}
-    budget = (f"{settings['budget_minutes']} min of ReIsoSeg training per run, timed and turned into iterations"
-              if settings["budget_minutes"] else "a fixed number of iterations (--iterations)")
-    lines = ["# ReIsoSeg against nnU-Net v1 at equal budget", "",
-             "Written by `benchmarks/quality.py`; rerun it to reproduce. Mean ± sample standard deviation over seeds "
-             "(one number: one seed). Each run: same derived plans (patch, batch 2), same iterations, same seed, "
-             "same data; test sets never used for any choice.", "",
-             f"- machine: {settings['machine']}",
-             f"- budget: {budget}; every method runs the iteration count in the tables; seeds: "
-             f"{settings['seeds']} (n per cell where more than one); sliding window step {settings['step_size']}, "
-             f"no TTA",
-             f"- revision {settings['revision']}, {settings['date']}", ""]
-    for metric, title in (("dice", "Dice"), ("iou", "IoU"), ("hd95_nm", "HD95 (nm, lower is better)"),
-                          ("f1_50", "instance F1 @ IoU 0.5"), ("ap_75", "AP-75 (MitoEM-style)")):
-        lines += [f"## {title}", "", "| dataset | iterations | " + " | ".join(names[m] for m in methods) + " |",
-                  "|---|---|" + "---|" * len(methods)]
-        for key in datasets:
-            rows = [r for r in results if r["dataset"] == key]
-            cells = [_mean_sd([r["metrics"].get(metric, math.nan) for r in rows if r["method"] == m])
-                     for m in methods]
-            lines.append(f"| {DATASETS[key].description} | {rows[0]['iterations']} | " + " | ".join(cells) + " |")
-        lines.append("")
-    lines += ["![Dice per dataset and method](../fig/quality_dice.png)", ""]
+    for key in datasets:
+        for iterations in sorted({r["iterations"] for r in results if r["dataset"] == key}):
+            runs = [r for r in results if r["dataset"] == key and r["iterations"] == iterations]
+            methods = [m for m in ("auto", "rma", "nnunet") if any(r["method"] == m for r in runs)]
+            lines += [f"## {DATASETS[key].description}, {iterations} iterations", "",
+                      "Mean ± sd over seeds of the per-run mean over test volumes; wall time of training on "
+                      f"{runs[0]['machine']}.", "",
+                      "| method | seeds | train min | " + " | ".join(t for _, t, _ in METRICS) + " | converged |",
+                      "|---|---|---|" + "---|" * len(METRICS) + "---|"]
+            for method in methods:
+                mine = [r for r in runs if r["method"] == method]
+                cells = [_mean_sd([r["metrics"].get(k, math.nan) for r in mine]) for k, _, _ in METRICS]
+                converged = ", ".join(
+                    f"seed {r['seed']}: {'yes' if r['convergence']['converged'] else 'not converged'} "
+                    f"({r['convergence'].get('change', math.nan):+.3f})" for r in mine)
+                lines.append(f"| {METHOD_NAMES[method]} | {', '.join(str(r['seed']) for r in mine)} | "
+                             f"{_mean_sd([r['train_s'] / 60 for r in mine])} | " + " | ".join(cells)
+                             + f" | {converged} |")
+            ours = {r["seed"]: r for r in runs if r["method"] == "auto"}
+            theirs = {r["seed"]: r for r in runs if r["method"] == "nnunet"}
+            seeds = sorted(set(ours) & set(theirs))
+            if seeds:
+                views = {"equal iterations": ([_with_seed(ours[s]["snapshots"][-1], ours[s]) for s in seeds],
+                                              [_with_seed(theirs[s]["snapshots"][-1], theirs[s]) for s in seeds])}
+                timed = [equal_time_snapshots(ours[s], theirs[s]) for s in seeds]
+                views["equal wall time"] = ([_with_seed(a, ours[s]) for s, (a, _) in zip(seeds, timed)],
+                                            [_with_seed(b, theirs[s]) for s, (_, b) in zip(seeds, timed)])
+                lines += ["", "Paired ReIsoSeg − nnU-Net over (seed, test volume) pairs: mean difference "
+                          "[bootstrap 95 % interval], pairs ReIsoSeg wins / pairs (HD95: lower wins).", "",
+                          "| view | iterations ReIsoSeg / nnU-Net | " + " | ".join(t for _, t, _ in METRICS[:4])
+                          + " |", "|---|---|" + "---|" * 4]
+                for view, (mine, other) in views.items():
+                    cells = [_paired_cell(paired_summary(mine, other, k, higher)) for k, _, higher in METRICS[:4]]
+                    counts = ", ".join(f"{a['iterations']}/{b['iterations']}" for a, b in zip(mine, other))
+                    lines.append(f"| {view} | {counts} | " + " | ".join(cells) + " |")
+            lines.append("")
+    return lines
+
+
+def _write_report(results: list[dict]) -> None:
+    cells = sorted({(r["dataset"], r["method"], r["seed"], r["iterations"]) for r in results})
+    lines = ["## Tables", "",
+             "Written by `benchmarks/quality.py` from the run records in `benchmarks/results/quality_runs/`; rerun "
+             "it to reproduce. Each run: same derived plans (patch, batch 2), same iterations, same seed, same "
+             f"data; sliding window without TTA; test sets used for no choice. Convergence: validation pseudo-Dice "
+             f"over the last 10 % of epochs against the 10 % before, tolerance {CONVERGENCE_TOLERANCE}.", "",
+             "Runs that exist: " + "; ".join(f"{d} {METHOD_NAMES[m]} seed {s} ({i} it)" for d, m, s, i in cells)
+             + ".", "", *_report_lines(results),
+             "![test Dice against iterations](../fig/quality_dice_vs_iterations.png)", ""]
     target = ROOT / "documentation" / "results.md"
-    notes = ""
-    if target.is_file() and NOTES_MARKER in target.read_text():
-        notes = target.read_text().split(NOTES_MARKER, 1)[1]
-    target.write_text("\n".join(lines) + NOTES_MARKER + (notes or "\n"))
+    text = target.read_text() if target.is_file() else ""
+    answer = text.split(TABLES_MARKER, 1)[0] if TABLES_MARKER in text else "# ReIsoSeg against nnU-Net v1\n\n"
+    target.write_text(answer + TABLES_MARKER + "\n\n" + "\n".join(lines))
 
 
 def _plot(results: list[dict]) -> None:
@@ -251,72 +337,61 @@ def _plot(results: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = [m for m in ("auto", "rma", "nnunet") if any(r["method"] == m for r in results)]
     datasets = [d for d in DATASETS if any(r["dataset"] == d for r in results)]
-    figure, axis = plt.subplots(figsize=(1.8 * len(datasets) + 2, 3.6))
-    width = 0.8 / len(methods)
-    for j, method in enumerate(methods):
-        for i, key in enumerate(datasets):
-            values = [r["metrics"]["dice"] for r in results if r["dataset"] == key and r["method"] == method]
-            if not values:
-                continue
-            x = i + (j - (len(methods) - 1) / 2) * width
-            axis.bar(x, statistics.mean(values), width * 0.9, color=f"C{j}",
-                     yerr=statistics.stdev(values) if len(values) > 1 else None, capsize=3,
-                     label={"auto": "ReIsoSeg", "rma": "closest RMA", "nnunet": "nnU-Net v1"}[method] if i == 0
-                     else None)
-            axis.scatter([x] * len(values), values, color="k", s=8, zorder=3)
-    axis.set_xticks(range(len(datasets)), datasets)
-    axis.set_ylabel("mitochondria Dice (test)")
-    axis.set_ylim(0, 1)
-    axis.legend(frameon=False, fontsize=8)
+    figure, axes = plt.subplots(1, len(datasets), figsize=(3.6 * len(datasets), 3.2), squeeze=False)
+    for axis, key in zip(axes[0], datasets):
+        for color, method in enumerate(("auto", "rma", "nnunet")):
+            for index, run in enumerate(r for r in results if r["dataset"] == key and r["method"] == method):
+                axis.plot([s["iterations"] for s in run["snapshots"]],
+                          [s["metrics"]["dice"] for s in run["snapshots"]], "o-", color=f"C{color}",
+                          alpha=0.8, label=f"{METHOD_NAMES[method]}" if index == 0 else None)
+        axis.set_title(key)
+        axis.set_xlabel("training iterations")
+        axis.set_ylabel("test Dice (mitochondria)")
+        axis.set_ylim(0, 1)
+        axis.legend(frameon=False, fontsize=8)
     figure.tight_layout()
-    figure.savefig(ROOT / "fig" / "quality_dice.png", dpi=120)
+    figure.savefig(ROOT / "fig" / "quality_dice_vs_iterations.png", dpi=120)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", type=float, default=3.0, help="minutes of training per run (default: 3)")
-    parser.add_argument("--iterations", type=int, default=None,
-                        help="training iterations per run (default: derived from --budget)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
-    parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS))
+    parser.add_argument("--iterations", type=int, default=1000,
+                        help=f"training iterations per run, a multiple of {SNAPSHOT_ITERATIONS} (default: 1000)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds (default: 0 1)")
+    parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=["synth8", "gerhard"])
     parser.add_argument("--methods", nargs="+", choices=["auto", "rma", "nnunet"], default=["auto", "nnunet"])
     parser.add_argument("--step_size", type=float, default=0.5, help="sliding-window step (default: 0.5)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
+    parser.add_argument("--report_only", action="store_true", help="only rewrite the report from the records")
     parser.add_argument("--work", type=Path, default=Path("/tmp/reisoseg_quality"),
-                        help="tasks, models, predictions and cached run results (default: %(default)s)")
+                        help="tasks, models and predictions (default: %(default)s)")
     args = parser.parse_args()
+    if args.iterations % SNAPSHOT_ITERATIONS:
+        parser.error(f"--iterations must be a multiple of {SNAPSHOT_ITERATIONS}")
+    args.work = args.work.resolve()
+    workspace.use_folders(args.work)
     if args.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    work = args.work.resolve()
-    workspace.use_folders(work)
-    for key in args.datasets:
+    for key in [] if args.report_only else args.datasets:
         dataset = DATASETS[key]
         task = dataset.prepare()
         if task is None:
             continue
-        if not args.iterations:
-            per_iteration = _seconds_per_iteration(task, dataset, work, args.device)
-        epochs = _epochs(dataset, args, work)
-        if not args.iterations:
-            print(f"[{key}] {per_iteration:.2f} s per ReIsoSeg iteration -> {epochs * ITERATIONS_PER_EPOCH} "
-                  f"iterations in {args.budget} min", flush=True)
-        for seed in args.seeds:
+        for seed in args.seeds:  # seed-major: each finished pair is a comparison on its own
             for method in args.methods:
                 trainer = _closest_rma(task) if method == "rma" else METHODS[method]
-                row = _run(dataset, task, method, trainer, seed, epochs, args, work)
-                print(f"[{key}] {method} seed {seed}: Dice {row['metrics']['dice']:.3f} (train {row['train_s']:.0f} s,"
-                      f" predict {row['predict_s']:.0f} s)", flush=True)
-    results = _finished_runs(args, work)  # every dataset and seed run so far at these settings, not only these
-    settings = {"machine": workspace.machine(), "budget_minutes": None if args.iterations else args.budget,
-                "seeds": sorted({r["seed"] for r in results}), "step_size": args.step_size,
-                "revision": workspace.git_revision(), "date": time.strftime("%Y-%m-%d")}
-    (ROOT / "benchmarks" / "results" / "quality.json").write_text(
-        json.dumps({"settings": settings, "runs": results}, indent=1))
-    _write_report(results, settings)
+                run = _run(dataset, task, method, trainer, seed, args.iterations, args)
+                print(f"[{key}] {method} seed {seed}: Dice {run['metrics']['dice']:.3f} "
+                      f"(train {run['train_s']:.0f} s)", flush=True)
+    results = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))]
+    if not results:
+        print("no finished runs yet")
+        return
+    (ROOT / "benchmarks" / "results" / "quality.json").write_text(json.dumps({"runs": results}, indent=1))
+    _write_report(results)
     _plot(results)
-    print(f"-> {ROOT / 'documentation' / 'results.md'}, {ROOT / 'fig' / 'quality_dice.png'}")
+    print(f"-> {ROOT / 'documentation' / 'results.md'}, {ROOT / 'fig' / 'quality_dice_vs_iterations.png'}")
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings
         _timed(settings, "generate_s", lambda: make_synthetic_task(
             folders["nnUNet_raw_data_base"], TASK_ID, "SynthDemo", num_training=settings.num_training,
             num_test=settings.num_test, shape=settings.shape, ratio=settings.ratio, seed=settings.seed,
-            overwrite=True))
+            overwrite=True, instances=True))
 
     done = plans.is_file()
     _step(2, total, "planning and preprocessing with nnU-Net v1", done)
@@ -113,44 +113,51 @@ def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings
         _timed(settings, "train_s", lambda: run_training("3d_fullres", TRAINER, TASK_NAME, "all", options))
 
     cases = sorted(p.name[:-len("_0000.nii.gz")] for p in (raw / "imagesTs").glob("*_0000.nii.gz"))
-    done = all((predictions / f"{case}.nii.gz").is_file() for case in cases)
-    _step(4, total, f"predicting {len(cases)} held-out volumes (sliding window, step {settings.step_size})", done)
+    from reisoseg.nnunet_v1.prediction import INSTANCES_SUBFOLDER
+
+    instances = predictions / INSTANCES_SUBFOLDER
+    done = all((predictions / f"{case}.nii.gz").is_file() and (instances / f"{case}.nii.gz").is_file()
+               for case in cases)
+    _step(4, total, f"predicting {len(cases)} held-out volumes (sliding window, step {settings.step_size}) and "
+                    f"decoding their mitochondria as objects", done)
     if not done:
         from reisoseg.nnunet_v1.prediction import PredictionOptions, predict_folder
 
         options = PredictionOptions(plans_identifier=DEMO_PLANS, folds=["all"], disable_tta=True,
-                                    step_size=settings.step_size, device=settings.device, overwrite_existing=True)
+                                    step_size=settings.step_size, device=settings.device, overwrite_existing=True,
+                                    instances=True)
         _timed(settings, "predict_s", lambda: predict_folder(raw / "imagesTs", predictions, TASK_NAME, TRAINER,
                                                              options))
 
-    _step(5, total, "evaluating Dice, IoU, HD95 and instance F1 / AP-75", False)
+    _step(5, total, "evaluating Dice, IoU, HD95 and objects (F1@0.5, AP-50/75, VOI, ARI)", False)
     from reisoseg.evaluation.report import evaluate
 
-    metrics = evaluate(raw / "labelsTs", predictions, classes=CLASSES, instance_classes=tuple(CLASSES))
+    metrics = evaluate(raw / "labelsTs", predictions, classes=CLASSES, instance_classes=tuple(CLASSES),
+                       reference_instances=raw / "instancesTs", prediction_instances=instances)
+    connected = evaluate(raw / "labelsTs", predictions, classes=CLASSES, instance_classes=tuple(CLASSES),
+                         reference_instances=raw / "instancesTs")
 
     _step(6, total, "writing figures and summary.json", False)
     from reisoseg.figures import plot_overlays, plot_training_curve
 
     figures = {"training_curve": str(plot_training_curve(model / "all", output / "training_curve.png"))}
-    figures.update(plot_overlays(raw, predictions, cases[0], output))
+    figures.update(plot_overlays(raw, predictions, cases[0], output, instances=instances))
+    from reisoseg.nnunet_v1.trainers import SETTINGS_FILE
+
     summary = {
         "task": TASK_NAME,
         "trainer": TRAINER,
-        "ani_scale": _logged_pattern(model / "all"),
+        "ani_scale": json.loads((model / "all" / SETTINGS_FILE).read_text())["ani_scale"],
         "metrics": metrics,
+        "metrics_connected_components": connected,
         "settings": {k: v for k, v in asdict(settings).items() if k != "timings"},
         "timings_s": {**settings.timings, "this_run_total_s": round(time.perf_counter() - started, 1)},
         "figures": figures,
     }
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
-    mean = metrics["mean"]["mitochondria"]
-    print(f"mitochondria Dice {mean['dice']:.3f}  IoU {mean['iou']:.3f}  -> {output / 'summary.json'}")
+    mean, before = metrics["mean"]["mitochondria"], connected["mean"]["mitochondria"]
+    print(f"mitochondria Dice {mean['dice']:.3f}  IoU {mean['iou']:.3f}; objects {mean['predicted_instances']:.0f} "
+          f"found / {mean['reference_instances']:.0f} true per volume: F1@0.5 {mean['f1_50']:.2f}  AP-75 "
+          f"{mean['ap_75']:.2f} (connected components: {before['predicted_instances']:.0f} objects, F1@0.5 "
+          f"{before['f1_50']:.2f})  -> {output / 'summary.json'}")
     return summary
-
-
-def _logged_pattern(fold: Path) -> str | None:
-    for log in sorted(fold.glob("training_log_*.txt")):
-        for line in log.read_text().splitlines():
-            if "ani_scale" in line:
-                return line.split("ani_scale", 1)[1].strip()
-    return None

@@ -42,22 +42,28 @@ def plot_training_curve(fold: Path, path: Path) -> Path:
     return _save(figure, Path(path))
 
 
-def _overlay(axis, image: np.ndarray, mask: np.ndarray, title: str, aspect: float) -> None:
+def _overlay(axis, image: np.ndarray, mask: np.ndarray, title: str, aspect: float, objects: bool = False) -> None:
+    """Image with a mask on top: one colour per class, or one of 20 colours per object id."""
     axis.imshow(image, cmap="gray", aspect=aspect, interpolation="nearest")
     if mask is not None:
-        axis.imshow(np.ma.masked_where(mask == 0, mask), cmap="autumn", alpha=0.45, aspect=aspect,
-                    interpolation="nearest", vmin=0, vmax=max(1, int(mask.max())))
+        shown = (mask.astype(np.int64) - 1) % 20 + 1 if objects else mask
+        axis.imshow(np.ma.masked_where(mask == 0, shown), cmap="tab20" if objects else "autumn",
+                    alpha=0.55 if objects else 0.45, aspect=aspect, interpolation="nearest", vmin=1 if objects else 0,
+                    vmax=20 if objects else max(1, int(mask.max())))
     axis.set_title(title)
     axis.axis("off")
 
 
-def plot_overlays(raw: Path, predictions: Path, case: str, output: Path) -> dict[str, str]:
-    """xy section and xz reslice of one case: image, truth and prediction side by side."""
+def plot_overlays(raw: Path, predictions: Path, case: str, output: Path, *,
+                  instances: Path | None = None) -> dict[str, str]:
+    """xy section and xz reslice of one case: image, truth and prediction side by side; with `instances` (a folder
+    of decoded objects) truth and prediction are coloured by object, the truth from the task's instancesTs/."""
     from reisoseg.io.nifti import read_nifti
 
     image, spacing = read_nifti(Path(raw) / "imagesTs" / f"{case}_0000.nii.gz")
-    truth, _ = read_nifti(Path(raw) / "labelsTs" / f"{case}.nii.gz")
-    prediction, _ = read_nifti(Path(predictions) / f"{case}.nii.gz")
+    objects = instances is not None
+    truth, _ = read_nifti(Path(raw) / ("instancesTs" if objects else "labelsTs") / f"{case}.nii.gz")
+    prediction, _ = read_nifti((Path(instances) if objects else Path(predictions)) / f"{case}.nii.gz")
     z = int(np.argmax((truth > 0).sum((1, 2))))
     y = int(np.argmax((truth > 0).sum((0, 2))))
     views = {"overlay_xy": (image[z], truth[z], prediction[z], 1.0, f"section z={z}"),
@@ -67,7 +73,7 @@ def plot_overlays(raw: Path, predictions: Path, case: str, output: Path) -> dict
     for name, (img, ref, pred, aspect, where) in views.items():
         figure, axes = plt.subplots(1, 3, figsize=(10, 3.6 if name == "overlay_xy" else 2.6))
         _overlay(axes[0], img, None, f"image ({where})", aspect)
-        _overlay(axes[1], img, ref, "truth", aspect)
-        _overlay(axes[2], img, pred, "prediction", aspect)
+        _overlay(axes[1], img, ref, "truth" + (" objects" if objects else ""), aspect, objects)
+        _overlay(axes[2], img, pred, "prediction" + (" objects" if objects else ""), aspect, objects)
         written[name] = str(_save(figure, Path(output) / f"{name}.png"))
     return written

@@ -29,6 +29,28 @@ def run_reisoseg(args: list[str], env: dict[str, str], timeout: float = 600) -> 
                           text=True, timeout=timeout)
 
 
+def kill_after_first_marker(command: list[str], env: dict[str, str], markers: Path, total: int) -> int:
+    """Start `reisoseg COMMAND`, SIGKILL it once a finished-block marker (not its temporary file) exists in
+    `markers`; returns how many blocks were marked, asserted to be between 1 and total - 1."""
+    import signal
+    import time
+
+    process = subprocess.Popen([sys.executable, "-m", "reisoseg.commands.main", *command], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def marked() -> int:
+        return len([p for p in markers.iterdir() if not p.name.startswith(".")]) if markers.is_dir() else 0
+
+    deadline = time.monotonic() + 300
+    while not marked() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = marked()
+    assert 1 <= done < total, done
+    return done
+
+
 def plan_and_preprocess(task_id: int, env: dict[str, str], verify_only: bool = False) -> subprocess.CompletedProcess:
     """nnU-Net v1's own planning with --verify_dataset_integrity (only the check and cropping if verify_only)."""
     extra = ["-no_pp", "-pl3d", "None", "-pl2d", "None"] if verify_only else []
@@ -74,3 +96,27 @@ def trained(tmp_path_factory):
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     model = Path(env["RESULTS_FOLDER"]) / "nnUNet" / "3d_fullres" / TASK / "ReIsoSegTrainer__nnUNetPlansv2.1"
     return env, root, model
+
+
+@pytest.fixture(scope="session")
+def trained_instances(tmp_path_factory):
+    """A ReIsoSegTrainer model on a tiny task with the instance target (fold 0, a few iterations): (env, model).
+
+    Barely trained, so its stored decoding settings are loosened (any seed, no minimum volume) to make sure the
+    comparisons below are between volumes that hold objects."""
+    import json
+
+    root = tmp_path_factory.mktemp("e2e_instances")
+    env = nnunet_environment(root)
+    made = run_reisoseg(["synth", "--task", "503", "--name", "TinyObjects", "--num_training", "5", "--num_test", "1",
+                         "--shape", "12", "48", "48", "--seed", "5", "--instances"], env)
+    assert made.returncode == 0, made.stderr
+    plan_and_preprocess(503, env)
+    result = run_reisoseg(["train", "3d_fullres", "ReIsoSegTrainer", "503", "0", *TRAIN], env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    model = Path(env["RESULTS_FOLDER"]) / "nnUNet" / "3d_fullres" / "Task503_TinyObjects" / \
+        "ReIsoSegTrainer__nnUNetPlansv2.1"
+    stored = json.loads((model / "instances.json").read_text())
+    assert stored["boundary_class"] == 2 and stored["min_volume_nm3"] > 0
+    (model / "instances.json").write_text(json.dumps({**stored, "min_volume_nm3": 0.0, "seed_threshold": 0.4}))
+    return env, model

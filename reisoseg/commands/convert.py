@@ -32,6 +32,13 @@ def add_parser(subparsers) -> None:
                         help="0-based sections of every volume held out as test cases, e.g. 16-19")
     parser.add_argument("--test-volumes", "--test_volumes", type=int, nargs="+", default=(), metavar="I",
                         help="0-based indices of volumes held out whole as test cases")
+    parser.add_argument("--instances", default=None, metavar="CLASS",
+                        help="train CLASS as separate objects (interior / boundary target, for `predict/segment "
+                             "--instances`); without --instance-labels its objects are the 3D connected components "
+                             "of the class, so touching objects stay merged (a warning says so)")
+    parser.add_argument("--instance-labels", "--instance_labels", action="store_true",
+                        help="the label files hold object ids (0 background, every other value one object of the "
+                             "--instances class) instead of classes; --label-map/--classes then only names it")
     parser.add_argument("--modality", default="EM",
                         help="dataset.json modality (default: EM, i.e. per-image z-score normalisation)")
     add_task_output_options(parser)
@@ -48,5 +55,6 @@ def run(args: argparse.Namespace) -> None:
     folder = convert_to_task(args.image, args.labels, task_id=args.task, name=args.name, mapping=mapping,
                              spacing=args.spacing, test_sections=parse_sections(args.test_sections),
                              test_volumes=args.test_volumes, raw_data_base=raw, modality=args.modality,
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite, instance_class=args.instances,
+                             instance_labels=args.instance_labels)
     print(f"done: {folder}")

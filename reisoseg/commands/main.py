@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 from reisoseg import __version__
 from reisoseg.errors import ReIsoSegError
 
-COMMANDS = ("train", "predict", "segment", "synth", "demo", "convert", "check", "evaluate")
+COMMANDS = ("train", "predict", "segment", "measure", "synth", "demo", "convert", "check", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

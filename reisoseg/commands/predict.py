@@ -31,6 +31,10 @@ def add_parser(subparsers) -> None:
                         help="export processes (default: %(default)s)")
     parser.add_argument("--disable_postprocessing", action="store_true",
                         help="do not apply the postprocessing found during validation")
+    parser.add_argument("--instances", action="store_true",
+                        help="also write separate objects (uint32 ids, one per mitochondrion; model trained on an "
+                             "instance target): OUT/instances/CASE.nii.gz for case folders, NAME_instances.EXT "
+                             "beside each EM output, each with NAME.scores.json (mean foreground probability)")
     parser.set_defaults(handler=run)
 
 
@@ -44,7 +48,7 @@ def run(args: argparse.Namespace) -> None:
         checkpoint=args.checkpoint, save_npz=args.save_npz, disable_tta=args.disable_tta, step_size=args.step_size,
         overwrite_existing=args.overwrite_existing, num_threads_preprocessing=args.num_threads_preprocessing,
         num_threads_nifti_save=args.num_threads_nifti_save, disable_postprocessing=args.disable_postprocessing,
-        fp32=args.disable_mixed_precision, device=args.device)
+        fp32=args.disable_mixed_precision, device=args.device, instances=args.instances)
     if is_nnunet_folder(args.input_folder):
         out = predict_folder(args.input_folder, args.output_folder, args.task_name, args.trainer_class_name, options)
         print(f"done: {out}")

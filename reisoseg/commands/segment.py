@@ -28,6 +28,12 @@ def add_parser(subparsers) -> None:
                         help="block core in input voxels; memory grows with it (default: 128 512 512)")
     parser.add_argument("--save_probabilities", action="store_true",
                         help="also write class probabilities (float16) as OUT.zarr/probabilities")
+    parser.add_argument("--instances", action="store_true",
+                        help="write separate objects: uint32 ids unique over the whole volume, identical to "
+                             "decoding the volume at once (model trained on an instance target); the semantic "
+                             "labels go to OUT.zarr/semantic and object scores to the attributes")
+    parser.add_argument("--instance_halo", type=int, nargs=3, metavar=("Z", "Y", "X"), default=None,
+                        help="context each block floods its objects with, in voxels (default: 4 32 32)")
     parser.add_argument("--dask-scheduler", "--dask_scheduler", dest="dask_scheduler", default=None,
                         metavar="ADDRESS", help="run the blocks on this Dask distributed scheduler, e.g. "
                                                 "tcp://10.0.0.5:8786 (default: in this process)")
@@ -54,5 +60,6 @@ def run(args: argparse.Namespace) -> None:
     written = segment(args.input, args.spacing, folder, args.output, folds=args.folds, checkpoint=args.checkpoint,
                       block=args.block, step_size=args.step_size, tta=not args.disable_tta,
                       probabilities=args.save_probabilities, device=args.device, fp32=args.disable_mixed_precision,
-                      scheduler=args.dask_scheduler, overwrite=args.overwrite, progress=not args.no_progress)
+                      scheduler=args.dask_scheduler, overwrite=args.overwrite, progress=not args.no_progress,
+                      instances=args.instances, instance_halo=args.instance_halo)
     print(f"wrote {written}")

@@ -24,6 +24,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same task (default: 0)")
     parser.add_argument("--classes", nargs="+", default=["mitochondria"], choices=["mitochondria", "synapse"],
                         help="label classes to write (default: mitochondria)")
+    parser.add_argument("--instances", action="store_true",
+                        help="train separate mitochondria: write the instance target (interior / boundary classes "
+                             "from the object ids) and the test volumes' object ids (instancesTs/)")
     add_task_output_options(parser)
     parser.set_defaults(handler=run)
 
@@ -42,7 +45,7 @@ def run(args: argparse.Namespace) -> None:
         folder = make_synthetic_task(raw, args.task, args.name, num_training=args.num_training,
                                      num_test=args.num_test, shape=args.shape, ratio=args.ratio, seed=args.seed,
                                      classes=args.classes, params=SynthParams(xy_spacing_nm=args.xy_spacing),
-                                     overwrite=args.overwrite)
+                                     overwrite=args.overwrite, instances=args.instances)
     except (FileExistsError, ValueError) as error:
         raise ReIsoSegError(str(error)) from None
     print(f"done: {folder}")

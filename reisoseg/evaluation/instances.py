@@ -1,5 +1,14 @@
-"""Instance metrics from 3D connected components: one-to-one matching by IoU, F1 and AP at an IoU threshold."""
+"""Instance metrics of two label volumes: matching by IoU, F1, scored AP (COCO / MitoEM style), VOI and ARI.
+
+Objects are the ids of instance label volumes; a semantic mask becomes objects through its 3D connected components
+(`connected_instances`). AP ranks predicted objects by score (higher first; without scores all tie, and ties keep
+id order): each takes the unmatched reference object it overlaps most, a true positive if their IoU reaches the
+threshold. AP is the area under the precision envelope of that precision-recall curve (all-point interpolation).
+VOI (in bits) and the adjusted Rand index count every voxel, background as one segment.
+"""
 from __future__ import annotations
+
+from typing import Mapping
 
 import cc3d
 import numpy as np
@@ -10,21 +19,32 @@ def connected_instances(mask: np.ndarray, connectivity: int = 26) -> np.ndarray:
     return cc3d.connected_components(np.ascontiguousarray(mask.astype(np.uint8)), connectivity=connectivity)
 
 
+def _compact(labels: np.ndarray) -> np.ndarray:
+    """Ids renumbered 1..N in increasing order of the original ids."""
+    ids, inverse = np.unique(labels, return_inverse=True)
+    if ids[0] != 0:
+        inverse = inverse + 1
+    return inverse.reshape(labels.shape).astype(np.int64)
+
+
+def _overlaps(reference: np.ndarray, prediction: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """(reference id, prediction id, IoU) of every overlapping pair of two compact label volumes, and the counts."""
+    n_ref, n_pred = int(reference.max()), int(prediction.max())
+    both = (reference > 0) & (prediction > 0)
+    pairs, intersections = np.unique(reference[both] * (n_pred + 1) + prediction[both], return_counts=True)
+    ref_ids, pred_ids = pairs // (n_pred + 1), pairs % (n_pred + 1)
+    ref_sizes = np.bincount(reference.ravel(), minlength=n_ref + 1)
+    pred_sizes = np.bincount(prediction.ravel(), minlength=n_pred + 1)
+    ious = intersections / (ref_sizes[ref_ids] + pred_sizes[pred_ids] - intersections)
+    return ref_ids, pred_ids, ious, n_ref, n_pred
+
+
 def match_instances(reference: np.ndarray, prediction: np.ndarray) -> tuple[np.ndarray, int, int]:
     """Greedy one-to-one matching by decreasing IoU of two instance label volumes.
 
     Returns (IoUs of the matched pairs, number of reference instances, number of predicted instances).
     """
-    n_ref, n_pred = int(reference.max()), int(prediction.max())
-    if n_ref == 0 or n_pred == 0:
-        return np.zeros(0), n_ref, n_pred
-    both = (reference > 0) & (prediction > 0)
-    pairs, intersections = np.unique(reference[both].astype(np.int64) * (n_pred + 1) + prediction[both],
-                                     return_counts=True)
-    ref_ids, pred_ids = pairs // (n_pred + 1), pairs % (n_pred + 1)
-    ref_sizes = np.bincount(reference.ravel(), minlength=n_ref + 1)
-    pred_sizes = np.bincount(prediction.ravel(), minlength=n_pred + 1)
-    ious = intersections / (ref_sizes[ref_ids] + pred_sizes[pred_ids] - intersections)
+    ref_ids, pred_ids, ious, n_ref, n_pred = _overlaps(_compact(reference), _compact(prediction))
     used_ref, used_pred, matched = set(), set(), []
     for index in np.argsort(-ious, kind="stable"):
         r, p = int(ref_ids[index]), int(pred_ids[index])
@@ -35,18 +55,72 @@ def match_instances(reference: np.ndarray, prediction: np.ndarray) -> tuple[np.n
     return np.array(matched), n_ref, n_pred
 
 
-def instance_metrics(reference_mask: np.ndarray, prediction_mask: np.ndarray) -> dict[str, float]:
-    """F1 at IoU 0.5 and AP-75 (TP / (TP + FP + FN) at IoU 0.75, i.e. average precision without scores) of the
-    connected components of two semantic masks, plus the instance counts."""
-    ious, n_ref, n_pred = match_instances(connected_instances(reference_mask), connected_instances(prediction_mask))
-    result = {"reference_instances": float(n_ref), "predicted_instances": float(n_pred)}
-    for name, threshold in (("f1_50", 0.5), ("ap_75", 0.75)):
-        tp = float((ious >= threshold).sum())
-        fp, fn = n_pred - tp, n_ref - tp
-        if n_ref == 0 and n_pred == 0:
-            result[name] = 1.0
-        elif name == "f1_50":
-            result[name] = 2 * tp / (2 * tp + fp + fn)
-        else:
-            result[name] = tp / (tp + fp + fn)
-    return result
+def average_precision(reference: np.ndarray, prediction: np.ndarray, scores: Mapping[int, float] | None,
+                      threshold: float) -> float:
+    """AP at an IoU threshold of instance label volumes; `scores` maps prediction ids to scores (see module doc)."""
+    pred_original = np.unique(prediction[prediction > 0])
+    ref_ids, pred_ids, ious, n_ref, n_pred = _overlaps(_compact(reference), _compact(prediction))
+    if n_ref == 0:
+        return 1.0 if n_pred == 0 else 0.0
+    if n_pred == 0:
+        return 0.0
+    score = np.array([(scores or {}).get(int(i), 1.0) for i in pred_original])
+    candidates: dict[int, list[tuple[float, int]]] = {}
+    for r, p, iou in zip(ref_ids, pred_ids, ious):
+        if iou >= threshold:
+            candidates.setdefault(int(p), []).append((float(iou), int(r)))
+    used, hits = set(), []
+    for p in np.argsort(-score, kind="stable") + 1:
+        best = max(((iou, r) for iou, r in candidates.get(int(p), []) if r not in used), default=None)
+        hits.append(best is not None)
+        if best is not None:
+            used.add(best[1])
+    tp = np.cumsum(hits)
+    precision, recall = tp / np.arange(1, len(hits) + 1), tp / n_ref
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    return float(np.sum(np.diff(np.concatenate([[0.0], recall])) * envelope))
+
+
+def _contingency(reference: np.ndarray, prediction: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Voxel counts of every (reference, prediction) label pair, and the row and column sums."""
+    ref, pred = _compact(reference).ravel(), _compact(prediction).ravel()
+    _, joint = np.unique(ref * (int(pred.max()) + 1) + pred, return_counts=True)
+    return joint.astype(np.float64), np.bincount(ref).astype(np.float64), np.bincount(pred).astype(np.float64)
+
+
+def variation_of_information(reference: np.ndarray, prediction: np.ndarray) -> tuple[float, float]:
+    """(split, merge) in bits: H(prediction | reference) and H(reference | prediction)."""
+    joint, rows, columns = _contingency(reference, prediction)
+    total = joint.sum()
+
+    def entropy(counts: np.ndarray) -> float:
+        p = counts[counts > 0] / total
+        return float(-(p * np.log2(p)).sum())
+
+    h_joint = entropy(joint)
+    return h_joint - entropy(rows), h_joint - entropy(columns)
+
+
+def adjusted_rand_index(reference: np.ndarray, prediction: np.ndarray) -> float:
+    joint, rows, columns = _contingency(reference, prediction)
+
+    def pairs(counts: np.ndarray) -> float:
+        return float((counts * (counts - 1) / 2).sum())
+
+    expected = pairs(rows) * pairs(columns) / pairs(np.array([joint.sum()]))
+    largest = (pairs(rows) + pairs(columns)) / 2
+    return 1.0 if largest == expected else (pairs(joint) - expected) / (largest - expected)
+
+
+def instance_metrics(reference: np.ndarray, prediction: np.ndarray,
+                     scores: Mapping[int, float] | None = None) -> dict[str, float]:
+    """F1@0.5, scored AP-50 and AP-75, VOI split/merge, ARI and the object counts of two instance label volumes
+    (pass `connected_instances(mask)` for semantic masks)."""
+    ious, n_ref, n_pred = match_instances(reference, prediction)
+    tp = float((ious >= 0.5).sum())
+    split, merge = variation_of_information(reference, prediction)
+    return {"reference_instances": float(n_ref), "predicted_instances": float(n_pred),
+            "f1_50": 1.0 if n_ref == n_pred == 0 else 2 * tp / (n_ref + n_pred),
+            "ap_50": average_precision(reference, prediction, scores, 0.5),
+            "ap_75": average_precision(reference, prediction, scores, 0.75),
+            "voi_split": split, "voi_merge": merge, "ari": adjusted_rand_index(reference, prediction)}

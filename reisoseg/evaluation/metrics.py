@@ -33,11 +33,13 @@ def hausdorff_95(reference: np.ndarray, prediction: np.ndarray, spacing: Sequenc
 
 
 def per_class_metrics(reference: np.ndarray, prediction: np.ndarray, classes: Mapping[int, str], *,
-                      spacing: Sequence[float] | None = None,
-                      instance_classes: Sequence[int] = ()) -> dict[str, dict[str, float]]:
+                      spacing: Sequence[float] | None = None, instance_classes: Sequence[int] = (),
+                      reference_instances: np.ndarray | None = None, prediction_instances: np.ndarray | None = None,
+                      scores: Mapping[int, float] | None = None) -> dict[str, dict[str, float]]:
     """Overlap metrics per class (background excluded), keyed by class name; HD95 in nm when `spacing` is given,
-    and instance metrics (`instances.instance_metrics`) for the values in `instance_classes`."""
-    from reisoseg.evaluation.instances import instance_metrics
+    and instance metrics (`instances.instance_metrics`) for the values in `instance_classes`: of the instance label
+    volumes where given (with `scores` per predicted id), else of each class's 3D connected components."""
+    from reisoseg.evaluation.instances import connected_instances, instance_metrics
 
     results = {}
     for value, name in classes.items():
@@ -48,5 +50,8 @@ def per_class_metrics(reference: np.ndarray, prediction: np.ndarray, classes: Ma
         if spacing is not None:
             results[name]["hd95_nm"] = hausdorff_95(ref, pred, spacing)
         if int(value) in instance_classes:
-            results[name].update(instance_metrics(ref, pred))
+            results[name].update(instance_metrics(
+                connected_instances(ref) if reference_instances is None else reference_instances,
+                connected_instances(pred) if prediction_instances is None else prediction_instances,
+                scores if prediction_instances is not None else None))
     return results

@@ -40,21 +40,42 @@ def pair_cases(reference: Path, prediction: Path) -> list[tuple[str, Path, Path]
 
 def evaluate(reference: str | os.PathLike, prediction: str | os.PathLike, *,
              classes: Mapping[int, str] | None = None, instance_classes: Sequence[int] = (),
-             spacing: Sequence[float] | None = None) -> dict:
-    """Metrics per case and class, and their means over cases (NaN HD95 values are left out of the mean)."""
+             spacing: Sequence[float] | None = None, reference_instances: str | os.PathLike | None = None,
+             prediction_instances: str | os.PathLike | None = None) -> dict:
+    """Metrics per case and class, and their means over cases (NaN HD95 values are left out of the mean).
+
+    Instance metrics use the instance label volumes (or folders, matched by case name) where given, with the
+    predicted objects' scores found beside them (`reisoseg.instances.scores`); else 3D connected components.
+    """
+    from reisoseg.instances.scores import read_scores
     from reisoseg.io.volume import open_volume
 
+    cases = pair_cases(Path(reference), Path(prediction))
+    ref_objects = dict((c, r) for c, _, r in pair_cases(Path(reference), Path(reference_instances))) \
+        if reference_instances is not None else {}
+    pred_objects = dict((c, p) for c, _, p in pair_cases(Path(reference), Path(prediction_instances))) \
+        if prediction_instances is not None else {}
     per_case = {}
-    for case, ref_path, pred_path in pair_cases(Path(reference), Path(prediction)):
+    for case, ref_path, pred_path in cases:
         ref_volume, pred_volume = open_volume(ref_path), open_volume(pred_path)
         if ref_volume.shape != pred_volume.shape:
             raise ReIsoSegError(f"{pred_path}: shape {pred_volume.shape} differs from reference {ref_path} "
                                 f"shape {ref_volume.shape}")
         ref, pred = ref_volume.read(), pred_volume.read()
+        objects = {}
+        for key, paths in (("reference_instances", ref_objects), ("prediction_instances", pred_objects)):
+            if case in paths:
+                volume = open_volume(paths[case])
+                if volume.shape != ref.shape:
+                    raise ReIsoSegError(f"{paths[case]}: shape {volume.shape} differs from reference {ref_path} "
+                                        f"shape {ref.shape}")
+                objects[key] = volume.read()
+        if case in pred_objects:
+            objects["scores"] = read_scores(pred_objects[case])
         case_classes = classes or {int(v): f"class_{int(v)}" for v in np.unique(ref) if v != 0}
         case_spacing = resolve_spacing(str(ref_path), ref_volume.spacing, spacing)
         per_case[case] = per_class_metrics(ref, pred, case_classes, spacing=case_spacing,
-                                           instance_classes=instance_classes)
+                                           instance_classes=instance_classes, **objects)
     names = sorted({name for metrics in per_case.values() for name in metrics})
     mean = {}
     for name in names:

@@ -35,7 +35,7 @@ def block_box(index: Sequence[int], shape: Sequence[int], block: Sequence[int]) 
     return tuple((i * b, min((i + 1) * b, s)) for i, b, s in zip(index, block, shape))  # type: ignore[return-value]
 
 
-def _slices(box: Sequence[tuple[int, int]], origin: Sequence[int] = (0, 0, 0)) -> tuple[slice, ...]:
+def box_slices(box: Sequence[tuple[int, int]], origin: Sequence[int] = (0, 0, 0)) -> tuple[slice, ...]:
     """Slices of `box` shifted by `origin` (e.g. from cropped to input coordinates)."""
     return tuple(slice(lo + o, hi + o) for (lo, hi), o in zip(box, origin))
 
@@ -115,7 +115,7 @@ def volume_statistics(data: Any, source: str, block: Sequence[int], *, nonzero_o
     whole = _Accumulator(shape[0], nonzero_only)
     for index in block_indices(shape, block):
         box = block_box(index, shape, block)
-        values = np.asarray(data[_slices(box)])
+        values = np.asarray(data[box_slices(box)])
         if values.dtype.kind == "f" and not np.isfinite(values).all():
             raise ReIsoSegError(f"{source}: image contains NaN or Inf (in z {box[0][0]}-{box[0][1] - 1})")
         whole.add(values, box[0][0])
@@ -138,7 +138,7 @@ def volume_statistics(data: Any, source: str, block: Sequence[int], *, nonzero_o
         accumulated = _Accumulator(cropped[0], nonzero_only)
         for index in block_indices(cropped, block):
             box = block_box(index, cropped, block)
-            accumulated.add(np.asarray(data[_slices(box, [lo for lo, _ in bbox])]), box[0][0])
+            accumulated.add(np.asarray(data[box_slices(box, [lo for lo, _ in bbox])]), box[0][0])
     moments = accumulated.moments
     return Statistics(bbox, moments.mean, moments.std, moments.count, accumulated.section_min.tolist(),
                       accumulated.section_max.tolist())
@@ -159,6 +159,8 @@ class BlockJob:
     step_size: float
     mirroring: bool
     probabilities: bool
+    labels_array: str = "0"  # where the semantic labels go (instance runs keep "0" for the objects)
+    instance_settings: Any = None  # reisoseg.instances.target.InstanceSettings of an instance model
 
 
 _volumes: dict[str, Any] = {}
@@ -236,7 +238,7 @@ def _clipped(region: Sequence[tuple[int, int]], shape: Sequence[int]) -> list[tu
 
 def _read_cropped(job: BlockJob, data: Any, box: Sequence[tuple[int, int]]) -> np.ndarray:
     """Raw float32 values of a box given in the coordinates of the cropped (nonzero bounding box) volume."""
-    return np.asarray(data[_slices(box, [lo for lo, _ in job.statistics.bbox])], dtype=np.float32)
+    return np.asarray(data[box_slices(box, [lo for lo, _ in job.statistics.bbox])], dtype=np.float32)
 
 
 def _predict(job: BlockJob, predictor: Any, data: Any, core: Sequence[tuple[int, int]]) -> np.ndarray:
@@ -287,11 +289,13 @@ def run_block(job: BlockJob, index: tuple[int, int, int]) -> int:
         core_probabilities = _predict(job, predictor, _open(job.source), core)
         inside = tuple(slice(lo + b[0] - x[0], hi + b[0] - x[0]) for (lo, hi), b, x in zip(core, bbox, box))
         labels[inside] = core_probabilities.argmax(0)
+        if job.instance_settings is not None:
+            labels = job.instance_settings.semantic(labels)
         if probabilities is not None:
             probabilities[(slice(None), *inside)] = core_probabilities
     store = BlockStore(job.output)
-    store.array()[_slices(box)] = labels
+    store.array(job.labels_array)[box_slices(box)] = labels
     if probabilities is not None:
-        store.array(PROBABILITIES)[(slice(None), *_slices(box))] = probabilities
+        store.array(PROBABILITIES)[(slice(None), *box_slices(box))] = probabilities
     store.mark_finished(index)
     return labels.size

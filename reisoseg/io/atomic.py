@@ -9,6 +9,19 @@ from pathlib import Path
 from typing import Iterator
 
 
+def current_umask() -> int:
+    """The process umask (read without changing it where Linux reports it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_directory(target: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside `target`; on success it replaces `target`, on error it is removed."""
@@ -19,6 +32,7 @@ def atomic_directory(target: str | os.PathLike, *, overwrite: bool = False) -> I
     temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield temporary
+        temporary.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700
         if target.exists():
             shutil.rmtree(target)
         os.replace(temporary, target)
@@ -37,6 +51,7 @@ def atomic_file(target: str | os.PathLike) -> Iterator[Path]:
     temporary = Path(name)
     try:
         yield temporary
+        temporary.chmod(0o666 & ~current_umask())  # mkstemp makes it 0600
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)

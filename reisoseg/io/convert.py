@@ -70,13 +70,20 @@ def parse_sections(text: str | None) -> tuple[int, int] | None:
 def convert_to_task(images: Sequence[str | os.PathLike], labels: Sequence[str | os.PathLike], *,
                     task_id: int, name: str, mapping: LabelMapping, spacing: Sequence[float] | None = None,
                     test_sections: tuple[int, int] | None = None, test_volumes: Sequence[int] = (),
-                    raw_data_base: str | os.PathLike, modality: str = "EM", overwrite: bool = False) -> Path:
+                    raw_data_base: str | os.PathLike, modality: str = "EM", overwrite: bool = False,
+                    instance_class: str | None = None, instance_labels: bool = False) -> Path:
     """Read, validate and split every (image, labels) pair, then write the task atomically.
 
     With `test_sections`, those sections of every volume become a test case and the rest training cases (split
     into two cases if the test range lies inside, so that no false neighbours are created). `test_volumes` sends
-    whole volumes to the test set.
+    whole volumes to the test set. `instance_class` (a class name) trains that class as separate objects
+    (`reisoseg.instances.target`); `instance_labels` says the label files hold object ids (0 background, each other
+    value one object of that class) rather than classes.
     """
+    if instance_labels and instance_class is None:
+        raise ReIsoSegError("instance_labels needs instance_class: name the class the objects belong to")
+    if instance_class is not None and instance_class not in mapping.classes and not instance_labels:
+        raise ReIsoSegError(f"instance class {instance_class!r} is not one of the classes {list(mapping.classes)}")
     if len(images) != len(labels):
         raise ReIsoSegError(f"{len(images)} --image but {len(labels)} --labels: give one label volume per image")
     if not mapping.classes:
@@ -98,31 +105,42 @@ def convert_to_task(images: Sequence[str | os.PathLike], labels: Sequence[str | 
             print(f"reisoseg: warning: {warning}", file=sys.stderr)
         image = image_volume.read()
         check_image(image_volume.source, image)
-        label = mapping.apply(label_volume.source, label_volume.read())
+        if instance_labels:
+            objects = label_volume.read()
+            if objects.dtype.kind not in "iu" or (objects < 0).any():
+                raise ReIsoSegError(f"{label_volume.source}: object ids must be non-negative integers, got "
+                                    f"{objects.dtype}")
+            label, objects = (objects > 0).astype(np.uint8), objects.astype(np.uint32)
+        else:
+            label, objects = mapping.apply(label_volume.source, label_volume.read()), None
         stem = f"vol{index:02d}"
         if index in test_volumes:
-            test.append(Case(f"{stem}_test", image, label, volume_spacing))
+            test.append(Case(f"{stem}_test", image, label, volume_spacing, objects))
             continue
         if test_sections is None:
-            training.append(Case(stem, image, label, volume_spacing))
+            training.append(Case(stem, image, label, volume_spacing, objects))
             continue
         first, stop = test_sections
         if stop > image.shape[0]:
             raise ReIsoSegError(f"{image_volume.source}: --test-sections {first}-{stop - 1} beyond its "
                                 f"{image.shape[0]} sections")
-        test.append(Case(f"{stem}_test", image[first:stop], label[first:stop], volume_spacing))
+        test.append(Case(f"{stem}_test", image[first:stop], label[first:stop], volume_spacing,
+                         None if objects is None else objects[first:stop]))
         for suffix, part in (("a", slice(0, first)), ("b", slice(stop, None))):
             if image[part].shape[0] > 0:
-                training.append(Case(f"{stem}_train{suffix}", image[part], label[part], volume_spacing))
+                training.append(Case(f"{stem}_train{suffix}", image[part], label[part], volume_spacing,
+                                     None if objects is None else objects[part]))
     if not training:
         raise ReIsoSegError("no training volume left after the test split")
     for case in training + test:  # split parts must still be usable on their own
         check_image(f"{case.name} (after the split)", case.image)
-    labels_out = {i: n for i, n in enumerate(mapping.classes, start=1)}
+    names = [instance_class] if instance_labels else list(mapping.classes)
+    labels_out = {i: n for i, n in enumerate(names, start=1)}
     try:
         return write_task(raw_data_base, task_id, name, training, test, labels_out, modality=modality,
                           description=f"converted by reisoseg from {', '.join(map(str, images))}",
-                          overwrite=overwrite)
+                          overwrite=overwrite,
+                          instance_class=None if instance_class is None else names.index(instance_class) + 1)
     except FileExistsError as error:
         raise ReIsoSegError(str(error)) from None
 

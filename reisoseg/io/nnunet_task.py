@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -21,6 +22,7 @@ class Case:
     image: np.ndarray
     labels: np.ndarray | None
     spacing: Sequence[float]
+    instances: np.ndarray | None = None  # object ids of the instance class, where known
 
 
 def task_folder_name(task_id: int, name: str) -> str:
@@ -31,15 +33,22 @@ def task_folder_name(task_id: int, name: str) -> str:
 
 def write_task(raw_data_base: str | os.PathLike, task_id: int, name: str, training: Sequence[Case],
                test: Sequence[Case], labels: Mapping[int, str], *, modality: str = "EM",
-               description: str = "", overwrite: bool = False) -> Path:
+               description: str = "", overwrite: bool = False, instance_class: int | None = None) -> Path:
     """Write `<raw_data_base>/nnUNet_raw_data/TaskXXX_Name` atomically and return its path.
 
-    Test cases with labels also get `labelsTs/` (ignored by nnU-Net, used by `reisoseg evaluate`).
+    Test cases with labels also get `labelsTs/` (ignored by nnU-Net, used by `reisoseg evaluate`). With
+    `instance_class`, training labels carry the instance target of that class (`reisoseg.instances.target`: a
+    boundary class is added), dataset.json records its settings, and labelled test cases also get their object ids
+    in `instancesTs/`. Cases without `instances` get the 3D connected components of the class, with a warning.
     """
     target = Path(raw_data_base) / "nnUNet_raw_data" / task_folder_name(task_id, name)
     label_names = {"0": "background", **{str(k): v for k, v in sorted(labels.items()) if int(k) != 0}}
+    instances_record = None
+    if instance_class is not None:
+        training, test, label_names, instances_record = _with_instance_target(training, test, label_names,
+                                                                              instance_class)
     with atomic_directory(target, overwrite=overwrite) as folder:
-        for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs") + (("instancesTs",) if instances_record else ()):
             (folder / sub).mkdir()
         for case in training:
             write_nifti(folder / "imagesTr" / f"{case.name}_0000.nii.gz", case.image, case.spacing)
@@ -48,6 +57,9 @@ def write_task(raw_data_base: str | os.PathLike, task_id: int, name: str, traini
             write_nifti(folder / "imagesTs" / f"{case.name}_0000.nii.gz", case.image, case.spacing)
             if case.labels is not None:
                 write_nifti(folder / "labelsTs" / f"{case.name}.nii.gz", case.labels.astype(np.uint8), case.spacing)
+            if case.instances is not None and instances_record:
+                write_nifti(folder / "instancesTs" / f"{case.name}.nii.gz", case.instances.astype(np.uint32),
+                            case.spacing)
         dataset = {
             "name": name,
             "description": description,
@@ -63,5 +75,51 @@ def write_task(raw_data_base: str | os.PathLike, task_id: int, name: str, traini
                          for c in training],
             "test": [f"./imagesTs/{c.name}.nii.gz" for c in test],
         }
+        if instances_record:
+            from reisoseg.instances.target import INSTANCES_KEY
+
+            dataset[INSTANCES_KEY] = instances_record
         (folder / "dataset.json").write_text(json.dumps(dataset, indent=2))
     return target
+
+
+def _with_instance_target(training: Sequence[Case], test: Sequence[Case], label_names: dict[str, str],
+                          instance_class: int) -> tuple[list[Case], list[Case], dict[str, str], dict]:
+    """Training labels with the object class split into interior and a new boundary class; test cases keep their
+    semantic labels and gain object ids."""
+    from reisoseg.instances.target import (
+        instance_target,
+        instances_from_semantic,
+        object_volumes_nm3,
+        training_settings,
+    )
+
+    if str(instance_class) not in label_names:
+        raise ValueError(f"instance class {instance_class} is not one of the labels {label_names}")
+    boundary_class = max(int(k) for k in label_names) + 1
+
+    semantic_only = [c.name for c in [*training, *test] if c.labels is not None and c.instances is None]
+    if semantic_only:
+        print(f"reisoseg: warning: {len(semantic_only)} case(s) ({', '.join(semantic_only[:3])}"
+              f"{', ...' if len(semantic_only) > 3 else ''}) have no object ids: their objects are the 3D connected "
+              f"components of {label_names[str(instance_class)]}, so touching objects stay merged", file=sys.stderr)
+
+    def objects(case: Case) -> np.ndarray:
+        if case.instances is not None:
+            return np.where(case.labels == instance_class, case.instances, 0)
+        return instances_from_semantic(case.labels == instance_class)
+
+    volumes, new_training, new_test = [], [], []
+    for case in training:
+        ids = objects(case)
+        volumes.extend(object_volumes_nm3(ids, case.spacing))
+        target = instance_target(ids, case.spacing, interior=instance_class, boundary=boundary_class)
+        labels = np.where(target > 0, target, np.where(case.labels == instance_class, 0, case.labels))
+        new_training.append(Case(case.name, case.image, labels.astype(np.uint8), case.spacing, ids))
+    for case in test:
+        ids = objects(case) if case.labels is not None else None
+        new_test.append(Case(case.name, case.image, case.labels, case.spacing, ids))
+    names = {**label_names, str(boundary_class): f"{label_names[str(instance_class)]}_boundary"}
+    record = training_settings(volumes, training[0].spacing, instance_class=instance_class,
+                               boundary_class=boundary_class)
+    return new_training, new_test, names, record

@@ -30,6 +30,7 @@ class PredictionOptions:
     disable_postprocessing: bool = False
     fp32: bool = False
     device: str | None = None
+    instances: bool = False  # also decode objects (models trained on an instance target)
 
 
 def model_folder(task: str, trainer_name: str, options: PredictionOptions) -> Path:
@@ -65,8 +66,15 @@ def predict_folder(input_folder: str | os.PathLike, output_folder: str | os.Path
     options = options or PredictionOptions()
     if not Path(input_folder).is_dir():
         raise ReIsoSegError(f"{input_folder}: input folder does not exist")
+    from reisoseg.instances.target import model_instance_settings
+
     folder = model_folder(task, trainer_name, options)
     folds = checked_folds(folder, options.folds, options.checkpoint)
+    instance_settings = model_instance_settings(folder)
+    if options.instances and instance_settings is None:
+        raise ReIsoSegError(f"{folder}: this model was trained without an instance target, so it cannot decode "
+                            f"objects; train on a task written by `reisoseg synth --instances` or `reisoseg "
+                            f"convert --instances`")
     if options.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     from reisoseg.nnunet_v1.compat import install
@@ -79,7 +87,8 @@ def predict_folder(input_folder: str | os.PathLike, output_folder: str | os.Path
     mixed_precision = not options.fp32 and resolve_device(options.device).type == "cuda"
     os.makedirs(output_folder, exist_ok=True)
     try:
-        predict_from_folder(str(folder), str(input_folder), str(output_folder), folds, options.save_npz,
+        predict_from_folder(str(folder), str(input_folder), str(output_folder), folds,
+                            options.save_npz or options.instances,
                             options.num_threads_preprocessing, options.num_threads_nifti_save, None, 0, 1,
                             not options.disable_tta, mixed_precision=mixed_precision,
                             overwrite_existing=options.overwrite_existing, step_size=options.step_size,
@@ -88,7 +97,51 @@ def predict_folder(input_folder: str | os.PathLike, output_folder: str | os.Path
     except pickle.UnpicklingError as error:  # our restricted unpickler, or torch's weights_only loader
         message = str(error).strip().splitlines()[0]
         raise ReIsoSegError(f"refusing to load a model file of {folder}: {message}") from None
+    if instance_settings is not None:
+        _finish_instance_outputs(Path(input_folder), Path(output_folder), instance_settings, options)
     return Path(output_folder)
+
+
+INSTANCES_SUBFOLDER = "instances"
+
+
+def _case_probabilities(npz: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """nnU-Net's exported softmax (cropped to the nonzero box) placed in the whole volume (background outside)."""
+    from reisoseg.nnunet_v1.registry import safe_load_pickle
+
+    cropped = np.load(npz)["softmax"]
+    box = safe_load_pickle(npz.with_suffix(".pkl"))["crop_bbox"]
+    probabilities = np.zeros((cropped.shape[0], *shape), np.float16)
+    probabilities[0] = 1
+    probabilities[(slice(None), *(slice(lo, hi) for lo, hi in box))] = cropped
+    return probabilities
+
+
+def _finish_instance_outputs(input_folder: Path, output_folder: Path, settings, options: PredictionOptions) -> None:
+    """Fold boundary voxels back into the object class of each semantic output; with `options.instances`, decode
+    the objects into OUTPUT/instances/CASE.nii.gz (uint32) with their scores beside them."""
+    from reisoseg.instances.decode import decode_instances
+    from reisoseg.instances.scores import write_scores
+    from reisoseg.io.atomic import atomic_file
+    from reisoseg.io.nifti import read_nifti, write_nifti
+
+    cases = sorted(p.name[: -len("_0000.nii.gz")] for p in input_folder.glob("*_0000.nii.gz"))
+    for case in cases:
+        output = output_folder / f"{case}.nii.gz"
+        labels, spacing = read_nifti(output)
+        if options.instances:
+            npz = output_folder / f"{case}.npz"
+            objects, scores = decode_instances(_case_probabilities(npz, labels.shape), spacing, settings)
+            target = output_folder / INSTANCES_SUBFOLDER / f"{case}.nii.gz"
+            with atomic_file(target) as temporary:
+                write_nifti(temporary, objects, spacing)
+            write_scores(target, scores)
+            if not options.save_npz:
+                npz.unlink()
+                npz.with_suffix(".pkl").unlink()
+        if (labels == settings.boundary_class).any():
+            with atomic_file(output) as temporary:
+                write_nifti(temporary, settings.semantic(labels), spacing)
 
 
 OUTPUT_SUFFIXES = {"tiff": ".tif", "sections": ".tif", "hdf5": ".h5", "zarr": ".zarr", "nifti": ".nii.gz"}
@@ -163,4 +216,20 @@ def predict_volumes(input_path: str | os.PathLike, output: str | os.PathLike, ta
             target.parent.mkdir(parents=True, exist_ok=True)
             write_volume(target, segmentation.astype(np.uint8), volume_spacing, key="segmentation", labels=True)
             written.append(target)
+            if options.instances:
+                written.append(_write_instances_beside(target, cases_out / INSTANCES_SUBFOLDER /
+                                                       f"case{index:04d}.nii.gz", volume_spacing))
     return written
+
+
+def _write_instances_beside(semantic: Path, decoded: Path, spacing: Sequence[float]) -> Path:
+    """`<semantic stem>_instances<suffix>` in the semantic output's format, and its scores beside it."""
+    from reisoseg.instances.scores import read_scores, write_scores
+    from reisoseg.io.nifti import read_nifti
+    from reisoseg.io.volume import volume_stem, write_volume
+
+    target = semantic.with_name(f"{volume_stem(semantic)}_instances{semantic.name[len(volume_stem(semantic)):]}")
+    objects, _ = read_nifti(decoded)
+    write_volume(target, objects.astype(np.uint32), spacing, key="instances", labels=True)
+    write_scores(target, read_scores(decoded) or {})
+    return target

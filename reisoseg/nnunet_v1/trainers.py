@@ -29,6 +29,7 @@ from reisoseg.nnunet_v1.network import ReIsoSegV1Network
 
 GRADIENT_CLIP_NORM = 12.0
 REFERENCE_EPOCHS = 600
+SETTINGS_FILE = "reisoseg.json"  # beside the checkpoints: what this trainer chose, for predictors and the demo
 
 
 class ReIsoSegTrainer(nnUNetTrainerV2):
@@ -77,6 +78,14 @@ class ReIsoSegTrainer(nnUNetTrainerV2):
         super().initialize(training, force_load_plans)
         if not isinstance(self.loss, ReIsoLoss):
             self.loss = ReIsoLoss(self.loss.loss, DS_WEIGHTS, ani_weight=self.ani_weight)
+        if training:
+            spacing = self.plans["plans_per_stage"][self.stage]["current_spacing"]
+            with atomic_file(os.path.join(self.output_folder, SETTINGS_FILE)) as temporary:
+                temporary.write_text(json.dumps({
+                    "trainer": type(self).__name__, "ani_scale": [int(v) for v in self.pattern],
+                    "patch_size": [int(v) for v in self.patch_size], "ani_weight": float(self.ani_weight),
+                    "planned_spacing": [float(v) for v in spacing],
+                    "spacing_ratio": float(ratio_from_spacing(spacing))}, indent=1))
 
     def initialize_network(self):
         """ReIsoSegRMV6 instead of Generic_UNet; the plans' pools and kernels do not apply to it."""

@@ -31,6 +31,7 @@ class TrainingOptions:
     run_validation: bool = True
     validation_folder: str = "validation_raw"
     disable_postprocessing_on_folds: bool = False
+    snapshot_every_epochs: int | None = None  # also keep model_ep_NNN.model every N epochs (nnU-Net's own files)
 
 
 def _configure(trainer, options: TrainingOptions) -> None:
@@ -56,6 +57,8 @@ def _configure(trainer, options: TrainingOptions) -> None:
         trainer.num_val_batches_per_epoch = max(1, options.iterations_per_epoch // 5)
     if options.val_iterations_per_epoch is not None:
         trainer.num_val_batches_per_epoch = options.val_iterations_per_epoch
+    if options.snapshot_every_epochs is not None:
+        trainer.save_every, trainer.save_latest_only = options.snapshot_every_epochs, False
 
 
 def run_training(configuration: str, trainer_name: str, task: str, fold: str | int,
@@ -108,6 +111,7 @@ def run_training(configuration: str, trainer_name: str, task: str, fold: str | i
                             batch_dice=batch_dice, stage=stage, unpack_data=True,
                             deterministic=options.deterministic, fp16=use_fp16)
     _configure(trainer, options)
+    _store_instance_settings(os.path.dirname(plans_file), os.path.dirname(trainer.output_folder))
     try:
         try:
             trainer.initialize(not options.validation_only)
@@ -133,3 +137,22 @@ def run_training(configuration: str, trainer_name: str, task: str, fold: str | i
     finally:
         finish_augmenters(trainer)
     return trainer.output_folder
+
+
+def _store_instance_settings(preprocessed_task: str, model_folder: str) -> None:
+    """Copy the instance target's settings from the task's dataset.json beside the model, where prediction finds
+    them (nnU-Net copies dataset.json into the preprocessed folder but not into the model folder)."""
+    import json
+
+    from reisoseg.instances.target import INSTANCES_FILE, INSTANCES_KEY
+    from reisoseg.io.atomic import atomic_file
+
+    dataset = os.path.join(preprocessed_task, "dataset.json")
+    if not os.path.isfile(dataset):
+        return
+    with open(dataset) as handle:
+        record = json.load(handle).get(INSTANCES_KEY)
+    if record is not None:
+        os.makedirs(model_folder, exist_ok=True)
+        with atomic_file(os.path.join(model_folder, INSTANCES_FILE)) as temporary:
+            temporary.write_text(json.dumps(record, indent=1))

@@ -24,8 +24,12 @@ def make_synthetic_task(raw_data_base: str | os.PathLike, task_id: int, name: st
                         num_training: int = 6, num_test: int = 2, shape: Sequence[int] = (32, 192, 192),
                         ratio: int = 8, seed: int = 0, classes: Sequence[str] = ("mitochondria",),
                         params: SynthParams = SynthParams(), overwrite: bool = False,
-                        progress: bool = True) -> Path:
-    """Generate `num_training + num_test` volumes (seeds derived from `seed`) and write them as a v1 task."""
+                        progress: bool = True, instances: bool = False) -> Path:
+    """Generate `num_training + num_test` volumes (seeds derived from `seed`) and write them as a v1 task.
+
+    `instances`: train on the instance target of mitochondria (interior / boundary, from the generator's object
+    ids) and write the test volumes' object ids to instancesTs/.
+    """
     unknown = [c for c in classes if c not in CLASSES]
     if unknown or not classes:
         raise ValueError(f"classes must be a non-empty subset of {list(CLASSES)}, got {list(classes)}")
@@ -33,9 +37,13 @@ def make_synthetic_task(raw_data_base: str | os.PathLike, task_id: int, name: st
     names = [f"synth_{i:03d}" for i in range(num_training + num_test)]
     for index, case_name in enumerate(tqdm(names, desc="generating volumes", disable=not progress)):
         volume = generate_volume(tuple(shape), ratio, seed=seed * 1000 + index, params=params)
-        cases.append(Case(case_name, volume.image, select_classes(volume.labels, classes), volume.spacing))
+        cases.append(Case(case_name, volume.image, select_classes(volume.labels, classes), volume.spacing,
+                          volume.instances))
     labels = {i: c for i, c in enumerate(classes, start=1)}
     description = (f"reisoseg synthetic EM: {num_training}+{num_test} volumes of {list(shape)} voxels, ratio {ratio}, "
                    f"seed {seed}")
+    if instances and "mitochondria" not in classes:
+        raise ValueError("instances=True needs the mitochondria class: only mitochondria have object ids")
     return write_task(raw_data_base, task_id, name, cases[:num_training], cases[num_training:], labels,
-                      description=description, overwrite=overwrite)
+                      description=description, overwrite=overwrite,
+                      instance_class=list(classes).index("mitochondria") + 1 if instances else None)

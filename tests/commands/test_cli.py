@@ -6,7 +6,8 @@ from reisoseg.commands.main import build_parser
 from tests.conftest import assert_one_line_error, nnunet_environment, run_reisoseg
 
 
-@pytest.mark.parametrize("command", ["train", "predict", "segment", "synth", "demo", "convert", "check", "evaluate"])
+@pytest.mark.parametrize("command", ["train", "predict", "segment", "measure", "synth", "demo", "convert", "check",
+                                     "evaluate"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([command, "--help"])
@@ -31,16 +32,40 @@ def test_synth_refuses_existing_task_without_touching_it(tmp_path):
 
 
 def test_quick_demo_writes_summary_and_figures_then_reuses_steps(tmp_path):
+    import os
+
+    import numpy as np
+
+    from reisoseg.evaluation.metrics import overlap_metrics
+    from reisoseg.io.nifti import read_nifti
+
     out = tmp_path / "demo"
     env = nnunet_environment(tmp_path / "unused")
-    first = run_reisoseg(["demo", "--quick", "--output", str(out), "--device", "cpu"], env)
+    previous = os.umask(0o022)
+    try:
+        first = run_reisoseg(["demo", "--quick", "--output", str(out), "--device", "cpu"], env)
+    finally:
+        os.umask(previous)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    metrics = {"dice", "iou", "precision", "recall", "hd95_nm", "f1_50", "ap_75"}
+    metrics = {"dice", "iou", "precision", "recall", "hd95_nm", "f1_50", "ap_50", "ap_75", "voi_split", "voi_merge",
+               "ari", "predicted_instances", "reference_instances"}
     assert set(summary["metrics"]["mean"]["mitochondria"]) >= metrics
-    assert 0.0 <= summary["metrics"]["mean"]["mitochondria"]["dice"] <= 1.0
-    assert summary["ani_scale"] == "[2, 2, 2]"
+    assert summary["ani_scale"] == [2, 2, 2]
+    raw = out / "nnunet" / "raw" / "nnUNet_raw_data" / "Task500_SynthDemo"
+    for case, values in summary["metrics"]["per_case"].items():  # the summary is what the files hold
+        truth, _ = read_nifti(raw / "labelsTs" / f"{case}.nii.gz")
+        predicted, _ = read_nifti(out / "predictions" / f"{case}.nii.gz")
+        objects, _ = read_nifti(out / "predictions" / "instances" / f"{case}.nii.gz")
+        reference, _ = read_nifti(raw / "instancesTs" / f"{case}.nii.gz")
+        assert set(np.unique(predicted)) <= {0, 1}  # boundary voxels folded back into mitochondria
+        assert values["mitochondria"]["dice"] == pytest.approx(overlap_metrics(truth == 1, predicted == 1)["dice"])
+        assert values["mitochondria"]["predicted_instances"] == np.unique(objects[objects > 0]).size
+        assert values["mitochondria"]["reference_instances"] == np.unique(reference[reference > 0]).size >= 1
     for name in ("training_curve.png", "overlay_xy.png", "overlay_xz.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    written = [out / "summary.json", out / "overlay_xy.png", out / "predictions" / "plans.pkl",
+               *(out / "predictions").glob("*.nii.gz"), *(out / "predictions" / "instances").glob("*")]
+    assert {oct(p.stat().st_mode & 0o777) for p in written} == {"0o644"}  # umask 022, not mkstemp's 0600
     second = run_reisoseg(["demo", "--quick", "--output", str(out), "--device", "cpu"], env)
     assert second.returncode == 0 and second.stdout.count("(reused)") == 4

@@ -7,7 +7,7 @@ import pytest
 
 from reisoseg.commands.main import main
 from reisoseg.errors import ReIsoSegError
-from reisoseg.evaluation.instances import instance_metrics
+from reisoseg.evaluation.instances import connected_instances, instance_metrics
 from reisoseg.evaluation.metrics import hausdorff_95
 from reisoseg.evaluation.report import evaluate
 from reisoseg.io.volume import write_volume
@@ -60,7 +60,7 @@ def test_touching_instances_merged_by_a_bridge_are_not_matched():
     reference = _cube(start=(5, 5, 5)) | _cube(start=(5, 5, 16))
     prediction = reference.copy()
     prediction[9, 9, 15] = 1  # one-voxel bridge joins the two cubes into one component
-    metrics = instance_metrics(reference > 0, prediction > 0)
+    metrics = instance_metrics(connected_instances(reference > 0), connected_instances(prediction > 0))
     assert metrics["reference_instances"] == 2 and metrics["predicted_instances"] == 1
     assert metrics["f1_50"] == 0.0 and metrics["ap_75"] == 0.0  # IoU 1000/2001 < 0.5
 

@@ -1,10 +1,6 @@
 """`reisoseg segment` and `reisoseg.segment` against nnU-Net's in-memory predictor, with a trained tiny model."""
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +10,7 @@ import zarr
 from reisoseg.io.nifti import read_nifti, write_nifti
 from reisoseg.io.volume import open_volume, write_volume
 from reisoseg.synthetic import generate_volume
-from tests.conftest import assert_one_line_error, run_reisoseg
+from tests.conftest import assert_one_line_error, kill_after_first_marker, run_reisoseg
 
 SHAPE = (24, 80, 72)  # the model's patch is 12 x 48 x 48: 3 x 3 x 2 windows at step 0.5
 BLOCK = ["--block", "16", "48", "40"]  # divides none of the axes: 2 x 2 x 2 blocks, the last ones cut short
@@ -64,17 +60,8 @@ def test_blockwise_equals_in_memory_prediction_for_uneven_blocks(case):
 def test_killed_run_resumes_skipping_finished_blocks_with_identical_result(case):
     env, model, folder, volume, reference, _ = case
     out = folder / "resumed.zarr"
-    markers = folder / "resumed.zarr.partial" / ".blocks"
-    command = [sys.executable, "-m", "reisoseg.commands.main", "segment", "-i", str(folder / "raw.zarr"), "-o",
-               str(out), *NO_TTA, *BLOCK]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not (markers.is_dir() and any(markers.iterdir())) and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    done_before = len(list(markers.iterdir()))
-    assert 1 <= done_before < 8, done_before
+    command = ["segment", "-i", str(folder / "raw.zarr"), "-o", str(out), *NO_TTA, *BLOCK]
+    done_before = kill_after_first_marker(command, env, folder / "resumed.zarr.partial" / ".blocks", 8)
     assert not out.exists()  # nothing under the final name until every block is written
     result = run_reisoseg(["segment", "-i", str(folder / "raw.zarr"), "-o", str(out), *NO_TTA, *BLOCK], env)
     assert result.returncode == 0, result.stderr[-3000:]

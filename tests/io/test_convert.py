@@ -195,3 +195,37 @@ def test_check_reports_hand_made_problems(good, capsys):
     (task / "dataset.json").write_text("{")
     code, out, err = _run(capsys, "check", str(task))
     assert code == 1 and "not valid JSON" in err
+
+
+def test_convert_instances_from_semantic_labels_warns_and_from_object_ids_keeps_them(tmp_path, capsys):
+    image, labels = _image((8, 24, 24)), np.zeros((8, 24, 24), np.uint8)
+    labels[:, 2:10, 2:10] = 191
+    labels[:, 10:20, 2:10] = 191  # touching the first: one connected component
+    write_volume(tmp_path / "img.tif", image, SPACING)
+    write_volume(tmp_path / "lab.tif", labels, SPACING)
+    code, _, err = _run(capsys, "convert", "--image", str(tmp_path / "img.tif"), "--labels", str(tmp_path / "lab.tif"),
+                        "--label-map", "mitochondria=191", "--instances", "mitochondria", "--task", "601", "--name",
+                        "Objects", "--test-sections", "6-7", "--raw_data_base", str(tmp_path / "raw"))
+    assert code == 0, err
+    assert "no object ids" in err and "touching objects stay merged" in err and err.count("warning") == 1
+    task = tmp_path / "raw" / "nnUNet_raw_data" / "Task601_Objects"
+    dataset = json.loads((task / "dataset.json").read_text())
+    assert dataset["labels"] == {"0": "background", "1": "mitochondria", "2": "mitochondria_boundary"}
+    assert dataset["reisoseg_instances"]["instance_class"] == 1 and dataset["reisoseg_instances"]["boundary_class"] == 2
+    trained, _ = read_nifti(task / "labelsTr" / "vol00_traina.nii.gz")
+    assert set(np.unique(trained)) == {0, 1, 2}
+    objects, _ = read_nifti(task / "instancesTs" / "vol00_test.nii.gz")
+    assert objects.max() == 1  # merged: one component
+
+    ids = np.zeros((8, 24, 24), np.uint16)
+    ids[:, 2:10, 2:10], ids[:, 10:20, 2:10] = 17, 400
+    write_volume(tmp_path / "ids.tif", ids, SPACING)
+    code, _, err = _run(capsys, "convert", "--image", str(tmp_path / "img.tif"), "--labels", str(tmp_path / "ids.tif"),
+                        "--classes", "mitochondria", "--instances", "mitochondria", "--instance-labels", "--task",
+                        "602", "--name", "Ids", "--test-sections", "6-7", "--raw_data_base", str(tmp_path / "raw"))
+    assert code == 0 and "warning" not in err, err
+    task = tmp_path / "raw" / "nnUNet_raw_data" / "Task602_Ids"
+    objects, _ = read_nifti(task / "instancesTs" / "vol00_test.nii.gz")
+    assert set(np.unique(objects)) == {0, 17, 400}
+    trained, _ = read_nifti(task / "labelsTr" / "vol00_traina.nii.gz")
+    assert (trained[:, 9:11, 4] == 2).all()  # the contact between the two objects is boundary

@@ -1,0 +1,1 @@
+"""Objects from semantic models: the instance training target, decoding, scores and measurements."""

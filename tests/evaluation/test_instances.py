@@ -1,0 +1,70 @@
+"""Scored AP, VOI and ARI against hand computations."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from reisoseg.evaluation.instances import adjusted_rand_index, average_precision, variation_of_information
+from reisoseg.evaluation.report import evaluate
+from reisoseg.instances.scores import write_scores
+from reisoseg.io.volume import write_volume
+
+
+def _objects() -> tuple[np.ndarray, np.ndarray]:
+    """Three reference objects (10 voxels each, in a row); four predictions:
+    id 4 = object A exactly, id 9 = 8 voxels of B (IoU 0.8), id 2 = 6 voxels of C (IoU 0.6), id 7 = a false one."""
+    reference, prediction = np.zeros((1, 1, 60), np.uint16), np.zeros((1, 1, 60), np.uint16)
+    reference[0, 0, 0:10], reference[0, 0, 10:20], reference[0, 0, 20:30] = 1, 2, 3
+    prediction[0, 0, 0:10], prediction[0, 0, 10:18], prediction[0, 0, 20:26] = 4, 9, 2
+    prediction[0, 0, 40:50] = 7
+    return reference, prediction
+
+
+def test_ap_with_scores_matches_a_hand_computation():
+    reference, prediction = _objects()
+    scores = {4: 0.9, 7: 0.8, 9: 0.7, 2: 0.6}
+    # ranked 4 (TP), 7 (FP), 9 (TP), 2 (TP at 0.5): precision 1, 1/2, 2/3, 3/4 at recall 1/3, 1/3, 2/3, 1;
+    # envelope 1, 3/4, 3/4, 3/4 -> AP-50 = 1/3 * 1 + 1/3 * 3/4 + 1/3 * 3/4
+    assert average_precision(reference, prediction, scores, 0.5) == pytest.approx(1 / 3 + 1 / 4 + 1 / 4)
+    # at 0.75 object C's match (IoU 0.6) fails: TP, FP, TP, FP -> recall 1/3, 2/3 with envelope 1, 2/3
+    assert average_precision(reference, prediction, scores, 0.75) == pytest.approx(1 / 3 + 1 / 3 * 2 / 3)
+    # ranking the false object last removes its cost at 0.5
+    assert average_precision(reference, prediction, {4: 0.9, 9: 0.7, 2: 0.6, 7: 0.1}, 0.5) == pytest.approx(1.0)
+    assert average_precision(reference, np.zeros_like(prediction), None, 0.5) == 0.0
+    assert average_precision(np.zeros_like(reference), np.zeros_like(prediction), None, 0.5) == 1.0
+
+
+def test_voi_and_ari_by_hand():
+    reference = np.zeros((1, 1, 8), np.uint8)
+    reference[0, 0, 4:] = 1  # background 4 voxels, one object 4 voxels
+    same = reference * 5
+    assert variation_of_information(reference, same) == pytest.approx((0.0, 0.0))
+    assert adjusted_rand_index(reference, same) == pytest.approx(1.0)
+    split = reference.copy()
+    split[0, 0, 6:] = 2  # the object predicted as two halves: H(pred | ref) = 1/2 bit, no merge
+    assert variation_of_information(reference, split) == pytest.approx((0.5, 0.0))
+    # ARI by hand: pairs within cells 6+1+1 = 8; rows 6+6 = 12; columns 6+1+1 = 8; all pairs 28
+    expected = (8 - 12 * 8 / 28) / ((12 + 8) / 2 - 12 * 8 / 28)
+    assert adjusted_rand_index(reference, split) == pytest.approx(expected)
+    assert variation_of_information(split, reference) == pytest.approx((0.0, 0.5))
+
+
+def test_evaluate_uses_instance_files_and_their_scores(tmp_path):
+    reference, prediction = _objects()
+    semantic = (reference > 0).astype(np.uint8)
+    spacing = (40, 5, 5)
+    for folder, volume in (("ref", semantic), ("pred", (prediction > 0).astype(np.uint8)),
+                           ("ref_objects", reference), ("pred_objects", prediction)):
+        (tmp_path / folder).mkdir()
+        write_volume(tmp_path / folder / "case.nii.gz", volume, spacing)
+    write_scores(tmp_path / "pred_objects" / "case.nii.gz", {4: 0.9, 7: 0.8, 9: 0.7, 2: 0.6})
+    result = evaluate(tmp_path / "ref", tmp_path / "pred", classes={1: "mito"}, instance_classes=(1,),
+                      reference_instances=tmp_path / "ref_objects", prediction_instances=tmp_path / "pred_objects")
+    mito = result["per_case"]["case"]["mito"]
+    assert mito["reference_instances"] == 3 and mito["predicted_instances"] == 4
+    assert mito["ap_50"] == pytest.approx(1 / 3 + 1 / 4 + 1 / 4) and mito["f1_50"] == pytest.approx(6 / 7)
+    connected = evaluate(tmp_path / "ref", tmp_path / "pred", classes={1: "mito"}, instance_classes=(1,))
+    assert connected["per_case"]["case"]["mito"]["reference_instances"] == 1  # the three touch: one component
+    assert not math.isnan(mito["voi_split"]) and 0 < mito["ari"] < 1

@@ -1,0 +1,92 @@
+"""`segment --instances` and `predict --instances` with a model trained on the instance target."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import zarr
+
+from reisoseg.evaluation.instances import adjusted_rand_index
+from reisoseg.io.nifti import read_nifti, write_nifti
+from reisoseg.io.volume import open_volume, write_volume
+from reisoseg.synthetic import generate_volume
+from tests.conftest import assert_one_line_error, kill_after_first_marker, run_reisoseg
+
+SHAPE = (20, 64, 60)
+BLOCK = ["--block", "10", "32", "30"]  # 2 x 2 x 2 blocks meeting at (10, 32, 30)
+OPTIONS = ["-t", "503", "-f", "0", "--disable_tta", "--device", "cpu", "--no_progress", "--instances"]
+
+
+@pytest.fixture(scope="module")
+def case(trained_instances, tmp_path_factory):
+    env, model = trained_instances
+    folder = tmp_path_factory.mktemp("instances")
+    volume = generate_volume(SHAPE, 8, seed=22)
+    write_volume(folder / "raw.zarr", volume.image, volume.spacing)
+    whole = folder / "whole.zarr"
+    result = run_reisoseg(["segment", "-i", str(folder / "raw.zarr"), "-o", str(whole), *OPTIONS,
+                           "--block", *map(str, SHAPE)], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return env, folder, volume, open_volume(whole).read()
+
+
+def test_blockwise_objects_equal_one_block_objects_and_ids_are_unique(case):
+    env, folder, volume, whole = case
+    out = folder / "blocks.zarr"
+    result = run_reisoseg(["segment", "-i", str(folder / "raw.zarr"), "-o", str(out), *OPTIONS, *BLOCK], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    labels = open_volume(out).read()
+    assert labels.dtype == np.uint32 and labels.shape == SHAPE
+    count = int(whole.max())
+    assert count >= 3, count  # not a comparison of empty volumes
+    assert int(labels.max()) == count and np.unique(labels).size == count + 1  # ids 1..N, none lost
+    assert adjusted_rand_index(whole, labels) >= 0.99
+    group = zarr.open_group(str(out), mode="r")
+    assert "image-label" in group.attrs and sorted(map(int, group.attrs["reisoseg"]["scores"])) == \
+        list(range(1, count + 1))
+    semantic = group["semantic"][:]
+    assert set(np.unique(semantic)) <= {0, 1} and ((labels > 0) <= (semantic > 0)).all()
+    assert "seeds" not in group and "objects" not in group and "probabilities" not in group
+
+
+def test_predict_instances_decodes_the_whole_volume_the_same_way(case):
+    env, folder, volume, whole = case
+    (folder / "cases").mkdir()
+    write_nifti(folder / "cases" / "case_0000.nii.gz", volume.image, volume.spacing)
+    result = run_reisoseg(["predict", "-i", str(folder / "cases"), "-o", str(folder / "predicted"), "-t", "503",
+                           "-f", "0", "--disable_tta", "--device", "cpu", "--instances"], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    objects, spacing = read_nifti(folder / "predicted" / "instances" / "case.nii.gz")
+    semantic, _ = read_nifti(folder / "predicted" / "case.nii.gz")
+    scores = json.loads((folder / "predicted" / "instances" / "case.scores.json").read_text())
+    assert spacing == pytest.approx(volume.spacing) and set(np.unique(semantic)) <= {0, 1}
+    assert sorted(map(int, scores)) == list(range(1, int(objects.max()) + 1))
+    assert not (folder / "predicted" / "case.npz").exists()  # the softmax was only needed for decoding
+    assert int(objects.max()) == int(whole.max()) and adjusted_rand_index(whole, objects) >= 0.99
+
+
+@pytest.mark.slow  # two more subprocess runs; CI covers resuming every instance pass in test_instances.py
+def test_killed_instance_run_resumes_to_the_same_objects(case):
+    env, folder, volume, whole = case
+    out = folder / "resumed.zarr"
+    command = ["segment", "-i", str(folder / "raw.zarr"), "-o", str(out), *OPTIONS, *BLOCK]
+    done_before = kill_after_first_marker(command, env, folder / "resumed.zarr.partial" / ".blocks", 8)
+    assert not out.exists()
+    result = run_reisoseg(["segment", "-i", str(folder / "raw.zarr"), "-o", str(out), *OPTIONS, *BLOCK], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"skipping {done_before} of 8 finished blocks" in result.stderr
+    np.testing.assert_array_equal(open_volume(out).read(), open_volume(folder / "blocks.zarr").read())
+
+
+def test_a_semantic_model_refuses_instances_in_one_line(trained, tmp_path):
+    env, root, model = trained
+    volume = generate_volume((12, 48, 48), 8, seed=1)
+    write_volume(tmp_path / "raw.zarr", volume.image, volume.spacing)
+    result = run_reisoseg(["segment", "-i", str(tmp_path / "raw.zarr"), "-o", str(tmp_path / "out.zarr"), "-t", "501",
+                           "-f", "0", "--device", "cpu", "--instances"], env)
+    assert_one_line_error(result, "without an instance target")
+    assert not (tmp_path / "out.zarr").exists() and not (tmp_path / "out.zarr.partial").exists()
+    result = run_reisoseg(["predict", "-i", str(tmp_path / "raw.zarr"), "-o", str(tmp_path / "p.zarr"), "-t", "501",
+                           "-f", "0", "--device", "cpu", "--instances"], env)
+    assert_one_line_error(result, "without an instance target")
