@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from reisoseg.layout import ENGINE_LOG, INSTANCES_SUBFOLDER, TRAINER_SETTINGS_FILE
+
 TASK_ID = 500
 TASK_NAME = f"Task{TASK_ID}_SynthDemo"
 DEMO_PLANS = "nnUNetPlans_reisoseg_demo"
@@ -61,8 +63,11 @@ def _timed(settings: DemoSettings, key: str, work: Callable[[], object]) -> None
 
 
 def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings | None = None, *,
-             fresh: bool = False) -> dict:
-    """Run the demo into `output` and return the summary (also written to summary.json)."""
+             fresh: bool = False, verbose: bool = False) -> dict:
+    """Run the demo into `output` and return the summary (also written to summary.json). nnU-Net's messages go to
+    `output/engine.log` unless `verbose`."""
+    from reisoseg.console import engine_output
+
     settings = settings or DemoSettings()
     output = Path(output).resolve()
     if fresh and output.exists():
@@ -91,13 +96,12 @@ def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings
 
     done = plans.is_file()
     _step(2, total, "planning and preprocessing with nnU-Net v1", done)
-    if not done:
-        from reisoseg.nnunet_v1.plans import plan_and_preprocess
+    with engine_output(output / ENGINE_LOG, verbose=verbose):  # importing nnU-Net prints a banner
+        from reisoseg.nnunet_v1.plans import plan_and_preprocess, write_derived_plans
 
-        _timed(settings, "plan_s", lambda: plan_and_preprocess(TASK_ID))
-    from reisoseg.nnunet_v1.plans import write_derived_plans
-
-    write_derived_plans(TASK_NAME, DEMO_PLANS, patch_size=settings.patch_size, batch_size=settings.batch_size)
+        if not done:
+            _timed(settings, "plan_s", lambda: plan_and_preprocess(TASK_ID))
+        write_derived_plans(TASK_NAME, DEMO_PLANS, patch_size=settings.patch_size, batch_size=settings.batch_size)
 
     done = (model / "all" / "model_final_checkpoint.model").is_file()
     _step(3, total, f"training {TRAINER} for {settings.budget_minutes:g} min (patch {list(settings.patch_size)}, "
@@ -110,11 +114,10 @@ def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings
                                   val_iterations_per_epoch=settings.val_iterations_per_epoch, run_validation=False,
                                   device=settings.device, epochs=1000)
         os.environ.setdefault("nnunet_use_progress_bar", "1")
-        _timed(settings, "train_s", lambda: run_training("3d_fullres", TRAINER, TASK_NAME, "all", options))
+        with engine_output(output / ENGINE_LOG, verbose=verbose):
+            _timed(settings, "train_s", lambda: run_training("3d_fullres", TRAINER, TASK_NAME, "all", options))
 
     cases = sorted(p.name[:-len("_0000.nii.gz")] for p in (raw / "imagesTs").glob("*_0000.nii.gz"))
-    from reisoseg.nnunet_v1.prediction import INSTANCES_SUBFOLDER
-
     instances = predictions / INSTANCES_SUBFOLDER
     done = all((predictions / f"{case}.nii.gz").is_file() and (instances / f"{case}.nii.gz").is_file()
                for case in cases)
@@ -126,8 +129,9 @@ def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings
         options = PredictionOptions(plans_identifier=DEMO_PLANS, folds=["all"], disable_tta=True,
                                     step_size=settings.step_size, device=settings.device, overwrite_existing=True,
                                     instances=True)
-        _timed(settings, "predict_s", lambda: predict_folder(raw / "imagesTs", predictions, TASK_NAME, TRAINER,
-                                                             options))
+        with engine_output(output / ENGINE_LOG, verbose=verbose):
+            _timed(settings, "predict_s", lambda: predict_folder(raw / "imagesTs", predictions, TASK_NAME, TRAINER,
+                                                                 options))
 
     _step(5, total, "evaluating Dice, IoU, HD95 and objects (F1@0.5, AP-50/75, VOI, ARI)", False)
     from reisoseg.evaluation.report import evaluate
@@ -142,12 +146,10 @@ def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings
 
     figures = {"training_curve": str(plot_training_curve(model / "all", output / "training_curve.png"))}
     figures.update(plot_overlays(raw, predictions, cases[0], output, instances=instances))
-    from reisoseg.nnunet_v1.trainers import SETTINGS_FILE
-
     summary = {
         "task": TASK_NAME,
         "trainer": TRAINER,
-        "ani_scale": json.loads((model / "all" / SETTINGS_FILE).read_text())["ani_scale"],
+        "ani_scale": json.loads((model / "all" / TRAINER_SETTINGS_FILE).read_text())["ani_scale"],
         "metrics": metrics,
         "metrics_connected_components": connected,
         "settings": {k: v for k, v in asdict(settings).items() if k != "timings"},

@@ -21,6 +21,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--budget_minutes", type=float, default=None,
                         help="training wall time (default: 6.5, or 0.05 with --quick)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default: 0)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show nnU-Net's own messages (default: they go to OUTPUT/engine.log)")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default=None,
                         help="device (default: cuda, else mps, else cpu)")
     parser.set_defaults(handler=run)
@@ -34,4 +36,4 @@ def run(args: argparse.Namespace) -> dict:
     settings.device = args.device
     if args.budget_minutes is not None:
         settings.budget_minutes = args.budget_minutes
-    return run_demo(args.output, settings, fresh=args.fresh)
+    return run_demo(args.output, settings, fresh=args.fresh, verbose=args.verbose)

@@ -16,8 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-INSTANCES_KEY = "reisoseg_instances"  # in dataset.json; copied beside a trained model as INSTANCES_FILE
-INSTANCES_FILE = "instances.json"
+from reisoseg.layout import INSTANCES_FILE
+
 BOUNDARY_PIXELS = 2.0  # default boundary width in in-plane pixels
 MIN_VOLUME_QUANTILE, MIN_VOLUME_FRACTION = 10, 0.5  # default minimum object: half the 10th percentile of training
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from reisoseg.io.atomic import atomic_directory
 from reisoseg.io.nifti import write_nifti
+from reisoseg.layout import INSTANCES_KEY
 
 
 @dataclass
@@ -76,8 +77,6 @@ def write_task(raw_data_base: str | os.PathLike, task_id: int, name: str, traini
             "test": [f"./imagesTs/{c.name}.nii.gz" for c in test],
         }
         if instances_record:
-            from reisoseg.instances.target import INSTANCES_KEY
-
             dataset[INSTANCES_KEY] = instances_record
         (folder / "dataset.json").write_text(json.dumps(dataset, indent=2))
     return target

@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from reisoseg.errors import ReIsoSegError
+from reisoseg.layout import INSTANCES_SUBFOLDER
 from reisoseg.nnunet_v1.tasks import parse_fold, require_environment, resolve_task
 
 
@@ -101,8 +102,6 @@ def predict_folder(input_folder: str | os.PathLike, output_folder: str | os.Path
         _finish_instance_outputs(Path(input_folder), Path(output_folder), instance_settings, options)
     return Path(output_folder)
 
-
-INSTANCES_SUBFOLDER = "instances"
 
 
 def _case_probabilities(npz: Path, shape: tuple[int, ...]) -> np.ndarray:

@@ -23,13 +23,13 @@ from nnunet.utilities.to_torch import maybe_to_torch
 
 from reisoseg.devices import resolve_device
 from reisoseg.io.atomic import atomic_file
+from reisoseg.layout import TRAINER_SETTINGS_FILE
 from reisoseg.loss import DEFAULT_ANI_WEIGHT, DS_WEIGHTS, ReIsoLoss
 from reisoseg.network.anisotropy import ani_scale_from_spacing, fit_patch_size, ratio_from_spacing
 from reisoseg.nnunet_v1.network import ReIsoSegV1Network
 
 GRADIENT_CLIP_NORM = 12.0
 REFERENCE_EPOCHS = 600
-SETTINGS_FILE = "reisoseg.json"  # beside the checkpoints: what this trainer chose, for predictors and the demo
 
 
 class ReIsoSegTrainer(nnUNetTrainerV2):
@@ -80,7 +80,7 @@ class ReIsoSegTrainer(nnUNetTrainerV2):
             self.loss = ReIsoLoss(self.loss.loss, DS_WEIGHTS, ani_weight=self.ani_weight)
         if training:
             spacing = self.plans["plans_per_stage"][self.stage]["current_spacing"]
-            with atomic_file(os.path.join(self.output_folder, SETTINGS_FILE)) as temporary:
+            with atomic_file(os.path.join(self.output_folder, TRAINER_SETTINGS_FILE)) as temporary:
                 temporary.write_text(json.dumps({
                     "trainer": type(self).__name__, "ani_scale": [int(v) for v in self.pattern],
                     "patch_size": [int(v) for v in self.patch_size], "ani_weight": float(self.ani_weight),

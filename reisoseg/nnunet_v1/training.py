@@ -144,8 +144,8 @@ def _store_instance_settings(preprocessed_task: str, model_folder: str) -> None:
     them (nnU-Net copies dataset.json into the preprocessed folder but not into the model folder)."""
     import json
 
-    from reisoseg.instances.target import INSTANCES_FILE, INSTANCES_KEY
     from reisoseg.io.atomic import atomic_file
+    from reisoseg.layout import INSTANCES_FILE, INSTANCES_KEY
 
     dataset = os.path.join(preprocessed_task, "dataset.json")
     if not os.path.isfile(dataset):

@@ -47,6 +47,8 @@ def test_quick_demo_writes_summary_and_figures_then_reuses_steps(tmp_path):
     finally:
         os.umask(previous)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert len(first.stdout.splitlines()) < 60 and "nnUNet" not in first.stdout, first.stdout  # steps only
+    assert "Please cite the following paper when using nnUNet" in (out / "engine.log").read_text()
     summary = json.loads((out / "summary.json").read_text())
     metrics = {"dice", "iou", "precision", "recall", "hd95_nm", "f1_50", "ap_50", "ap_75", "voi_split", "voi_merge",
                "ari", "predicted_instances", "reference_instances"}
