@@ -25,10 +25,14 @@ from reisoseg.errors import ReIsoSegError
 Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 
 
+def block_counts(shape: Sequence[int], block: Sequence[int]) -> tuple[int, ...]:
+    """Blocks per axis that tile `shape`."""
+    return tuple(math.ceil(s / b) for s, b in zip(shape, block))
+
+
 def block_indices(shape: Sequence[int], block: Sequence[int]) -> list[tuple[int, int, int]]:
     """Indices of the blocks that tile `shape` (the last block along an axis may be smaller)."""
-    counts = [math.ceil(s / b) for s, b in zip(shape, block)]
-    return list(itertools.product(*(range(c) for c in counts)))
+    return list(itertools.product(*(range(c) for c in block_counts(shape, block))))
 
 
 def block_box(index: Sequence[int], shape: Sequence[int], block: Sequence[int]) -> Box:

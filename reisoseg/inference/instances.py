@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from reisoseg.inference.blocks import block_box, block_indices, box_slices
+from reisoseg.inference.blocks import block_box, block_counts, block_indices, box_slices
 from reisoseg.inference.store import LABELS, PROBABILITIES, BlockStore, block_name
 from reisoseg.instances.decode import (
     components,
@@ -66,7 +66,7 @@ class InstanceJob:
         return block_indices(self.shape, self.block)
 
     def counts(self) -> tuple[int, ...]:
-        return tuple(math.ceil(s / b) for s, b in zip(self.shape, self.block))
+        return block_counts(self.shape, self.block)
 
 
 def _probabilities(store: BlockStore, box: Sequence[tuple[int, int]]) -> np.ndarray:

@@ -85,6 +85,7 @@ def segment(volume: np.ndarray | str | os.PathLike, spacing: Sequence[float] | N
     from reisoseg.inference.blocks import (
         BlockJob,
         Statistics,
+        block_counts,
         block_indices,
         forget_array,
         register_array,
@@ -139,8 +140,7 @@ def segment(volume: np.ndarray | str | os.PathLike, spacing: Sequence[float] | N
             print(f"note: {folder / 'postprocessing.json'} (connected-component postprocessing) is not applied "
                   f"blockwise", file=sys.stderr)
         if recorded is None:
-            with _progress(math.prod(math.ceil(s / b) for s, b in zip(shape, block)), 0, "statistics",
-                           progress) as bar:
+            with _progress(math.prod(block_counts(shape, block)), 0, "statistics", progress) as bar:
                 statistics = volume_statistics(data, source, block, nonzero_only=predictor.use_nonzero_mask,
                                                progress=bar.update)
             recorded = {"settings": settings, "statistics": asdict(statistics)}
