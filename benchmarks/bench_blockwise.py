@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from reisoseg.layout import DEFAULT_CONFIGURATION, DEFAULT_TRAINER, checkpoint_file, fold_folder, model_folder
+
 sys.path.insert(0, str(Path(__file__).parent))
 import workspace  # noqa: E402
 
@@ -38,9 +40,9 @@ def _model(work: Path) -> Path:
     workspace.use_folders(work)
     task = workspace.synthetic_task(TASK_ID, TASK_NAME, ratio=8, shape=(16, 96, 96), num_training=5, num_test=1)
     write_derived_plans(task, PLANS, patch_size=PATCH, batch_size=2)
-    folder = Path(os.environ["RESULTS_FOLDER"]) / "nnUNet" / "3d_fullres" / task / f"ReIsoSegTrainer__{PLANS}"
-    if not (folder / "all" / "model_final_checkpoint.model").is_file():
-        run_training("3d_fullres", "ReIsoSegTrainer", task, "all",
+    folder = model_folder(os.environ["RESULTS_FOLDER"], task, DEFAULT_TRAINER, PLANS)
+    if not checkpoint_file(fold_folder(folder, "all")).is_file():
+        run_training(DEFAULT_CONFIGURATION, DEFAULT_TRAINER, task, "all",
                      TrainingOptions(plans_identifier=PLANS, epochs=1, iterations_per_epoch=2,
                                      val_iterations_per_epoch=1, run_validation=False, device="cpu"))
     return folder
@@ -88,7 +90,7 @@ def _measure_in_memory(args: argparse.Namespace) -> dict:
 
     start = time.perf_counter()
     with workspace.PeakMemory() as memory:
-        predict_folder(args.input, args.output, args.task, "ReIsoSegTrainer",
+        predict_folder(args.input, args.output, args.task, DEFAULT_TRAINER,
                        PredictionOptions(plans_identifier=PLANS, folds=["all"], disable_tta=True, device="cpu",
                                          step_size=args.step_size, overwrite_existing=True))
     return {"wall_s": time.perf_counter() - start, "peak_rss_gib": memory.peak_gib}
@@ -100,7 +102,7 @@ def in_fresh_process(script: str, kind: str, **options) -> dict:
     command = [sys.executable, script, "--measure", kind]
     for key, value in options.items():
         command += [f"--{key}", *([str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)])]
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    result = subprocess.run(command, capture_output=True, text=True)  # the measurements pass device="cpu"
     if result.returncode != 0:
         raise SystemExit(f"{kind} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])

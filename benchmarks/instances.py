@@ -19,12 +19,11 @@ import sys
 import time
 from pathlib import Path
 
+from reisoseg.demo import demo_model_folder
+
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_blockwise  # noqa: E402
 import workspace  # noqa: E402
-
-DEMO_MODEL = Path("reisoseg_demo/nnunet/results/nnUNet/3d_fullres/Task500_SynthDemo/"
-                  "ReIsoSegTrainer__nnUNetPlans_reisoseg_demo")
 
 
 def _measure(args: argparse.Namespace) -> dict:
@@ -45,7 +44,8 @@ def _measure(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=DEMO_MODEL, help="a model folder trained on an instance target")
+    parser.add_argument("--model", type=Path, default=demo_model_folder(),
+                        help="a model folder trained on an instance target (default: the demo's)")
     parser.add_argument("--sizes", type=float, nargs="+", default=[0.005, 0.02], help="volume sizes in Gvoxel")
     parser.add_argument("--block", type=int, nargs=3, default=[bench_blockwise.SECTIONS, 256, 256],
                         help="block (z y x)")

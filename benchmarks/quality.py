@@ -41,6 +41,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from reisoseg.devices import resolve_device
+from reisoseg.layout import DEFAULT_CONFIGURATION, FINAL_CHECKPOINT, checkpoint_file, plans_file
+
 sys.path.insert(0, str(Path(__file__).parent))
 import workspace  # noqa: E402
 
@@ -81,7 +84,7 @@ class Dataset:
                                     shape=SYNTH_SHAPES[ratio], ratio=ratio, seed=1000 + ratio, overwrite=True)
             elif not self._convert_real(raw):
                 return None
-        if not (Path(os.environ["nnUNet_preprocessed"]) / task / "nnUNetPlansv2.1_plans_3D.pkl").is_file():
+        if not plans_file(os.environ["nnUNet_preprocessed"], task).is_file():
             from reisoseg.nnunet_v1.plans import plan_and_preprocess
 
             plan_and_preprocess(self.task_id)
@@ -131,7 +134,7 @@ def _closest_rma(task: str) -> str:
 
     from reisoseg.network.anisotropy import nearest_supported_ratio, ratio_from_spacing
 
-    with open(Path(os.environ["nnUNet_preprocessed"]) / task / "nnUNetPlansv2.1_plans_3D.pkl", "rb") as handle:
+    with open(plans_file(os.environ["nnUNet_preprocessed"], task), "rb") as handle:
         plans = pickle.load(handle)  # written by nnU-Net on this machine
     spacing = plans["plans_per_stage"][len(plans["plans_per_stage"]) - 1]["current_spacing"]
     return f"ReIsoSegRMA{nearest_supported_ratio(ratio_from_spacing(spacing))}V6Trainer"
@@ -149,7 +152,7 @@ def _validation_pseudo_dice(fold_folder: Path) -> list[float]:
     from reisoseg.nnunet_v1.compat import install
 
     install()  # allow-lists the numpy types of nnU-Net checkpoints for weights_only loading
-    state = torch.load(fold_folder / "model_final_checkpoint.model", map_location="cpu", weights_only=True)
+    state = torch.load(checkpoint_file(fold_folder), map_location="cpu", weights_only=True)
     return [float(v) for v in state["plot_stuff"][3]]
 
 
@@ -194,7 +197,7 @@ def _run(dataset: Dataset, task: str, method: str, trainer: str, seed: int, iter
     print(f"[{dataset.key}] {method} ({trainer}) seed {seed}: {iterations} iterations", flush=True)
     start = time.time()
     fold_folder = Path(run_training(
-        "3d_fullres", trainer, task, "all",
+        DEFAULT_CONFIGURATION, trainer, task, "all",
         TrainingOptions(plans_identifier=plans, epochs=iterations // ITERATIONS_PER_EPOCH,
                         iterations_per_epoch=ITERATIONS_PER_EPOCH, val_iterations_per_epoch=VAL_ITERATIONS_PER_EPOCH,
                         run_validation=False, device=args.device, seed=seed,
@@ -202,9 +205,9 @@ def _run(dataset: Dataset, task: str, method: str, trainer: str, seed: int, iter
     train_s = time.time() - start
     snapshots = []
     for at in range(SNAPSHOT_ITERATIONS, iterations + 1, SNAPSHOT_ITERATIONS):
-        checkpoint = "model_final_checkpoint" if at == iterations else f"model_ep_{at // ITERATIONS_PER_EPOCH:03d}"
+        checkpoint = FINAL_CHECKPOINT if at == iterations else f"model_ep_{at // ITERATIONS_PER_EPOCH:03d}"
         # the checkpoint's write time, from the training start: wall time to reach `at` iterations
-        elapsed = train_s if at == iterations else (fold_folder / f"{checkpoint}.model").stat().st_mtime - start
+        elapsed = train_s if at == iterations else checkpoint_file(fold_folder, checkpoint).stat().st_mtime - start
         scored = _score(task, trainer, plans, checkpoint, args.work / "predictions" / record.stem / str(at),
                         args.step_size, args.device)
         snapshots.append({"iterations": at, "train_s": elapsed, **scored})
@@ -371,8 +374,7 @@ def main() -> None:
         parser.error(f"--iterations must be a multiple of {SNAPSHOT_ITERATIONS}")
     args.work = args.work.resolve()
     workspace.use_folders(args.work)
-    if args.device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    resolve_device(args.device)  # before nnU-Net starts: cpu hides the GPUs from it
     for key in [] if args.report_only else args.datasets:
         dataset = DATASETS[key]
         task = dataset.prepare()

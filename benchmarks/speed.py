@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +101,9 @@ def main() -> None:
     if args.measure:
         import torch
 
+        from reisoseg.devices import resolve_device
+
+        resolve_device("cpu")  # CPU timings: no GPU visible to this process
         torch.set_num_threads(args.threads)
         with workspace.PeakMemory() as memory:
             seconds = _measure(args.measure, args.repeats)
@@ -112,8 +114,7 @@ def main() -> None:
     for kind, title in MEASUREMENTS.items():
         print(f"{title} ...", flush=True)
         result = subprocess.run([sys.executable, __file__, "--measure", kind, "--threads", str(args.threads),
-                                 "--repeats", str(args.repeats)], capture_output=True, text=True,
-                                env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+                                 "--repeats", str(args.repeats)], capture_output=True, text=True)
         if result.returncode != 0:
             raise SystemExit(f"{kind} failed:\n{result.stderr[-3000:]}")
         rows[kind] = json.loads(result.stdout.strip().splitlines()[-1])

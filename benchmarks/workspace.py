@@ -12,6 +12,8 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
+from reisoseg.layout import plans_file
+
 
 def use_folders(work: Path) -> dict[str, Path]:
     """Point nnU-Net v1 at `work/nnunet/{raw,preprocessed,results}` (created)."""
@@ -35,7 +37,7 @@ def synthetic_task(task_id: int, name: str, *, ratio: int, shape: Sequence[int],
     if not (raw / "dataset.json").is_file():
         make_synthetic_task(os.environ["nnUNet_raw_data_base"], task_id, name, num_training=num_training,
                             num_test=num_test, shape=tuple(shape), ratio=ratio, seed=seed, overwrite=True)
-    plans = Path(os.environ["nnUNet_preprocessed"]) / task_name / "nnUNetPlansv2.1_plans_3D.pkl"
+    plans = plans_file(os.environ["nnUNet_preprocessed"], task_name)
     if not plans.is_file():
         plan_and_preprocess(task_id)
     return task_name

@@ -4,14 +4,17 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
+import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 
 @contextlib.contextmanager
 def engine_output(log: str | os.PathLike, *, verbose: bool = False) -> Iterator[None]:
-    """Send standard output (nnU-Net's prints, this process's and those of the workers it forks) to `log`, appended;
-    standard error (progress bars, errors) stays on the terminal. With `verbose` nothing is redirected."""
+    """Send standard output (nnU-Net's prints, this process's and those of the workers it forks) and Python warnings
+    to `log`, appended; standard error (progress bars, errors) stays on the terminal. With `verbose` nothing is
+    redirected."""
     if verbose:
         yield
         return
@@ -19,7 +22,9 @@ def engine_output(log: str | os.PathLike, *, verbose: bool = False) -> Iterator[
     sys.stdout.flush()
     saved = os.dup(1)
     try:
-        with open(log, "a") as handle:
+        with open(log, "a") as handle, warnings.catch_warnings():
+            warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: handle.write(
+                warnings.formatwarning(message, category, filename, lineno, line))
             os.dup2(handle.fileno(), 1)
             try:
                 yield
@@ -28,3 +33,35 @@ def engine_output(log: str | os.PathLike, *, verbose: bool = False) -> Iterator[
                 os.dup2(saved, 1)
     finally:
         os.close(saved)
+
+
+def progress_bar(total: int | None, description: str, unit: str, *, enabled: bool = True, initial: int = 0):
+    """A tqdm bar on standard error (which `engine_output` leaves on the terminal)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=description, unit=unit, disable=not enabled, file=sys.stderr,
+                dynamic_ncols=True)
+
+
+@contextlib.contextmanager
+def files_progress(expected: Sequence[Path], description: str, unit: str, *, enabled: bool = True,
+                   interval_s: float = 0.5) -> Iterator[None]:
+    """A bar that counts which of the `expected` files exist, while an engine that reports no progress of its own
+    (nnU-Net's folder prediction) writes them."""
+    with progress_bar(len(expected), description, unit, enabled=enabled) as bar:
+        stop = threading.Event()
+
+        def watch() -> None:
+            while True:
+                stopping = stop.wait(interval_s)
+                bar.update(sum(path.exists() for path in expected) - bar.n)
+                if stopping:
+                    return
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            watcher.join()

@@ -12,12 +12,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from reisoseg.layout import ENGINE_LOG, INSTANCES_SUBFOLDER, TRAINER_SETTINGS_FILE
+from reisoseg.layout import (
+    DEFAULT_CONFIGURATION,
+    DEFAULT_TRAINER,
+    ENGINE_LOG,
+    INSTANCES_SUBFOLDER,
+    TRAINER_SETTINGS_FILE,
+    checkpoint_file,
+    fold_folder,
+    model_folder,
+    plans_file,
+)
 
 TASK_ID = 500
 TASK_NAME = f"Task{TASK_ID}_SynthDemo"
 DEMO_PLANS = "nnUNetPlans_reisoseg_demo"
-TRAINER = "ReIsoSegTrainer"
+TRAINER = DEFAULT_TRAINER
 CLASSES = {1: "mitochondria"}
 
 
@@ -56,6 +66,11 @@ def _nnunet_folders(output: Path) -> dict[str, Path]:
             "RESULTS_FOLDER": base / "results"}
 
 
+def demo_model_folder(output: str | os.PathLike = "reisoseg_demo") -> Path:
+    """Where `reisoseg demo` trains its model (benchmarks reuse it)."""
+    return model_folder(_nnunet_folders(Path(output))["RESULTS_FOLDER"], TASK_NAME, TRAINER, DEMO_PLANS)
+
+
 def _timed(settings: DemoSettings, key: str, work: Callable[[], object]) -> None:
     start = time.perf_counter()
     work()
@@ -77,8 +92,8 @@ def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings
         folder.mkdir(parents=True, exist_ok=True)
         os.environ[name] = str(folder)  # before nnU-Net is imported: it reads them at import time
     raw = folders["nnUNet_raw_data_base"] / "nnUNet_raw_data" / TASK_NAME
-    plans = folders["nnUNet_preprocessed"] / TASK_NAME / "nnUNetPlansv2.1_plans_3D.pkl"
-    model = folders["RESULTS_FOLDER"] / "nnUNet" / "3d_fullres" / TASK_NAME / f"{TRAINER}__{DEMO_PLANS}"
+    plans = plans_file(folders["nnUNet_preprocessed"], TASK_NAME)
+    model = demo_model_folder(output)
     predictions = output / "predictions"
     total = 6
     started = time.perf_counter()
@@ -103,7 +118,7 @@ def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings
             _timed(settings, "plan_s", lambda: plan_and_preprocess(TASK_ID))
         write_derived_plans(TASK_NAME, DEMO_PLANS, patch_size=settings.patch_size, batch_size=settings.batch_size)
 
-    done = (model / "all" / "model_final_checkpoint.model").is_file()
+    done = checkpoint_file(fold_folder(model, "all")).is_file()
     _step(3, total, f"training {TRAINER} for {settings.budget_minutes:g} min (patch {list(settings.patch_size)}, "
                     f"batch {settings.batch_size})", done)
     if not done:
@@ -112,10 +127,10 @@ def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings
         options = TrainingOptions(plans_identifier=DEMO_PLANS, time_budget_minutes=settings.budget_minutes,
                                   iterations_per_epoch=settings.iterations_per_epoch,
                                   val_iterations_per_epoch=settings.val_iterations_per_epoch, run_validation=False,
-                                  device=settings.device, epochs=1000)
+                                  device=settings.device, epochs=1000, progress=True)
         os.environ.setdefault("nnunet_use_progress_bar", "1")
         with engine_output(output / ENGINE_LOG, verbose=verbose):
-            _timed(settings, "train_s", lambda: run_training("3d_fullres", TRAINER, TASK_NAME, "all", options))
+            _timed(settings, "train_s", lambda: run_training(DEFAULT_CONFIGURATION, TRAINER, TASK_NAME, "all", options))
 
     cases = sorted(p.name[:-len("_0000.nii.gz")] for p in (raw / "imagesTs").glob("*_0000.nii.gz"))
     instances = predictions / INSTANCES_SUBFOLDER
@@ -149,7 +164,7 @@ def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings
     summary = {
         "task": TASK_NAME,
         "trainer": TRAINER,
-        "ani_scale": json.loads((model / "all" / TRAINER_SETTINGS_FILE).read_text())["ani_scale"],
+        "ani_scale": json.loads((fold_folder(model, "all") / TRAINER_SETTINGS_FILE).read_text())["ani_scale"],
         "metrics": metrics,
         "metrics_connected_components": connected,
         "settings": {k: v for k, v in asdict(settings).items() if k != "timings"},

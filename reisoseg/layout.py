@@ -1,8 +1,41 @@
-"""Names of the files and folders ReIsoSeg adds to nnU-Net v1's layout: one home each, importable without nnU-Net."""
+"""Names of nnU-Net v1's files and folders that ReIsoSeg reads or writes, and of those it adds: one home each,
+importable without nnU-Net (the package, the benchmarks and the tests use them)."""
 from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_PLANS = "nnUNetPlansv2.1"  # nnU-Net v1's plans identifier (ExperimentPlanner3D_v21)
+DEFAULT_CONFIGURATION = "3d_fullres"
+DEFAULT_TRAINER = "ReIsoSegTrainer"
+FINAL_CHECKPOINT = "model_final_checkpoint"  # checkpoint names, without the .model suffix
+LATEST_CHECKPOINT = "model_latest"
+BEST_CHECKPOINT = "model_best"
+CHECKPOINT_SUFFIX = ".model"  # beside each: NAME.model.pkl (plans, trainer name), read without unrestricted pickle
 
 TRAINER_SETTINGS_FILE = "reisoseg.json"  # beside a fold's checkpoints: what the trainer chose (ani_scale, patch, ...)
 INSTANCES_FILE = "instances.json"  # beside a model (TRAINER__PLANS): how its classes encode objects
 INSTANCES_KEY = "reisoseg_instances"  # the same settings in dataset.json, where training copies them from
 INSTANCES_SUBFOLDER = "instances"  # predicted objects inside a prediction folder
 ENGINE_LOG = "engine.log"  # nnU-Net's own messages, in a command's output folder
+
+
+def model_folder(results: str | os.PathLike, task_name: str, trainer: str = DEFAULT_TRAINER,
+                 plans: str = DEFAULT_PLANS, configuration: str = DEFAULT_CONFIGURATION) -> Path:
+    """`RESULTS_FOLDER/nnUNet/<configuration>/<TaskXXX_Name>/<trainer>__<plans>`, where nnU-Net v1 trains to."""
+    return Path(results) / "nnUNet" / configuration / task_name / f"{trainer}__{plans}"
+
+
+def fold_folder(model: str | os.PathLike, fold: str | int) -> Path:
+    """A fold's folder inside a model folder: `all` or `fold_N`."""
+    return Path(model) / ("all" if str(fold) == "all" else f"fold_{fold}")
+
+
+def checkpoint_file(fold: str | os.PathLike, checkpoint: str = FINAL_CHECKPOINT) -> Path:
+    return Path(fold) / f"{checkpoint}{CHECKPOINT_SUFFIX}"
+
+
+def plans_file(preprocessed: str | os.PathLike, task_name: str, plans: str = DEFAULT_PLANS,
+               three_d: bool = True) -> Path:
+    """`nnUNet_preprocessed/<TaskXXX_Name>/<plans>_plans_3D.pkl` (or `_2D`), written by nnU-Net v1's planning."""
+    return Path(preprocessed) / task_name / f"{plans}_plans_{'3D' if three_d else '2D'}.pkl"

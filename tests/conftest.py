@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from reisoseg.layout import model_folder
+
 BIN = Path(sys.executable).parent
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 NNUNET_VARIABLES = ("nnUNet_raw_data_base", "nnUNet_preprocessed", "RESULTS_FOLDER")
@@ -94,7 +96,7 @@ def trained(tmp_path_factory):
     for fold in ("0", "1"):
         result = run_reisoseg(["train", "3d_fullres", "ReIsoSegTrainer", TASK, fold, *TRAIN], env)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    model = Path(env["RESULTS_FOLDER"]) / "nnUNet" / "3d_fullres" / TASK / "ReIsoSegTrainer__nnUNetPlansv2.1"
+    model = model_folder(env["RESULTS_FOLDER"], TASK)
     return env, root, model
 
 
@@ -114,8 +116,7 @@ def trained_instances(tmp_path_factory):
     plan_and_preprocess(503, env)
     result = run_reisoseg(["train", "3d_fullres", "ReIsoSegTrainer", "503", "0", *TRAIN], env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    model = Path(env["RESULTS_FOLDER"]) / "nnUNet" / "3d_fullres" / "Task503_TinyObjects" / \
-        "ReIsoSegTrainer__nnUNetPlansv2.1"
+    model = model_folder(env["RESULTS_FOLDER"], "Task503_TinyObjects")
     stored = json.loads((model / "instances.json").read_text())
     assert stored["boundary_class"] == 2 and stored["min_volume_nm3"] > 0
     (model / "instances.json").write_text(json.dumps({**stored, "min_volume_nm3": 0.0, "seed_threshold": 0.4}))

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -5,17 +7,28 @@ from reisoseg.devices import resolve_device
 from reisoseg.errors import ReIsoSegError
 
 
-def test_cpu_and_default_devices():
+def test_default_is_cuda_then_mps_then_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device(None) == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device(None) == torch.device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert resolve_device(None) == torch.device("cpu")
+
+
+def test_cpu_hides_the_gpus_from_nnunet(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_device(None).type in ("cpu", "cuda", "mps")
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
-def test_missing_cuda_is_a_user_error():
-    with pytest.raises(ReIsoSegError, match="torch sees no CUDA GPU"):
+def test_missing_cuda_is_a_user_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ReIsoSegError, match="`device` cuda was asked for, but torch sees no CUDA GPU"):
         resolve_device("cuda")
 
 
 def test_unknown_device_is_a_user_error():
-    with pytest.raises(ReIsoSegError, match="unknown device 'tpu'"):
+    with pytest.raises(ReIsoSegError, match="unknown `device` 'tpu'"):
         resolve_device("tpu")

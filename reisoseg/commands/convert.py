@@ -15,7 +15,7 @@ def add_parser(subparsers) -> None:
                     "files in (z, y, x) order with their spacing and dataset.json. Nothing is written if any "
                     "input is bad. Example: reisoseg convert --image raw/ --labels labels/ --spacing 50 4.6 4.6 "
                     "--label-map mitochondria=191 --task 502 --name GerhardMito --test-sections 16-19")
-    parser.add_argument("--image", nargs="+", required=True, help="image volume(s)")
+    parser.add_argument("--image", dest="images", nargs="+", required=True, help="image volume(s)")
     parser.add_argument("--labels", nargs="+", required=True, help="label volume(s), one per image, same shape")
     parser.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), default=None,
                         help="voxel size in nm, z first; required when the files carry none, and must agree with "
@@ -32,7 +32,7 @@ def add_parser(subparsers) -> None:
                         help="0-based sections of every volume held out as test cases, e.g. 16-19")
     parser.add_argument("--test-volumes", "--test_volumes", type=int, nargs="+", default=(), metavar="I",
                         help="0-based indices of volumes held out whole as test cases")
-    parser.add_argument("--instances", default=None, metavar="CLASS",
+    parser.add_argument("--instances", dest="instance_class", default=None, metavar="CLASS",
                         help="train CLASS as separate objects (interior / boundary target, for `predict/segment "
                              "--instances`); without --instance-labels its objects are the 3D connected components "
                              "of the class, so touching objects stay merged (a warning says so)")
@@ -52,9 +52,9 @@ def run(args: argparse.Namespace) -> None:
     if not args.name.replace("_", "").isalnum():
         raise ReIsoSegError(f"--name {args.name!r}: use letters, digits and _ only")
     mapping = LabelMapping.parse(args.label_map) if args.label_map else LabelMapping.identity(args.classes)
-    folder = convert_to_task(args.image, args.labels, task_id=args.task, name=args.name, mapping=mapping,
+    folder = convert_to_task(args.images, args.labels, task_id=args.task, name=args.name, mapping=mapping,
                              spacing=args.spacing, test_sections=parse_sections(args.test_sections),
                              test_volumes=args.test_volumes, raw_data_base=raw, modality=args.modality,
-                             overwrite=args.overwrite, instance_class=args.instances,
+                             overwrite=args.overwrite, instance_class=args.instance_class,
                              instance_labels=args.instance_labels)
     print(f"done: {folder}")

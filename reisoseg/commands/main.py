@@ -20,7 +20,15 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"reisoseg.commands.{name}").add_parser(subparsers)
+    for command in subparsers.choices.values():
+        add_flag_names(command)
     return parser
+
+
+def add_flag_names(parser: argparse.ArgumentParser) -> None:
+    """Record which flag sets each parameter (argparse dest), so that errors can name the flag."""
+    flags = {action.dest: max(action.option_strings, key=len) for action in parser._actions if action.option_strings}
+    parser.set_defaults(flags=flags)
 
 
 def run_command(handler: Callable[[argparse.Namespace], object], args: argparse.Namespace) -> int:
@@ -28,7 +36,7 @@ def run_command(handler: Callable[[argparse.Namespace], object], args: argparse.
     try:
         handler(args)
     except ReIsoSegError as error:
-        print(f"reisoseg: error: {error}", file=sys.stderr)
+        print(f"reisoseg: error: {error.in_terms_of(getattr(args, 'flags', {}))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("reisoseg: interrupted", file=sys.stderr)

@@ -5,7 +5,6 @@ import argparse
 import csv
 import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -58,9 +57,8 @@ def _open_probabilities(path: str, shape: tuple[int, ...]):
 
 
 def run(args: argparse.Namespace) -> dict:
-    from tqdm import tqdm
-
-    from reisoseg.inference.blocks import block_indices
+    from reisoseg.console import progress_bar
+    from reisoseg.inference.tiles import block_indices
     from reisoseg.instances.measure import COLUMNS, measure_objects, summarise
     from reisoseg.instances.scores import read_scores
     from reisoseg.io.atomic import atomic_file
@@ -82,7 +80,7 @@ def run(args: argparse.Namespace) -> dict:
         raise ReIsoSegError(f"{output}: the CSV would replace the labels; choose another name")
     probabilities = _open_probabilities(args.probabilities, volume.shape) if args.probabilities else None
     blocks = len(block_indices(volume.shape, args.block))
-    with tqdm(total=blocks, desc="measuring", unit="block", disable=args.no_progress, file=sys.stderr) as bar:
+    with progress_bar(blocks, "measuring", "block", enabled=not args.no_progress) as bar:
         rows = measure_objects(volume.data, spacing, probabilities=probabilities,
                                scores=None if probabilities is not None else read_scores(args.labels),
                                block=args.block, progress=bar.update)

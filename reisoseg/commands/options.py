@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+from pathlib import Path
 
 from reisoseg.errors import ReIsoSegError
+from reisoseg.layout import DEFAULT_CONFIGURATION, DEFAULT_PLANS, DEFAULT_TRAINER, FINAL_CHECKPOINT
 
 
 def add_task_output_options(parser: argparse.ArgumentParser) -> None:
@@ -22,20 +25,40 @@ def raw_data_base(args: argparse.Namespace) -> str:
     return raw
 
 
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """--verbose and --no_progress: what a long-running command shows."""
+    parser.add_argument("--verbose", action="store_true",
+                        help="show nnU-Net's own messages here instead of in engine.log in the output folder")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bars")
+
+
+def engine_log(output: str | os.PathLike, verbose: bool) -> Path:
+    """engine.log in a command's output folder (beside the output when it is a file or a zarr); says where, on
+    standard error, unless `verbose` shows the messages instead."""
+    from reisoseg.io.base import VOLUME_SUFFIXES
+    from reisoseg.layout import ENGINE_LOG
+
+    output = Path(output)
+    log = (output.parent if output.name.lower().endswith(VOLUME_SUFFIXES) else output) / ENGINE_LOG
+    if not verbose:
+        print(f"nnU-Net's messages: {log}", file=sys.stderr)
+    return log
+
+
 def add_model_options(parser: argparse.ArgumentParser, *, task_required: bool) -> None:
     """The trained model and how to run it: nnUNet_predict's -t/-tr/-m/-p/-f/-chk, step size, TTA, device."""
     from reisoseg.devices import DEVICE_CHOICES
 
     parser.add_argument("-t", "--task_name", required=task_required, default=None,
                         help="task as Task501_Name, 501 or Name")
-    parser.add_argument("-tr", "--trainer_class_name", default="ReIsoSegTrainer",
+    parser.add_argument("-tr", "--trainer_class_name", default=DEFAULT_TRAINER,
                         help="trainer the model was trained with (default: %(default)s)")
-    parser.add_argument("-m", "--model", default="3d_fullres", help="configuration (default: %(default)s)")
-    parser.add_argument("-p", "--plans_identifier", default="nnUNetPlansv2.1",
+    parser.add_argument("-m", "--model", default=DEFAULT_CONFIGURATION, help="configuration (default: %(default)s)")
+    parser.add_argument("-p", "--plans_identifier", default=DEFAULT_PLANS,
                         help="plans the model was trained with (default: %(default)s)")
     parser.add_argument("-f", "--folds", nargs="+", default=None,
                         help="folds to ensemble, e.g. -f 0 1 or -f all (default: every fold_* found)")
-    parser.add_argument("-chk", "--checkpoint", default="model_final_checkpoint",
+    parser.add_argument("-chk", "--checkpoint", default=FINAL_CHECKPOINT,
                         help="checkpoint name without .model (default: %(default)s; model_best is chosen by the "
                              "ani branch's validation Dice)")
     parser.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), default=None,

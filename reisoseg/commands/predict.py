@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 
-from reisoseg.commands.options import add_model_options
+from reisoseg.commands.options import add_model_options, add_output_options, engine_log
 
 
 def add_parser(subparsers) -> None:
@@ -35,12 +34,12 @@ def add_parser(subparsers) -> None:
                         help="also write separate objects (uint32 ids, one per mitochondrion; model trained on an "
                              "instance target): OUT/instances/CASE.nii.gz for case folders, NAME_instances.EXT "
                              "beside each EM output, each with NAME.scores.json (mean foreground probability)")
+    add_output_options(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    from reisoseg.console import engine_output
     from reisoseg.nnunet_v1.prediction import PredictionOptions, is_nnunet_folder, predict_folder, predict_volumes
 
     options = PredictionOptions(
@@ -48,11 +47,14 @@ def run(args: argparse.Namespace) -> None:
         checkpoint=args.checkpoint, save_npz=args.save_npz, disable_tta=args.disable_tta, step_size=args.step_size,
         overwrite_existing=args.overwrite_existing, num_threads_preprocessing=args.num_threads_preprocessing,
         num_threads_nifti_save=args.num_threads_nifti_save, disable_postprocessing=args.disable_postprocessing,
-        fp32=args.disable_mixed_precision, device=args.device, instances=args.instances)
-    if is_nnunet_folder(args.input_folder):
-        out = predict_folder(args.input_folder, args.output_folder, args.task_name, args.trainer_class_name, options)
-        print(f"done: {out}")
-        return
-    for path in predict_volumes(args.input_folder, args.output_folder, args.task_name, args.trainer_class_name,
-                                options, spacing=args.spacing, output_format=args.output_format):
+        fp32=args.disable_mixed_precision, device=args.device, instances=args.instances, progress=not args.no_progress)
+    with engine_output(engine_log(args.output_folder, args.verbose), verbose=args.verbose):
+        if is_nnunet_folder(args.input_folder):
+            written = [predict_folder(args.input_folder, args.output_folder, args.task_name, args.trainer_class_name,
+                                      options)]
+        else:
+            written = predict_volumes(args.input_folder, args.output_folder, args.task_name,
+                                      args.trainer_class_name, options, spacing=args.spacing,
+                                      output_format=args.output_format)
+    for path in written:
         print(f"wrote {path}")

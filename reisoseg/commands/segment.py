@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 
-from reisoseg.commands.options import add_model_options
+from reisoseg.commands.options import add_model_options, add_output_options, engine_log
 from reisoseg.errors import ReIsoSegError
 
 
@@ -39,14 +38,14 @@ def add_parser(subparsers) -> None:
                                                 "tcp://10.0.0.5:8786 (default: in this process)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing output, or an unfinished one made with other settings")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bars")
+    add_output_options(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    from reisoseg.console import engine_output
     from reisoseg.inference.segment import segment
+    from reisoseg.nnunet_v1.block_predictor import NnunetV1Model
 
     if args.model_folder is None:
         if args.task_name is None:
@@ -57,9 +56,10 @@ def run(args: argparse.Namespace) -> None:
                               PredictionOptions(configuration=args.model, plans_identifier=args.plans_identifier))
     else:
         folder = args.model_folder
-    written = segment(args.input, args.spacing, folder, args.output, folds=args.folds, checkpoint=args.checkpoint,
-                      block=args.block, step_size=args.step_size, tta=not args.disable_tta,
-                      probabilities=args.save_probabilities, device=args.device, fp32=args.disable_mixed_precision,
-                      scheduler=args.dask_scheduler, overwrite=args.overwrite, progress=not args.no_progress,
-                      instances=args.instances, instance_halo=args.instance_halo)
+    model = NnunetV1Model.from_folder(folder, args.folds, args.checkpoint, fp32=args.disable_mixed_precision)
+    with engine_output(engine_log(args.output, args.verbose), verbose=args.verbose):
+        written = segment(args.input, args.spacing, model, args.output, block=args.block, step_size=args.step_size,
+                          tta=not args.disable_tta, probabilities=args.save_probabilities, device=args.device,
+                          scheduler=args.dask_scheduler, overwrite=args.overwrite, progress=not args.no_progress,
+                          instances=args.instances, instance_halo=args.instance_halo)
     print(f"wrote {written}")

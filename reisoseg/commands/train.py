@@ -10,7 +10,9 @@ import os
 import sys
 from typing import Sequence
 
+from reisoseg.commands.options import add_output_options, engine_log
 from reisoseg.devices import DEVICE_CHOICES
+from reisoseg.layout import DEFAULT_PLANS
 
 DESCRIPTION = ("Train one fold with a ReIsoSeg trainer (ReIsoSegTrainer picks the pooling pattern from the planned "
                "spacing; ReIsoSegRMA1/2/4/8V6Trainer fix it) or any nnU-Net v1 trainer such as nnUNetTrainerV2. "
@@ -27,7 +29,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="only run the validation of a trained fold")
     parser.add_argument("-c", "--continue_training", action="store_true",
                         help="continue from the fold's latest checkpoint")
-    parser.add_argument("-p", "--plans_identifier", default="nnUNetPlansv2.1",
+    parser.add_argument("-p", "--plans_identifier", default=DEFAULT_PLANS,
                         help="plans to use (default: %(default)s)")
     parser.add_argument("--npz", action="store_true",
                         help="also save validation softmax as .npz (needed to find the best ensemble)")
@@ -49,13 +51,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="validation iterations per epoch (default: 50, or a fifth of --iterations_per_epoch)")
     parser.add_argument("--lambda", dest="ani_weight", type=float, default=None,
                         help="weight of L_ani in (1-lambda)*L_iso + lambda*L_ani (default: 0.5, the reference)")
-    parser.add_argument("--budget_minutes", type=float, default=None,
+    parser.add_argument("--budget_minutes", dest="time_budget_minutes", type=float, default=None,
                         help="ReIsoSeg trainers: fit the number of epochs (and the poly LR schedule) to this wall "
                              "time, measured on the first epoch (default: no budget, use --epochs)")
     parser.add_argument("--disable_validation_inference", action="store_true",
                         help="skip the sliding-window validation of the held-out fold after training")
     parser.add_argument("--disable_postprocessing_on_folds", action="store_true",
                         help="skip nnU-Net's connected-component postprocessing search after validation")
+    add_output_options(parser)
     parser.set_defaults(handler=run)
 
 
@@ -65,30 +68,34 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> str:
-    if args.device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    os.environ.setdefault("nnunet_use_progress_bar", "1")
-    from reisoseg.nnunet_v1.training import TrainingOptions, run_training
+    from reisoseg.console import engine_output
+    from reisoseg.nnunet_v1.training import TrainingOptions, fold_output_folder, run_training
+
+    if args.verbose:
+        os.environ.setdefault("nnunet_use_progress_bar", "1")  # nnU-Net's bar per epoch's iterations
 
     options = TrainingOptions(
         validation_only=args.validation_only, continue_training=args.continue_training, npz=args.npz,
         plans_identifier=args.plans_identifier, fp32=args.fp32, valbest=args.valbest,
         deterministic=args.deterministic, seed=args.seed, device=args.device, epochs=args.epochs,
         iterations_per_epoch=args.iterations_per_epoch, val_iterations_per_epoch=args.val_iterations_per_epoch,
-        ani_weight=args.ani_weight, time_budget_minutes=args.budget_minutes,
+        ani_weight=args.ani_weight, time_budget_minutes=args.time_budget_minutes,
         run_validation=not args.disable_validation_inference,
-        disable_postprocessing_on_folds=args.disable_postprocessing_on_folds)
-    folder = run_training(args.configuration, args.trainer, args.task, args.fold, options)
+        disable_postprocessing_on_folds=args.disable_postprocessing_on_folds, progress=not args.no_progress)
+    folder = fold_output_folder(args.configuration, args.trainer, args.task, args.fold, args.plans_identifier)
+    with engine_output(engine_log(folder, args.verbose), verbose=args.verbose):
+        folder = run_training(args.configuration, args.trainer, args.task, args.fold, options)
     print(f"done: {folder}")
     return folder
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`run_training_reisoseg`: the same command under the reference's name."""
-    from reisoseg.commands.main import run_command
+    from reisoseg.commands.main import add_flag_names, run_command
 
     parser = argparse.ArgumentParser(prog="run_training_reisoseg", description=DESCRIPTION)
     configure_parser(parser)
+    add_flag_names(parser)
     return run_command(run, parser.parse_args(argv))
 
 

@@ -25,8 +25,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from reisoseg.inference.blocks import block_box, block_counts, block_indices, box_slices
 from reisoseg.inference.store import LABELS, PROBABILITIES, BlockStore, block_name
+from reisoseg.inference.tiles import block_box, block_counts, block_indices, box_slices
 from reisoseg.instances.decode import (
     components,
     erosion_margin,

@@ -8,6 +8,9 @@ labels = reisoseg.segment(volume, spacing=(40, 5, 5), model=model, folds=["all"]
 reisoseg.segment("stack.h5:/raw", model=model, output="stack_seg.zarr")              # lazily read, OME-Zarr out
 ```
 
+`reisoseg.segment` takes an nnU-Net v1 model folder; this module takes any `reisoseg.inference.model.ModelLoader`
+(an nnU-Net v1 folder becomes one through `reisoseg.nnunet_v1.block_predictor.NnunetV1Model`).
+
 The blocks are Dask tasks: in-process by default (one worker per GPU, or one on CPU), or on an existing Dask
 distributed cluster (`scheduler="tcp://host:8786"`). A run that stops for any reason continues where it stopped
 when started again with the same arguments (see `reisoseg.inference.store`).
@@ -19,13 +22,15 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from reisoseg.console import progress_bar
 from reisoseg.errors import ReIsoSegError
+from reisoseg.inference.model import ModelLoader
 
 DEFAULT_BLOCK = (128, 512, 512)
 
@@ -33,7 +38,7 @@ DEFAULT_BLOCK = (128, 512, 512)
 def _block_shape(values: Sequence[int], name: str = "block", minimum: int = 1) -> tuple[int, int, int]:
     block = tuple(int(v) for v in values)
     if len(block) != 3 or any(v < minimum for v in block):
-        raise ReIsoSegError(f"{name} must be three integers >= {minimum} (z y x), got {list(block)}")
+        raise ReIsoSegError(f"`{name}` must be three integers >= {minimum} (z y x), got {list(block)}")
     return block  # type: ignore[return-value]
 
 
@@ -54,152 +59,179 @@ def _input(volume: Any, spacing: Sequence[float] | None) -> tuple[str, tuple, tu
     return opened.source, opened.shape, resolve_spacing(opened.source, opened.spacing, spacing), opened.data
 
 
-def _progress(total: int, initial: int, description: str, enabled: bool):
-    from tqdm import tqdm
+@dataclass
+class SegmentationRun:
+    """A prepared run: where it writes, the job every block shares, and what is left to do."""
 
-    return tqdm(total=total, initial=initial, desc=description, unit="block", disable=not enabled, file=sys.stderr,
-                dynamic_ncols=True)
+    store: Any  # reisoseg.inference.store.BlockStore
+    job: Any  # reisoseg.inference.blocks.BlockJob
+    blocks: list
+    pending: list
+    instance_job: Any  # reisoseg.inference.instances.InstanceJob, or None for semantic labels
+    scheduler: str | None
+    progress: bool
+    keep_probabilities: bool
+    source: str
+    scratch: tempfile.TemporaryDirectory | None
+
+    def close(self) -> None:
+        """Forget the in-memory input and remove a temporary output."""
+        from reisoseg.inference.blocks import forget_array
+
+        forget_array(self.source)
+        if self.scratch is not None:
+            self.scratch.cleanup()
 
 
-def segment(volume: np.ndarray | str | os.PathLike, spacing: Sequence[float] | None = None,
-            model: str | os.PathLike | None = None, output: str | os.PathLike | None = None, *,
-            folds: Sequence[str] | None = None, checkpoint: str = "model_final_checkpoint",
-            block: Sequence[int] = DEFAULT_BLOCK, step_size: float = 0.5, tta: bool = True,
-            probabilities: bool = False, device: str | None = None, fp32: bool = False,
-            scheduler: str | None = None, overwrite: bool = False, progress: bool = True,
-            instances: bool = False, instance_halo: Sequence[int] | None = None) -> np.ndarray | Path:
-    """Segment `volume` (a (z, y, x) array, or any path `reisoseg.io` reads) with a trained nnU-Net v1 model folder.
+def prepare(volume: np.ndarray | str | os.PathLike, spacing: Sequence[float] | None, model: ModelLoader,
+            output: str | os.PathLike | None = None, *, block: Sequence[int] = DEFAULT_BLOCK,
+            step_size: float = 0.5, tta: bool = True, probabilities: bool = False, device: str | None = None,
+            scheduler: str | None = None, overwrite: bool = False, progress: bool = True, instances: bool = False,
+            instance_halo: Sequence[int] | None = None) -> SegmentationRun:
+    """Check the arguments, open (or resume) the output and gather the whole-volume statistics (a streamed pass)."""
+    from reisoseg.inference import instances as blockwise_instances
+    from reisoseg.inference.blocks import BlockJob, forget_array, register_array
+    from reisoseg.inference.statistics import Statistics, volume_statistics
+    from reisoseg.inference.store import LABELS, BlockStore, block_name
+    from reisoseg.inference.tiles import block_counts, block_indices
+    from reisoseg.io.volume import split_key
+
+    if not isinstance(model, ModelLoader):
+        raise ReIsoSegError(f"model: expected a trained model folder or a reisoseg.inference.model.ModelLoader, got "
+                            f"{type(model).__name__}")
+    from reisoseg.devices import resolve_device
+
+    device_type = resolve_device(device).type  # once per run, before a model loads
+    block = _block_shape(block)
+    if not 0 < step_size <= 1:
+        raise ReIsoSegError(f"`step_size` must lie in (0, 1], got {step_size}")
+    source, shape, spacing, data = _input(volume, spacing)
+    if shape[0] < 2:
+        raise ReIsoSegError(f"{source}: a single section {tuple(shape)} is a 2D image; segment needs a 3D stack")
+    if isinstance(volume, np.ndarray) and scheduler is not None:
+        raise ReIsoSegError("an in-memory array cannot be sent to a Dask cluster: save it (zarr, HDF5) and pass the "
+                            "path")
+    instance_settings = model.instance_settings
+    if instances and instance_settings is None:
+        raise ReIsoSegError(f"{model.settings().get('model', 'the model')}: this model was trained without an "
+                            f"instance target, so it cannot decode objects; train on a task written by `reisoseg "
+                            f"synth --instances` or `reisoseg convert --instances`")
+    halo = _block_shape(instance_halo or blockwise_instances.DEFAULT_HALO, "instance_halo", minimum=0)
+    scratch = tempfile.TemporaryDirectory(prefix="reisoseg_segment_") if output is None else None
+    if isinstance(volume, np.ndarray):
+        register_array(source, data)
+    prepared = None
+    try:
+        store = BlockStore(output if scratch is None else Path(scratch.name) / "segmentation.zarr")
+        if not source.startswith("memory:") and Path(split_key(source)[0]).resolve() == store.target.resolve():
+            raise ReIsoSegError(f"{store.target}: the output would replace the input; choose another name")
+        source_path = source if source.startswith("memory:") else os.path.abspath(source)
+        settings = {"input": source_path, "shape": list(shape), "spacing": list(spacing), **model.settings(),
+                    "block": list(block), "step_size": step_size, "tta": tta, "probabilities": probabilities,
+                    **({"instances": True, "instance_halo": list(halo)} if instances else {})}
+        recorded = store.open(settings, overwrite=overwrite)
+        if recorded is None:
+            with progress_bar(math.prod(block_counts(shape, block)), "statistics", "block", enabled=progress) as bar:
+                statistics = volume_statistics(data, source, block, nonzero_only=model.use_nonzero_mask,
+                                               progress=bar.update)
+            recorded = {"settings": settings, "statistics": asdict(statistics)}
+            store.create(recorded, shape, block, model.num_classes, probabilities or instances,
+                         blockwise_instances.ARRAYS if instances else None)
+        job = BlockJob(source_path, model, device_type, str(store.target), tuple(shape), tuple(spacing), block,
+                       Statistics.from_record(recorded["statistics"]), step_size, tta, probabilities or instances,
+                       labels_array=blockwise_instances.SEMANTIC if instances else LABELS,
+                       instance_settings=instance_settings)
+        instance_job = blockwise_instances.InstanceJob(str(store.target), tuple(shape), block, tuple(spacing),
+                                                       instance_settings, halo) if instances else None
+        every = block_indices(shape, block)
+        finished = store.finished()
+        if finished:
+            print(f"resuming {store.target}: skipping {len(finished)} of {len(every)} finished blocks",
+                  file=sys.stderr)
+        prepared = SegmentationRun(store, job, every, [i for i in every if block_name(i) not in finished],
+                                   instance_job, scheduler, progress, probabilities, source, scratch)
+        return prepared
+    finally:
+        if prepared is None:  # failed: leave nothing behind
+            forget_array(source)
+            if scratch is not None:
+                scratch.cleanup()
+
+
+def run(prepared: SegmentationRun) -> dict[int, float] | None:
+    """Predict the pending blocks (Dask tasks), then decode objects if asked; returns the objects' scores."""
+    from reisoseg.inference import instances as blockwise_instances
+    from reisoseg.inference.blocks import run_block
+
+    workers = _local_workers(prepared.job.device)
+
+    def run_stage(function: Any, stage_job: Any, pending: list, description: str) -> None:
+        with progress_bar(len(prepared.blocks), description, "block", enabled=prepared.progress,
+                          initial=len(prepared.blocks) - len(pending)) as bar:
+            started, voxels = time.perf_counter(), 0
+
+            def advance(count: int) -> None:
+                nonlocal voxels
+                voxels += count
+                bar.set_postfix_str(f"{voxels / max(time.perf_counter() - started, 1e-9):.3g} voxels/s")
+                bar.update()
+
+            if prepared.scheduler is None:
+                _run_local(function, stage_job, pending, advance, workers)
+            else:
+                _run_distributed(function, stage_job, pending, advance, prepared.scheduler)
+
+    run_stage(run_block, prepared.job, prepared.pending, "segmenting")
+    if prepared.instance_job is None:
+        return None
+    return blockwise_instances.decode_blockwise(prepared.instance_job, run_stage)
+
+
+def finish(prepared: SegmentationRun, scores: dict[int, float] | None) -> np.ndarray | Path:
+    """Complete the output (rename it into place) and return its path, or the labels when no output was named."""
+    from reisoseg.inference import instances as blockwise_instances
+    from reisoseg.inference.store import PROBABILITIES
+
+    if scores is None:
+        written = prepared.store.complete()
+    else:
+        written = prepared.store.complete(
+            drop=blockwise_instances.INTERMEDIATE + (() if prepared.keep_probabilities else (PROBABILITIES,)),
+            attributes={"scores": {str(k): round(v, 6) for k, v in scores.items()}})
+    if prepared.scratch is None:
+        return written
+    from reisoseg.io.volume import open_volume
+
+    return open_volume(written).read()
+
+
+def segment(volume: np.ndarray | str | os.PathLike, spacing: Sequence[float] | None, model: ModelLoader,
+            output: str | os.PathLike | None = None, **options: Any) -> np.ndarray | Path:
+    """Segment `volume` (a (z, y, x) array, or any path `reisoseg.io` reads) with `model` (see `prepare` for the
+    options): `prepare`, `run`, `finish`.
 
     Without `output` the labels come back as a numpy array; with `output` (`*.zarr`) they are written there as
     OME-Zarr labels (plus `probabilities`, float16, if asked) and the path is returned. `spacing` (nm, z y x) is
-    needed when the input carries none; data at another spacing than the model's plans are resampled as nnU-Net
-    does. `block` is the core each task predicts (input voxels; memory grows with it). `scheduler` is a Dask
-    distributed address; by default blocks run in this process.
+    needed when the input carries none. `block` is the core each task predicts (input voxels; memory grows with
+    it). `scheduler` is a Dask distributed address; by default blocks run in this process.
 
     `instances` (a model trained on an instance target): the labels are uint32 object ids, unique over the whole
     volume and the same as decoding the whole volume at once (`reisoseg.inference.instances`); the output also
     holds the semantic labels (`semantic`) and each object's score (attributes `reisoseg.scores`).
     `instance_halo` is the context (voxels, z y x) each block floods its objects with.
     """
-    from reisoseg.inference import instances as blockwise_instances
-    from reisoseg.inference.blocks import (
-        BlockJob,
-        Statistics,
-        block_counts,
-        block_indices,
-        forget_array,
-        register_array,
-        volume_statistics,
-        worker_device,
-    )
-    from reisoseg.inference.store import LABELS, PROBABILITIES, BlockStore, block_name
-    from reisoseg.instances.target import model_instance_settings
-    from reisoseg.io.volume import split_key
-    from reisoseg.nnunet_v1.block_predictor import ModelReference, cached_predictor
-    from reisoseg.nnunet_v1.prediction import checked_folds
-
-    if model is None or not Path(model).is_dir():
-        raise ReIsoSegError(f"{model}: no such model folder (RESULTS_FOLDER/nnUNet/3d_fullres/TaskXXX/"
-                            f"TRAINER__PLANS)")
-    block = _block_shape(block)
-    if not 0 < step_size <= 1:
-        raise ReIsoSegError(f"--step_size must lie in (0, 1], got {step_size}")
-    source, shape, spacing, data = _input(volume, spacing)
-    if shape[0] < 2:
-        raise ReIsoSegError(f"{source}: a single section {tuple(shape)} is a 2D image; segment needs a 3D stack")
-    if isinstance(volume, np.ndarray):
-        if scheduler is not None:
-            raise ReIsoSegError("an in-memory array cannot be sent to a Dask cluster: save it (zarr, HDF5) and "
-                                "pass the path")
-        register_array(source, data)
-    scratch = None
+    prepared = prepare(volume, spacing, model, output, **options)
     try:
-        if output is None:
-            scratch = tempfile.TemporaryDirectory(prefix="reisoseg_segment_")
-            output = Path(scratch.name) / "segmentation.zarr"
-        store = BlockStore(output)
-        if not source.startswith("memory:") and Path(split_key(source)[0]).resolve() == store.target.resolve():
-            raise ReIsoSegError(f"{store.target}: the output would replace the input; choose another name")
-        folder = Path(model).resolve()
-        parsed_folds = tuple(checked_folds(folder, folds, checkpoint))
-        instance_settings = model_instance_settings(folder)
-        if instances and instance_settings is None:
-            raise ReIsoSegError(f"{folder}: this model was trained without an instance target, so it cannot decode "
-                                f"objects; train on a task written by `reisoseg synth --instances` or `reisoseg "
-                                f"convert --instances`")
-        halo = _block_shape(instance_halo or blockwise_instances.DEFAULT_HALO, "instance_halo", minimum=0)
-        source_path = source if source.startswith("memory:") else os.path.abspath(source)
-        settings = {"input": source_path, "shape": list(shape), "spacing": list(spacing), "model": str(folder),
-                    "folds": [str(f) for f in parsed_folds], "checkpoint": checkpoint, "block": list(block),
-                    "step_size": step_size, "tta": tta, "probabilities": probabilities, "fp32": fp32,
-                    **({"instances": True, "instance_halo": list(halo)} if instances else {})}
-        recorded = store.open(settings, overwrite=overwrite)  # before the model loads: output errors come first
-        reference = ModelReference(str(folder), parsed_folds, checkpoint, mixed_precision=not fp32)
-        predictor = cached_predictor(reference, worker_device(device))
-        if (folder / "postprocessing.json").is_file():
-            print(f"note: {folder / 'postprocessing.json'} (connected-component postprocessing) is not applied "
-                  f"blockwise", file=sys.stderr)
-        if recorded is None:
-            with _progress(math.prod(block_counts(shape, block)), 0, "statistics", progress) as bar:
-                statistics = volume_statistics(data, source, block, nonzero_only=predictor.use_nonzero_mask,
-                                               progress=bar.update)
-            recorded = {"settings": settings, "statistics": asdict(statistics)}
-            store.create(recorded, shape, block, predictor.num_classes, probabilities or instances,
-                         blockwise_instances.ARRAYS if instances else None)
-        job = BlockJob(source_path, reference, device, str(store.target), tuple(shape), tuple(spacing), block,
-                       Statistics.from_record(recorded["statistics"]), step_size, tta, probabilities or instances,
-                       labels_array=blockwise_instances.SEMANTIC if instances else LABELS,
-                       instance_settings=instance_settings)
-        every = block_indices(shape, block)
-        finished = store.finished()
-        if finished:
-            print(f"resuming {store.target}: skipping {len(finished)} of {len(every)} finished blocks",
-                  file=sys.stderr)
-
-        def run_stage(function: Any, stage_job: Any, pending: list, description: str) -> None:
-            with _progress(len(every), len(every) - len(pending), description, progress) as bar:
-                started, voxels = time.perf_counter(), 0
-
-                def advance(count: int) -> None:
-                    nonlocal voxels
-                    voxels += count
-                    bar.set_postfix_str(f"{voxels / max(time.perf_counter() - started, 1e-9):.3g} voxels/s")
-                    bar.update()
-
-                if scheduler is None:
-                    _run_local(function, stage_job, pending, advance, workers)
-                else:
-                    _run_distributed(function, stage_job, pending, advance, scheduler)
-
-        from reisoseg.inference.blocks import run_block
-
-        workers = _local_workers(device)
-        run_stage(run_block, job, [i for i in every if block_name(i) not in finished], "segmenting")
-        if instances:
-            scores = blockwise_instances.decode_blockwise(
-                blockwise_instances.InstanceJob(str(store.target), tuple(shape), block, tuple(spacing),
-                                                instance_settings, halo), run_stage)
-            written = store.complete(
-                drop=blockwise_instances.INTERMEDIATE + (() if probabilities else (PROBABILITIES,)),
-                attributes={"scores": {str(k): round(v, 6) for k, v in scores.items()}})
-        else:
-            written = store.complete()
-        if scratch is not None:
-            from reisoseg.io.volume import open_volume
-
-            return open_volume(written).read()
-        return written
+        return finish(prepared, run(prepared))
     finally:
-        forget_array(source)
-        if scratch is not None:
-            scratch.cleanup()
+        prepared.close()
 
 
-def _local_workers(device: str | None) -> int:
+def _local_workers(device_type: str) -> int:
     """One worker per visible GPU, one on CPU (torch uses the cores)."""
     import torch
 
-    return max(1, torch.cuda.device_count()) if device in (None, "cuda") and torch.cuda.is_available() else 1
+    return max(1, torch.cuda.device_count()) if device_type == "cuda" else 1
 
 
 def _run_local(function: Any, job: Any, pending: list, advance: Any, workers: int) -> None:

@@ -42,7 +42,7 @@ class BlockStore:
         """Check the target; return the recorded manifest of an unfinished run with the same settings, else None."""
         if self.target.exists():
             if not overwrite:
-                raise ReIsoSegError(f"{self.target}: already exists (pass --overwrite to replace it)")
+                raise ReIsoSegError(f"{self.target}: already exists (pass `overwrite` to replace it)")
         manifest_path = self.partial / MANIFEST
         if not self.partial.exists():
             return None
@@ -50,13 +50,13 @@ class BlockStore:
             shutil.rmtree(self.partial)
             return None
         if not manifest_path.is_file():
-            raise ReIsoSegError(f"{self.partial}: unfinished output without {MANIFEST}; remove it or pass --overwrite")
+            raise ReIsoSegError(f"{self.partial}: unfinished output without {MANIFEST}; remove it or pass `overwrite`")
         recorded = json.loads(manifest_path.read_text())
         if recorded.get("settings") != settings:
             changed = sorted(k for k in set(settings) | set(recorded.get("settings", {}))
                              if settings.get(k) != recorded.get("settings", {}).get(k))
             raise ReIsoSegError(f"{self.partial}: unfinished run with other settings ({', '.join(changed)}); "
-                                f"pass --overwrite to start over")
+                                f"pass `overwrite` to start over")
         return recorded
 
     def create(self, manifest: dict[str, Any], shape: Sequence[int], block: Sequence[int], num_classes: int,

@@ -68,7 +68,7 @@ def measure_objects(labels: Any, spacing: Sequence[float], *, probabilities: Any
     `probabilities` (classes, z, y, x), if given, scores each object by its mean foreground probability
     (1 - background); else `scores` (id -> score) are reported where given.
     """
-    from reisoseg.inference.blocks import block_box, block_indices, box_slices
+    from reisoseg.inference.tiles import block_box, block_indices, box_slices
 
     if np.dtype(labels.dtype).kind not in "iu":
         raise ReIsoSegError(f"labels must be integer object ids, got dtype {labels.dtype}")

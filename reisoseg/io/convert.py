@@ -30,7 +30,7 @@ class LabelMapping:
         for item in items:
             match = re.fullmatch(r"\s*([A-Za-z][\w-]*)\s*=\s*(\d+(?:\s*,\s*\d+)*)\s*", item)
             if not match:
-                raise ReIsoSegError(f"--label-map {item!r}: expected NAME=VALUE[,VALUE...], e.g. mitochondria=191")
+                raise ReIsoSegError(f"`label_map` {item!r}: expected NAME=VALUE[,VALUE...], e.g. mitochondria=191")
             classes[match.group(1)] = tuple(int(v) for v in match.group(2).split(","))
         return cls(classes)
 
@@ -59,11 +59,11 @@ def parse_sections(text: str | None) -> tuple[int, int] | None:
         return None
     match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+))?\s*", text)
     if not match:
-        raise ReIsoSegError(f"--test-sections {text!r}: expected FIRST-LAST, e.g. 16-19")
+        raise ReIsoSegError(f"`test_sections` {text!r}: expected FIRST-LAST, e.g. 16-19")
     first = int(match.group(1))
     last = int(match.group(2)) if match.group(2) else first
     if last < first:
-        raise ReIsoSegError(f"--test-sections {text!r}: last section before first")
+        raise ReIsoSegError(f"`test_sections` {text!r}: last section before first")
     return first, last + 1
 
 
@@ -81,16 +81,16 @@ def convert_to_task(images: Sequence[str | os.PathLike], labels: Sequence[str | 
     value one object of that class) rather than classes.
     """
     if instance_labels and instance_class is None:
-        raise ReIsoSegError("instance_labels needs instance_class: name the class the objects belong to")
+        raise ReIsoSegError("`instance_labels` needs `instance_class`: name the class the objects belong to")
     if instance_class is not None and instance_class not in mapping.classes and not instance_labels:
         raise ReIsoSegError(f"instance class {instance_class!r} is not one of the classes {list(mapping.classes)}")
     if len(images) != len(labels):
-        raise ReIsoSegError(f"{len(images)} --image but {len(labels)} --labels: give one label volume per image")
+        raise ReIsoSegError(f"{len(images)} `images` but {len(labels)} `labels`: give one label volume per image")
     if not mapping.classes:
-        raise ReIsoSegError("declare the classes: --label-map NAME=VALUE ... or --classes NAME ...")
+        raise ReIsoSegError("declare the classes: `label_map` NAME=VALUE ... or `classes` NAME ...")
     bad = [i for i in test_volumes if not 0 <= i < len(images)]
     if bad:
-        raise ReIsoSegError(f"--test-volumes {bad}: there are {len(images)} volumes (0-{len(images) - 1})")
+        raise ReIsoSegError(f"`test_volumes` {bad}: there are {len(images)} volumes (0-{len(images) - 1})")
     training, test = [], []
     for index, (image_path, label_path) in enumerate(zip(images, labels)):
         image_volume = open_volume(image_path)
@@ -122,7 +122,7 @@ def convert_to_task(images: Sequence[str | os.PathLike], labels: Sequence[str | 
             continue
         first, stop = test_sections
         if stop > image.shape[0]:
-            raise ReIsoSegError(f"{image_volume.source}: --test-sections {first}-{stop - 1} beyond its "
+            raise ReIsoSegError(f"{image_volume.source}: `test_sections` {first}-{stop - 1} beyond its "
                                 f"{image.shape[0]} sections")
         test.append(Case(f"{stem}_test", image[first:stop], label[first:stop], volume_spacing,
                          None if objects is None else objects[first:stop]))

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 
 from reisoseg.errors import ReIsoSegError
-from reisoseg.io.volume import Volume
+from reisoseg.io.base import Volume
 
 
 def _datasets(handle: h5py.File) -> list[str]:

@@ -8,7 +8,7 @@ import numpy as np
 import zarr
 
 from reisoseg.errors import ReIsoSegError
-from reisoseg.io.volume import Volume, to_nanometres
+from reisoseg.io.base import Volume, to_nanometres
 
 
 def _multiscales(attrs) -> list | None:

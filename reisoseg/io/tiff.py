@@ -10,7 +10,7 @@ import numpy as np
 import tifffile
 
 from reisoseg.errors import ReIsoSegError
-from reisoseg.io.volume import SECTION_SUFFIXES, Volume, to_nanometres
+from reisoseg.io.base import SECTION_SUFFIXES, Volume, to_nanometres
 
 
 def _xy_from_resolution(page: tifffile.TiffPage) -> tuple[float, float] | None:

@@ -51,13 +51,13 @@ def resolve_spacing(source: str, metadata: Sequence[float] | None, given: Sequen
     """The (z, y, x) nm spacing to use: `given` if it agrees with the file's metadata, else the metadata."""
     if given is not None:
         if len(given) != 3 or any(float(s) <= 0 for s in given):
-            raise ReIsoSegError(f"--spacing must be three positive numbers (z y x, nm), got {list(given)}")
+            raise ReIsoSegError(f"`spacing` must be three positive numbers (z y x, nm), got {list(given)}")
         if metadata is not None and not np.allclose(given, metadata, rtol=SPACING_TOLERANCE):
-            raise ReIsoSegError(f"{source}: --spacing {list(map(float, given))} nm contradicts the file's metadata "
-                                f"{[round(float(s), 4) for s in metadata]} nm (drop --spacing or fix the file)")
+            raise ReIsoSegError(f"{source}: `spacing` {list(map(float, given))} nm contradicts the file's metadata "
+                                f"{[round(float(s), 4) for s in metadata]} nm (drop `spacing` or fix the file)")
         return tuple(float(s) for s in given)
     if metadata is None:
-        raise ReIsoSegError(f"{source}: no spacing in the file; give --spacing Z Y X in nm")
+        raise ReIsoSegError(f"{source}: no spacing in the file; give `spacing` (z y x) in nm")
     if any(float(s) <= 0 for s in metadata):
         raise ReIsoSegError(f"{source}: non-positive spacing {list(metadata)} in the file's metadata")
     return tuple(float(s) for s in metadata)

@@ -7,50 +7,14 @@ Paths: `stack.tif` (multipage), a folder of per-section TIFF/PNG files, `file.h5
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from reisoseg.errors import ReIsoSegError
-
-NIFTI_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd")
-TIFF_SUFFIXES = (".tif", ".tiff")
-HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
-SECTION_SUFFIXES = (".tif", ".tiff", ".png")
-# longest first, so that "a.ome.tif" loses ".ome.tif" and "a.nii.gz" loses ".nii.gz"
-VOLUME_SUFFIXES = (".ome.tif", ".nii.gz", ".tiff", ".tif", ".hdf5", ".h5", ".zarr", ".nii", ".mha", ".mhd", ".nrrd")
-UNIT_TO_NM = {"nm": 1.0, "nanometer": 1.0, "nanometre": 1.0, "um": 1000.0, "µm": 1000.0, "micron": 1000.0,
-              "micrometer": 1000.0, "micrometre": 1000.0, "\\u00B5m": 1000.0, "mm": 1e6, "millimeter": 1e6,
-              "pixel": None, "": None}
-
-
-@dataclass
-class Volume:
-    """A 3D volume: `data` is (z, y, x), numpy or lazily sliceable (h5py/zarr); `spacing` (z, y, x) nm or None."""
-
-    data: Any
-    spacing: tuple[float, float, float] | None
-    source: str
-    format: str
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(int(s) for s in self.data.shape)  # type: ignore[return-value]
-
-    def read(self) -> np.ndarray:
-        """The whole volume as a numpy array."""
-        return np.asarray(self.data[...])
-
-
-def to_nanometres(values: Sequence[float], unit: str | None, source: str) -> tuple[float, ...] | None:
-    """Spacing values in `unit` converted to nm; None if the unit carries no physical size (pixels)."""
-    key = (unit or "").strip().lower()
-    if key not in UNIT_TO_NM:
-        raise ReIsoSegError(f"{source}: unknown spacing unit {unit!r}; give --spacing in nm")
-    factor = UNIT_TO_NM[key]
-    return None if factor is None else tuple(float(v) * factor for v in values)
+from reisoseg.io import hdf5, nifti, ome_zarr, tiff
+from reisoseg.io.base import HDF5_SUFFIXES, NIFTI_SUFFIXES, TIFF_SUFFIXES, VOLUME_SUFFIXES, Volume
 
 
 def split_key(path: str | os.PathLike) -> tuple[str, str | None]:
@@ -91,7 +55,6 @@ def detect_format(path: str | os.PathLike) -> str:
 
 def open_volume(path: str | os.PathLike, key: str | None = None) -> Volume:
     """Open a volume lazily where the format allows. Raises ReIsoSegError naming the file on any problem."""
-    from reisoseg.io import hdf5, nifti, ome_zarr, tiff
 
     path, embedded_key = split_key(path)
     key = key or embedded_key
@@ -123,7 +86,6 @@ def open_volume(path: str | os.PathLike, key: str | None = None) -> Volume:
 def write_volume(path: str | os.PathLike, data: np.ndarray, spacing: Sequence[float], *,
                  key: str = "data", labels: bool = False) -> None:
     """Write (z, y, x) data with (z, y, x) nm spacing in the format the path names (atomically)."""
-    from reisoseg.io import hdf5, nifti, ome_zarr, tiff
     from reisoseg.io.atomic import atomic_directory, atomic_file
 
     path, embedded_key = split_key(path)

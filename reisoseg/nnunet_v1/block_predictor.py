@@ -1,4 +1,4 @@
-"""A trained nnU-Net v1 model folder as a predictor of regions, for blockwise segmentation of large volumes.
+"""A trained nnU-Net v1 model folder as the model of blockwise segmentation (`reisoseg.inference.model`'s protocols).
 
 Everything that must agree with nnU-Net's in-memory predictor is taken from nnU-Net itself: the model and its fold
 parameters are restored by `load_model_and_checkpoint_files` (through our safe loaders), each window is predicted by
@@ -12,25 +12,86 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import math
+import os
 import pickle
-import threading
+import sys
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from reisoseg.errors import ReIsoSegError
+from reisoseg.inference.model import CroppedVolume
+from reisoseg.inference.tiles import clipped, windows_touching, zero_padded
+from reisoseg.layout import FINAL_CHECKPOINT
+from reisoseg.nnunet_v1.resampling import axis_maps, resample_back, resample_box
 
 
 @dataclass(frozen=True)
-class ModelReference:
-    """What a worker needs to load a model: small and picklable, so it can travel to Dask workers."""
+class NnunetV1Model:
+    """A trained nnU-Net v1 model folder (ours or nnU-Net's trainers) as a `reisoseg.inference.model.ModelLoader`:
+    small and picklable, so it can travel to Dask workers, which load it once each."""
 
     folder: str
     folds: tuple
-    checkpoint: str = "model_final_checkpoint"
+    checkpoint: str = FINAL_CHECKPOINT
     mixed_precision: bool = True
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike, folds: Sequence[str] | None = None,
+                    checkpoint: str = FINAL_CHECKPOINT, fp32: bool = False) -> NnunetV1Model:
+        """The model in `folder` (TRAINER__PLANS), with its folds and checkpoint checked to exist."""
+        from reisoseg.nnunet_v1.prediction import checked_folds
+
+        if folder is None or not Path(folder).is_dir():
+            raise ReIsoSegError(f"{folder}: no such model folder (RESULTS_FOLDER/nnUNet/3d_fullres/TaskXXX/"
+                                f"TRAINER__PLANS)")
+        resolved = Path(folder).resolve()
+        model = cls(str(resolved), tuple(checked_folds(resolved, folds, checkpoint)), checkpoint, not fp32)
+        if (resolved / "postprocessing.json").is_file():
+            print(f"note: {resolved / 'postprocessing.json'} (connected-component postprocessing) is not applied "
+                  f"blockwise", file=sys.stderr)
+        return model
+
+    @property
+    def num_classes(self) -> int:
+        return int(_plans(self.folder)["num_classes"]) + 1  # nnU-Net's plans count the foreground classes
+
+    @property
+    def use_nonzero_mask(self) -> bool:
+        return bool(_plans(self.folder)["use_mask_for_norm"][0])
+
+    @property
+    def instance_settings(self) -> Any:
+        from reisoseg.instances.target import model_instance_settings
+
+        return model_instance_settings(self.folder)
+
+    def settings(self) -> dict:
+        return {"model": self.folder, "folds": [str(f) for f in self.folds], "checkpoint": self.checkpoint,
+                "fp32": not self.mixed_precision}
+
+    def load(self, device: torch.device) -> BlockPredictor:
+        return BlockPredictor(self, device)
+
+
+@functools.lru_cache(maxsize=8)
+def _plans(folder: str) -> dict:
+    """The plans the model was trained with (its folder's plans.pkl), read without unrestricted pickle."""
+    from reisoseg.nnunet_v1.registry import safe_load_pickle
+
+    path = Path(folder) / "plans.pkl"
+    if not path.is_file():
+        raise ReIsoSegError(f"{path}: not found; is {folder} a trained nnU-Net v1 model folder?")
+    try:
+        return safe_load_pickle(path)
+    except pickle.UnpicklingError as error:
+        raise ReIsoSegError(f"refusing to load a model file of {folder}: {str(error).strip().splitlines()[0]}") \
+            from None
 
 
 @dataclass(frozen=True)
@@ -71,7 +132,7 @@ def _stage_plans(trainer) -> dict:
 class BlockPredictor:
     """The networks of one or more folds, with the settings of the plans they were trained with."""
 
-    def __init__(self, reference: ModelReference, device: torch.device):
+    def __init__(self, reference: NnunetV1Model, device: torch.device):
         if device.type == "cpu" and torch.cuda.is_available():
             raise ReIsoSegError("device cpu on a machine whose GPU torch sees: nnU-Net's window prediction moves "
                                 "data to the GPU whenever one is visible; start Python with CUDA_VISIBLE_DEVICES= "
@@ -173,6 +234,36 @@ class BlockPredictor:
         summed /= weights[None]
         return summed
 
+    def predict_core(self, volume: CroppedVolume, core: Sequence[tuple[int, int]], *, step_size: float,
+                     mirroring: bool) -> np.ndarray:
+        """Class probabilities of `core` (cropped coordinates) from the windows of nnU-Net's whole-volume grid that
+        touch it; at another spacing than the plans', from the box of nnU-Net's whole-volume resampling they need."""
+        stats = volume.statistics
+        cropped = list(volume.shape)
+        normalisation = self.normalisation(stats.mean, stats.std)
+        maps = axis_maps(cropped, volume.spacing, self.target_spacing, self.separate_axis(volume.spacing))
+        resampled = [m.target for m in maps]
+        if resampled != cropped and not self.default_export:
+            raise ReIsoSegError(f"{volume.source}: this model's plans export with non-default resampling; segment "
+                                f"data at the planned spacing {list(self.target_spacing)} nm, or use reisoseg predict")
+        needed = core if resampled == cropped else [m.target_range_for_linear(lo, hi) for m, (lo, hi) in
+                                                    zip(maps, core)]
+        region, starts, counts = windows_touching(needed, resampled, self.patch_size, step_size, window_starts)
+        inner = clipped(region, resampled)
+        if resampled == cropped:
+            values = volume.read(inner)
+        else:
+            source = [m.source_range(lo, hi) for m, (lo, hi) in zip(maps, inner)]
+            clip = ((np.array(stats.section_min), np.array(stats.section_max)) if maps[0].nearest
+                    else (min(stats.section_min), max(stats.section_max)))
+            values = resample_box(volume.read(source), [lo for lo, _ in source], maps, inner, clip)
+        image = zero_padded(normalisation.apply(values), inner, region)  # nnU-Net pads normalised data with 0
+        probabilities = self.predict_windows(image, starts, use_gaussian=math.prod(counts) > 1, mirroring=mirroring)
+        kept = probabilities[(slice(None), *(slice(lo - r[0], hi - r[0]) for (lo, hi), r in zip(needed, region)))]
+        if resampled == cropped:
+            return kept
+        return resample_back(kept, [lo for lo, _ in needed], maps, core)
+
     def separate_axis(self, spacing: Sequence[float]) -> int | None:
         """The axis nnU-Net resamples by nearest neighbour (section by section in-plane), or None."""
         from nnunet.configuration import RESAMPLING_SEPARATE_Z_ANISO_THRESHOLD
@@ -188,16 +279,3 @@ class BlockPredictor:
                                         f"resampling needs z to be the coarse axis")
                 return 0
         return None
-
-
-_cache: dict[tuple, BlockPredictor] = {}
-_cache_lock = threading.Lock()
-
-
-def cached_predictor(reference: ModelReference, device: torch.device) -> BlockPredictor:
-    """One loaded predictor per process, model and device: Dask tasks of one worker share it."""
-    key = (reference, str(device))
-    with _cache_lock:
-        if key not in _cache:
-            _cache[key] = BlockPredictor(reference, device)
-        return _cache[key]

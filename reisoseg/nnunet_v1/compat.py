@@ -30,7 +30,8 @@ def _allow_numpy_in_checkpoints() -> None:
     import numpy as np
     import torch
 
-    safe: list[Any] = [np.ndarray, np.dtype, np._core.multiarray.scalar, np._core.multiarray._reconstruct]
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray  # numpy 2, numpy 1
+    safe: list[Any] = [np.ndarray, np.dtype, multiarray.scalar, multiarray._reconstruct]
     safe += [type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDG"]
     torch.serialization.add_safe_globals(safe)
 

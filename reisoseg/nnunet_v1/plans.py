@@ -12,8 +12,7 @@ import numpy as np
 
 from reisoseg.errors import ReIsoSegError
 from reisoseg.io.atomic import atomic_file
-
-DEFAULT_PLANS = "nnUNetPlansv2.1"
+from reisoseg.layout import DEFAULT_PLANS, plans_file
 
 
 def write_derived_plans(task_name: str, identifier: str, *, patch_size: Sequence[int], batch_size: int,
@@ -21,23 +20,26 @@ def write_derived_plans(task_name: str, identifier: str, *, patch_size: Sequence
     """Copy the 3D plans of `task_name` with another patch and batch size; same preprocessed data.
 
     The pooling and kernel sizes nnU-Net's Generic_UNet is built from are planned again for the new patch with the
-    planner's own rule (`get_pool_and_conv_props`), which may also round the patch to what they need; ReIsoSeg's
-    network ignores them.
+    planner's own rule (`get_pool_and_conv_props`); ReIsoSeg's network ignores them. The patch itself is never
+    rounded here: one that the planner would change is refused, so the only patch-fitting rule is the ReIsoSeg
+    trainers' (`reisoseg.network.anisotropy.fit_patch_size`), and nnU-Net's trainers train the patch asked for.
     """
     from nnunet.experiment_planning.common_utils import get_pool_and_conv_props
 
-    folder = Path(os.environ["nnUNet_preprocessed"]) / task_name
-    source = folder / f"{base_identifier}_plans_3D.pkl"
+    source = plans_file(os.environ["nnUNet_preprocessed"], task_name, base_identifier)
     if not source.is_file():
         raise ReIsoSegError(f"{source}: plans not found; run nnUNet_plan_and_preprocess first")
     with open(source, "rb") as handle:  # written by nnU-Net on this machine, not a downloaded model file
         plans = pickle.load(handle)
+    requested = [int(s) for s in patch_size]
     for stage in plans["plans_per_stage"].values():
-        pools_per_axis, pools, kernels, patch, _ = get_pool_and_conv_props(
-            stage["current_spacing"], [int(s) for s in patch_size], 4, 999)
+        pools_per_axis, pools, kernels, patch, _ = get_pool_and_conv_props(stage["current_spacing"], requested, 4, 999)
+        if [int(s) for s in patch] != requested:
+            raise ReIsoSegError(f"`patch_size` {requested}: nnU-Net's planner needs {[int(s) for s in patch]} for "
+                                f"spacing {[round(float(s), 3) for s in stage['current_spacing']]}; ask for that")
         stage.update(patch_size=np.array(patch), num_pool_per_axis=pools_per_axis, pool_op_kernel_sizes=pools,
                      conv_kernel_sizes=kernels, batch_size=int(batch_size))
-    target = folder / f"{identifier}_plans_3D.pkl"
+    target = plans_file(os.environ["nnUNet_preprocessed"], task_name, identifier)
     with atomic_file(target) as temporary, open(temporary, "wb") as handle:
         pickle.dump(plans, handle)
     return target

@@ -9,8 +9,17 @@ from typing import Sequence
 
 import numpy as np
 
+from reisoseg.console import files_progress
 from reisoseg.errors import ReIsoSegError
-from reisoseg.layout import INSTANCES_SUBFOLDER
+from reisoseg.layout import (
+    DEFAULT_CONFIGURATION,
+    DEFAULT_PLANS,
+    FINAL_CHECKPOINT,
+    INSTANCES_SUBFOLDER,
+    checkpoint_file,
+    fold_folder,
+)
+from reisoseg.layout import model_folder as model_folder_path
 from reisoseg.nnunet_v1.tasks import parse_fold, require_environment, resolve_task
 
 
@@ -18,10 +27,10 @@ from reisoseg.nnunet_v1.tasks import parse_fold, require_environment, resolve_ta
 class PredictionOptions:
     """nnUNet_predict's settings (defaults as there, except TTA and threads sized for small machines)."""
 
-    configuration: str = "3d_fullres"
-    plans_identifier: str = "nnUNetPlansv2.1"
+    configuration: str = DEFAULT_CONFIGURATION
+    plans_identifier: str = DEFAULT_PLANS
     folds: Sequence[str] | None = None
-    checkpoint: str = "model_final_checkpoint"
+    checkpoint: str = FINAL_CHECKPOINT
     save_npz: bool = False
     disable_tta: bool = False
     step_size: float = 0.5
@@ -32,14 +41,15 @@ class PredictionOptions:
     fp32: bool = False
     device: str | None = None
     instances: bool = False  # also decode objects (models trained on an instance target)
+    progress: bool = False  # a bar per case on standard error
 
 
 def model_folder(task: str, trainer_name: str, options: PredictionOptions) -> Path:
     """`RESULTS_FOLDER/nnUNet/<configuration>/<Task>/<trainer>__<plans>`, checked to exist."""
     require_environment("RESULTS_FOLDER")
     task_name = resolve_task(task)
-    folder = (Path(os.environ["RESULTS_FOLDER"]) / "nnUNet" / options.configuration / task_name
-              / f"{trainer_name}__{options.plans_identifier}")
+    folder = model_folder_path(os.environ["RESULTS_FOLDER"], task_name, trainer_name, options.plans_identifier,
+                               options.configuration)
     if not folder.is_dir():
         raise ReIsoSegError(f"{folder}: no trained model for trainer {trainer_name} on {task_name}")
     return folder
@@ -53,11 +63,11 @@ def checked_folds(folder: Path, folds: Sequence[str] | None, checkpoint: str) ->
         folds = [name[len("fold_"):] for name in found]
     parsed = [parse_fold(f) for f in folds]
     for fold in parsed:
-        fold_dir = folder / ("all" if fold == "all" else f"fold_{fold}")
+        fold_dir = fold_folder(folder, fold)
         if not fold_dir.is_dir():
             raise ReIsoSegError(f"{fold_dir}: fold {fold} was not trained")
-        if not (fold_dir / f"{checkpoint}.model").is_file():
-            raise ReIsoSegError(f"{fold_dir / (checkpoint + '.model')}: checkpoint not found")
+        if not checkpoint_file(fold_dir, checkpoint).is_file():
+            raise ReIsoSegError(f"{checkpoint_file(fold_dir, checkpoint)}: checkpoint not found")
     return parsed
 
 
@@ -76,25 +86,28 @@ def predict_folder(input_folder: str | os.PathLike, output_folder: str | os.Path
         raise ReIsoSegError(f"{folder}: this model was trained without an instance target, so it cannot decode "
                             f"objects; train on a task written by `reisoseg synth --instances` or `reisoseg "
                             f"convert --instances`")
-    if options.device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    from reisoseg.devices import resolve_device
+
+    device = resolve_device(options.device)  # once per call, before nnU-Net starts (it hides GPUs for cpu)
     from reisoseg.nnunet_v1.compat import install
 
     install()
     from nnunet.inference.predict import predict_from_folder
 
-    from reisoseg.devices import resolve_device
-
-    mixed_precision = not options.fp32 and resolve_device(options.device).type == "cuda"
+    mixed_precision = not options.fp32 and device.type == "cuda"
     os.makedirs(output_folder, exist_ok=True)
+    cases = sorted({p.name[:-len("_0000.nii.gz")] for p in Path(input_folder).glob("*_0000.nii.gz")})
+    # without a postprocessing.json (no cross-validation was consolidated) there is nothing to apply or warn about
+    no_postprocessing = options.disable_postprocessing or not (folder / "postprocessing.json").is_file()
     try:
-        predict_from_folder(str(folder), str(input_folder), str(output_folder), folds,
-                            options.save_npz or options.instances,
-                            options.num_threads_preprocessing, options.num_threads_nifti_save, None, 0, 1,
-                            not options.disable_tta, mixed_precision=mixed_precision,
-                            overwrite_existing=options.overwrite_existing, step_size=options.step_size,
-                            checkpoint_name=options.checkpoint,
-                            disable_postprocessing=options.disable_postprocessing)
+        with files_progress([Path(output_folder) / f"{case}.nii.gz" for case in cases], "predicting", "case",
+                            enabled=options.progress):
+            predict_from_folder(str(folder), str(input_folder), str(output_folder), folds,
+                                options.save_npz or options.instances,
+                                options.num_threads_preprocessing, options.num_threads_nifti_save, None, 0, 1,
+                                not options.disable_tta, mixed_precision=mixed_precision,
+                                overwrite_existing=options.overwrite_existing, step_size=options.step_size,
+                                checkpoint_name=options.checkpoint, disable_postprocessing=no_postprocessing)
     except pickle.UnpicklingError as error:  # our restricted unpickler, or torch's weights_only loader
         message = str(error).strip().splitlines()[0]
         raise ReIsoSegError(f"refusing to load a model file of {folder}: {message}") from None
@@ -153,7 +166,8 @@ def is_nnunet_folder(path: str | os.PathLike) -> bool:
 
 def _em_inputs(path: Path) -> list[Path]:
     """One volume (file, zarr or a folder of sections) or every volume in a folder of volumes."""
-    from reisoseg.io.volume import HDF5_SUFFIXES, NIFTI_SUFFIXES, TIFF_SUFFIXES, split_key
+    from reisoseg.io.base import HDF5_SUFFIXES, NIFTI_SUFFIXES, TIFF_SUFFIXES
+    from reisoseg.io.volume import split_key
 
     if not Path(split_key(path)[0]).exists():
         raise ReIsoSegError(f"{path}: no such file or folder")

@@ -41,7 +41,7 @@ class ReIsoSegTrainer(nnUNetTrainerV2):
         super().__init__(*args, **kwargs)
         self.max_num_epochs = REFERENCE_EPOCHS
         self.ani_weight = DEFAULT_ANI_WEIGHT
-        self.device = resolve_device()
+        self.device: torch.device | None = None  # set by run_training; else the best available, at initialize
         self.pattern: tuple[int, int, int] | None = None
         self._branch_losses: dict[str, list[tuple[float, float]]] = {"train": [], "val": []}
         self.branch_loss_history: list[dict[str, float]] = []
@@ -53,9 +53,11 @@ class ReIsoSegTrainer(nnUNetTrainerV2):
         super().process_plans(plans)
         spacing = self.plans["plans_per_stage"][self.stage]["current_spacing"]
         if self.ani_scale is None:
-            self.pattern = ani_scale_from_spacing(spacing)
+            recorded = self.recorded_settings(spacing)
+            self.pattern = tuple(recorded["ani_scale"]) if recorded else ani_scale_from_spacing(spacing)
             self.print_to_log_file(f"planned spacing {list(np.round(spacing, 3))} (ratio "
-                                   f"{ratio_from_spacing(spacing):.2f}): ani_scale {list(self.pattern)}")
+                                   f"{ratio_from_spacing(spacing):.2f}): ani_scale {list(self.pattern)}"
+                                   f"{f' (as recorded in {TRAINER_SETTINGS_FILE})' if recorded else ''}")
         else:
             self.pattern = self.ani_scale
         fitted = fit_patch_size(self.patch_size, self.pattern)
@@ -63,6 +65,21 @@ class ReIsoSegTrainer(nnUNetTrainerV2):
             self.print_to_log_file(f"patch {list(self.patch_size)} adapted to {list(fitted)} for ani_scale "
                                    f"{list(self.pattern)}")
             self.patch_size = np.array(fitted)
+
+    def recorded_settings(self, spacing) -> dict | None:
+        """What this fold's training chose (its reisoseg.json), if it trained this trainer on plans of the same
+        spacing: a trained model predicts, and continues training, with the pattern it was trained with, even after
+        the rule that picks patterns changes."""
+        path = os.path.join(self.output_folder, TRAINER_SETTINGS_FILE)
+        if not os.path.isfile(path):
+            return None
+        with open(path) as handle:
+            record = json.load(handle)
+        planned = record.get("planned_spacing", [])
+        if record.get("trainer") != type(self).__name__ or len(planned) != len(spacing) or \
+                not np.allclose(planned, spacing):
+            return None
+        return record
 
     def setup_DA_params(self):
         """nnUNetTrainerV2's augmentation, with the six DS scales (x2-level heads halve z only if s1 == 1)."""
@@ -73,6 +90,8 @@ class ReIsoSegTrainer(nnUNetTrainerV2):
 
     def initialize(self, training=True, force_load_plans=False):
         """nnUNetTrainerV2.initialize with its MultipleOutputLoss2 replaced by ReIsoLoss."""
+        if self.device is None:
+            self.device = resolve_device()
         self.pin_memory = self.device.type == "cuda"
         self.fp16 = self.fp16 and self.device.type == "cuda"
         super().initialize(training, force_load_plans)

@@ -3,8 +3,20 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
+from reisoseg.console import progress_bar
 from reisoseg.errors import ReIsoSegError
+from reisoseg.layout import (
+    BEST_CHECKPOINT,
+    DEFAULT_PLANS,
+    FINAL_CHECKPOINT,
+    LATEST_CHECKPOINT,
+    checkpoint_file,
+    fold_folder,
+    model_folder,
+)
+from reisoseg.layout import plans_file as layout_plans_file
 from reisoseg.nnunet_v1.tasks import parse_fold, require_environment, resolve_task
 
 CONFIGURATIONS = ("2d", "3d_lowres", "3d_fullres", "3d_cascade_fullres")
@@ -17,7 +29,7 @@ class TrainingOptions:
     validation_only: bool = False
     continue_training: bool = False
     npz: bool = False
-    plans_identifier: str = "nnUNetPlansv2.1"
+    plans_identifier: str = DEFAULT_PLANS
     fp32: bool = False
     valbest: bool = False
     deterministic: bool = False
@@ -32,23 +44,23 @@ class TrainingOptions:
     validation_folder: str = "validation_raw"
     disable_postprocessing_on_folds: bool = False
     snapshot_every_epochs: int | None = None  # also keep model_ep_NNN.model every N epochs (nnU-Net's own files)
+    progress: bool = False  # a bar per epoch on standard error
 
 
-def _configure(trainer, options: TrainingOptions) -> None:
-    from reisoseg.devices import resolve_device
+def _configure(trainer, options: TrainingOptions, device) -> None:
     from reisoseg.nnunet_v1.trainers import ReIsoSegTrainer
 
     if isinstance(trainer, ReIsoSegTrainer):
-        trainer.device = resolve_device(options.device)
+        trainer.device = device
         if options.ani_weight is not None:
             if not 0.0 <= options.ani_weight <= 1.0:
-                raise ReIsoSegError(f"--lambda must lie in [0, 1], got {options.ani_weight}")
+                raise ReIsoSegError(f"`ani_weight` must lie in [0, 1], got {options.ani_weight}")
             trainer.ani_weight = options.ani_weight
         if options.time_budget_minutes is not None:
             trainer.time_budget_s = 60.0 * options.time_budget_minutes
     elif options.time_budget_minutes is not None:
-        raise ReIsoSegError("--budget_minutes needs a ReIsoSeg trainer; give nnU-Net's trainers --epochs")
-    elif options.device not in (None, "cpu", "cuda"):
+        raise ReIsoSegError("`time_budget_minutes` needs a ReIsoSeg trainer; give nnU-Net's trainers `epochs`")
+    elif device.type not in ("cpu", "cuda"):
         raise ReIsoSegError(f"{type(trainer).__name__} is nnU-Net's own trainer: it runs on cpu or cuda only")
     if options.epochs is not None:
         trainer.max_num_epochs = options.epochs
@@ -59,6 +71,30 @@ def _configure(trainer, options: TrainingOptions) -> None:
         trainer.num_val_batches_per_epoch = options.val_iterations_per_epoch
     if options.snapshot_every_epochs is not None:
         trainer.save_every, trainer.save_latest_only = options.snapshot_every_epochs, False
+
+
+def fold_output_folder(configuration: str, trainer_name: str, task: str, fold: str | int,
+                       plans_identifier: str = DEFAULT_PLANS) -> Path:
+    """Where nnU-Net v1 trains this fold (RESULTS_FOLDER/nnUNet/CONFIGURATION/TASK/TRAINER__PLANS/fold_N)."""
+    require_environment("RESULTS_FOLDER")
+    return fold_folder(model_folder(os.environ["RESULTS_FOLDER"], resolve_task(task), trainer_name, plans_identifier,
+                                    configuration), parse_fold(fold))
+
+
+def _show_epochs(trainer, bar) -> None:
+    """Advance `bar` at the end of each epoch of any nnU-Net v1 trainer, with its loss and online pseudo-Dice."""
+    finish_epoch = trainer.on_epoch_end
+
+    def on_epoch_end() -> bool:
+        continuing = finish_epoch()
+        bar.total = trainer.max_num_epochs  # a time budget refits it after the first epoch
+        shown = {"loss": trainer.all_tr_losses[-1] if trainer.all_tr_losses else None,
+                 "pseudo-Dice": trainer.all_val_eval_metrics[-1] if trainer.all_val_eval_metrics else None}
+        bar.set_postfix_str(" ".join(f"{k} {float(v):.3f}" for k, v in shown.items() if v is not None), refresh=False)
+        bar.update(trainer.epoch + 1 - bar.n)
+        return continuing
+
+    trainer.on_epoch_end = on_epoch_end
 
 
 def run_training(configuration: str, trainer_name: str, task: str, fold: str | int,
@@ -75,16 +111,14 @@ def run_training(configuration: str, trainer_name: str, task: str, fold: str | i
     fold = parse_fold(fold)
     from reisoseg.devices import resolve_device
 
-    device = resolve_device(options.device)  # a missing device is reported before nnU-Net starts
-    if options.device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # nnU-Net moves data to any visible GPU
+    device = resolve_device(options.device)  # once per call, before nnU-Net starts (it hides GPUs for cpu)
     from reisoseg.nnunet_v1.compat import finish_augmenters, install
 
     install()
     from nnunet.run.default_configuration import get_default_configuration
 
-    suffix = "_plans_2D.pkl" if configuration == "2d" else "_plans_3D.pkl"
-    plans_file = os.path.join(os.environ["nnUNet_preprocessed"], task_name, options.plans_identifier + suffix)
+    plans_file = str(layout_plans_file(os.environ["nnUNet_preprocessed"], task_name, options.plans_identifier,
+                                       three_d=configuration != "2d"))
     if not os.path.isfile(plans_file):
         raise ReIsoSegError(f"{plans_file}: plans not found; run nnUNet_plan_and_preprocess -t "
                             f"{int(task_name[4:7])} first")
@@ -110,7 +144,7 @@ def run_training(configuration: str, trainer_name: str, task: str, fold: str | i
     trainer = trainer_class(plans_file, fold, output_folder=output_folder, dataset_directory=dataset_directory,
                             batch_dice=batch_dice, stage=stage, unpack_data=True,
                             deterministic=options.deterministic, fp16=use_fp16)
-    _configure(trainer, options)
+    _configure(trainer, options, device)
     _store_instance_settings(os.path.dirname(plans_file), os.path.dirname(trainer.output_folder))
     try:
         try:
@@ -118,18 +152,20 @@ def run_training(configuration: str, trainer_name: str, task: str, fold: str | i
         except ValueError as error:  # e.g. a pattern that cannot fit the planned patch
             raise ReIsoSegError(f"{trainer_name} on {task_name}: {error}") from None
         if options.validation_only:
-            checkpoint = "model_best.model" if options.valbest else "model_final_checkpoint.model"
-            path = os.path.join(trainer.output_folder, checkpoint)
+            path = str(checkpoint_file(trainer.output_folder, BEST_CHECKPOINT if options.valbest else FINAL_CHECKPOINT))
             if not os.path.isfile(path):
                 raise ReIsoSegError(f"{path}: checkpoint not found; train fold {fold} first")
             trainer.load_checkpoint(path, train=False)
         else:
             if options.continue_training:
-                if not any(os.path.isfile(os.path.join(trainer.output_folder, name)) for name in
-                           ("model_final_checkpoint.model", "model_latest.model", "model_best.model")):
+                if not any(checkpoint_file(trainer.output_folder, name).is_file() for name in
+                           (FINAL_CHECKPOINT, LATEST_CHECKPOINT, BEST_CHECKPOINT)):
                     raise ReIsoSegError(f"{trainer.output_folder}: no checkpoint to continue from")
                 trainer.load_latest_checkpoint()
-            trainer.run_training()
+            with progress_bar(trainer.max_num_epochs, "training", "epoch", enabled=options.progress,
+                              initial=trainer.epoch) as bar:
+                _show_epochs(trainer, bar)
+                trainer.run_training()
         trainer.network.eval()
         if options.run_validation:
             trainer.validate(save_softmax=options.npz, validation_folder_name=options.validation_folder,

@@ -71,3 +71,23 @@ def test_quick_demo_writes_summary_and_figures_then_reuses_steps(tmp_path):
     assert {oct(p.stat().st_mode & 0o777) for p in written} == {"0o644"}  # umask 022, not mkstemp's 0600
     second = run_reisoseg(["demo", "--quick", "--output", str(out), "--device", "cpu"], env)
     assert second.returncode == 0 and second.stdout.count("(reused)") == 4
+
+
+def test_library_errors_name_parameters_and_commands_name_their_flags(tmp_path, capsys):
+    from reisoseg.commands.main import main
+    from reisoseg.errors import ReIsoSegError
+    from reisoseg.io.convert import LabelMapping, convert_to_task, parse_sections
+
+    with pytest.raises(ReIsoSegError, match=r"^1 `images` but 2 `labels`: give one label volume per image$"):
+        convert_to_task(["a.tif"], ["b.tif", "c.tif"], task_id=510, name="X", mapping=LabelMapping({"m": (1,)}),
+                        raw_data_base=tmp_path)
+    with pytest.raises(ReIsoSegError, match=r"^`test_sections` '9-3': last section before first$"):
+        parse_sections("9-3")
+    common = ["--task", "510", "--name", "X", "--raw_data_base", str(tmp_path)]
+    assert main(["convert", "--image", "a.tif", "--labels", "b.tif", "c.tif", "--classes", "m", *common]) == 1
+    assert capsys.readouterr().err.strip() == ("reisoseg: error: 1 --image but 2 --labels: give one label volume "
+                                               "per image")
+    assert main(["convert", "--image", "a.tif", "--labels", "b.tif", "--label-map", "m=1", "--test-sections", "9-3",
+                 *common]) == 1
+    assert capsys.readouterr().err.strip() == "reisoseg: error: --test-sections '9-3': last section before first"
+    assert not list(tmp_path.iterdir())  # nothing written

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from reisoseg.errors import ReIsoSegError
-from reisoseg.inference.blocks import block_box, block_indices, volume_statistics
+from reisoseg.inference.statistics import volume_statistics
 from reisoseg.inference.store import BlockStore
+from reisoseg.inference.tiles import block_box, block_indices
 
 
 def test_blocks_tile_the_volume_exactly_once_when_they_do_not_divide_it():
@@ -69,7 +70,7 @@ def test_store_resumes_same_settings_refuses_other_settings_and_renames_when_com
     assert "image-label" in group.attrs
     with pytest.raises(ReIsoSegError, match="already exists"):
         BlockStore(target).open(settings, overwrite=False)
-    assert json.loads(json.dumps(dict(group.attrs)))  # plain JSON metadata
+    assert json.loads(json.dumps(dict(group.attrs))) == dict(group.attrs)  # plain JSON metadata, nothing lost
 
 
 def test_store_wants_a_zarr_name(tmp_path):

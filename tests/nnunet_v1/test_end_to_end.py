@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from reisoseg.layout import ENGINE_LOG, FINAL_CHECKPOINT, checkpoint_file, fold_folder, model_folder
 from tests.conftest import TASK, TRAIN, assert_one_line_error, run_reisoseg
 
 
@@ -19,9 +20,9 @@ def _log(fold_dir: Path) -> str:
 
 def test_training_writes_checkpoints_validation_and_branch_losses(trained):
     env, root, model = trained
-    fold = model / "fold_0"
-    for name in ("model_final_checkpoint.model", "model_final_checkpoint.model.pkl", "progress.png"):
-        assert (fold / name).is_file()
+    fold = fold_folder(model, 0)
+    for path in (checkpoint_file(fold), Path(f"{checkpoint_file(fold)}.pkl"), fold / "progress.png"):
+        assert path.is_file()
     assert list((fold / "validation_raw").glob("*.nii.gz"))
     log = _log(fold)
     assert "ani_scale [2, 2, 2]" in log and "ratio 8.00" in log
@@ -33,9 +34,12 @@ def test_continue_training_resumes_from_checkpoint(trained):
     result = run_reisoseg(["train", "3d_fullres", "ReIsoSegTrainer", "501", "0", "-c", *TRAIN[:1], "3",
                            *TRAIN[2:]], env)
     assert result.returncode == 0, result.stderr[-3000:]
-    log = _log(model / "fold_0")
+    log = _log(fold_folder(model, 0))
     assert "epoch:  2" in log and log.count("train_iso") == 3
-    history = json.loads((model / "fold_0" / "branch_losses.json").read_text())
+    assert "epoch:" not in result.stdout + result.stderr  # nnU-Net's messages went to the fold's engine.log
+    assert "epoch:  2" in (fold_folder(model, 0) / ENGINE_LOG).read_text()
+    assert result.stdout.splitlines() == [f"done: {fold_folder(model, 0)}"]
+    history = json.loads((fold_folder(model, 0) / "branch_losses.json").read_text())
     assert [h["epoch"] for h in history] == [0, 1, 2]
 
 
@@ -55,6 +59,8 @@ def test_predict_two_folds_keeps_shape_and_spacing(trained):
     result = run_reisoseg(["predict", "-i", str(images), "-o", str(out), "-t", "501", "-tr", "ReIsoSegTrainer",
                            "-f", "0", "1", "--disable_tta", "--device", "cpu"], env)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines() == [f"wrote {out}"]
+    assert "postprocessing" not in (out / ENGINE_LOG).read_text() + result.stderr  # no warning that does not apply
     source = sitk.ReadImage(str(images / "synth_005_0000.nii.gz"))
     prediction = sitk.ReadImage(str(out / "synth_005.nii.gz"))
     assert prediction.GetSize() == source.GetSize() == (48, 48, 12)
@@ -68,7 +74,8 @@ def test_nnunet_baseline_trainer_runs_through_our_command(trained):
                            "--iterations_per_epoch", "2", "--device", "cpu", "--disable_postprocessing_on_folds"],
                           env)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (model.parent / "nnUNetTrainerV2__nnUNetPlansv2.1" / "fold_0" / "model_final_checkpoint.model").is_file()
+    baseline = model_folder(env["RESULTS_FOLDER"], TASK, "nnUNetTrainerV2")
+    assert checkpoint_file(fold_folder(baseline, 0)).is_file()
 
 
 def test_environment_errors(trained):
@@ -114,11 +121,11 @@ class _TouchesMarker:
         return (os.system, (f"touch {self.marker}",))
 
 
-@pytest.mark.parametrize("poisoned", ["fold_0/model_final_checkpoint.model.pkl", "plans.pkl",
-                                      "fold_0/model_final_checkpoint.model"])
+@pytest.mark.parametrize("poisoned", [f"fold_0/{FINAL_CHECKPOINT}.model.pkl", "plans.pkl",
+                                      f"fold_0/{FINAL_CHECKPOINT}.model"])
 def test_model_files_that_would_run_code_are_refused(trained, poisoned):
     env, root, model = trained
-    evil = model.parent / "EvilTrainer__nnUNetPlansv2.1"
+    evil = model_folder(env["RESULTS_FOLDER"], TASK, "EvilTrainer")
     shutil.rmtree(evil, ignore_errors=True)
     shutil.copytree(model, evil)
     marker = root / "pwned"
