@@ -54,6 +54,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget_minutes", dest="time_budget_minutes", type=float, default=None,
                         help="ReIsoSeg trainers: fit the number of epochs (and the poly LR schedule) to this wall "
                              "time, measured on the first epoch (default: no budget, use --epochs)")
+    parser.add_argument("--patch_size", type=int, nargs=3, metavar=("Z", "Y", "X"), default=None,
+                        help="train on plans derived for this patch (e.g. 16 64 64 on a CPU; identifier "
+                             "PLANS_patchZxYxX, its own model folder); ReIsoSeg trainers round it down to what their "
+                             "pooling pattern divides and log the estimated memory")
+    parser.add_argument("--batch_size", type=int, default=None, help="the same for the batch size")
+    parser.add_argument("--gpu_memory_gb", type=float, default=None,
+                        help="ReIsoSeg trainers: shrink the patch until a training step fits this much memory "
+                             "(default on CUDA: the GPU's memory; on CPU: no limit)")
     parser.add_argument("--disable_validation_inference", action="store_true",
                         help="skip the sliding-window validation of the held-out fold after training")
     parser.add_argument("--disable_postprocessing_on_folds", action="store_true",
@@ -69,7 +77,12 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> str:
     from reisoseg.console import engine_output
-    from reisoseg.nnunet_v1.training import TrainingOptions, fold_output_folder, run_training
+    from reisoseg.nnunet_v1.training import (
+        TrainingOptions,
+        effective_plans_identifier,
+        fold_output_folder,
+        run_training,
+    )
 
     if args.verbose:
         os.environ.setdefault("nnunet_use_progress_bar", "1")  # nnU-Net's bar per epoch's iterations
@@ -81,8 +94,10 @@ def run(args: argparse.Namespace) -> str:
         iterations_per_epoch=args.iterations_per_epoch, val_iterations_per_epoch=args.val_iterations_per_epoch,
         ani_weight=args.ani_weight, time_budget_minutes=args.time_budget_minutes,
         run_validation=not args.disable_validation_inference,
-        disable_postprocessing_on_folds=args.disable_postprocessing_on_folds, progress=not args.no_progress)
-    folder = fold_output_folder(args.configuration, args.trainer, args.task, args.fold, args.plans_identifier)
+        disable_postprocessing_on_folds=args.disable_postprocessing_on_folds, progress=not args.no_progress,
+        patch_size=args.patch_size, batch_size=args.batch_size, gpu_memory_gb=args.gpu_memory_gb)
+    folder = fold_output_folder(args.configuration, args.trainer, args.task, args.fold,
+                                effective_plans_identifier(options))
     with engine_output(engine_log(folder, args.verbose), verbose=args.verbose):
         folder = run_training(args.configuration, args.trainer, args.task, args.fold, options)
     print(f"done: {folder}")

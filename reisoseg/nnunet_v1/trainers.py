@@ -22,10 +22,12 @@ from nnunet.training.network_training.nnUNetTrainerV2 import nnUNetTrainerV2
 from nnunet.utilities.to_torch import maybe_to_torch
 
 from reisoseg.devices import resolve_device
+from reisoseg.errors import ReIsoSegError
 from reisoseg.io.atomic import atomic_file
 from reisoseg.layout import TRAINER_SETTINGS_FILE
 from reisoseg.loss import DEFAULT_ANI_WEIGHT, DS_WEIGHTS, ReIsoLoss
 from reisoseg.network.anisotropy import ani_scale_from_spacing, fit_patch_size, ratio_from_spacing
+from reisoseg.network.memory import fit_patch_to_memory, training_step_memory
 from reisoseg.nnunet_v1.network import ReIsoSegV1Network
 
 GRADIENT_CLIP_NORM = 12.0
@@ -46,6 +48,8 @@ class ReIsoSegTrainer(nnUNetTrainerV2):
         self._branch_losses: dict[str, list[tuple[float, float]]] = {"train": [], "val": []}
         self.branch_loss_history: list[dict[str, float]] = []
         self.time_budget_s: float | None = None  # if set, the epoch count is fitted to it after epoch 0
+        self.memory_budget_bytes: float | None = None  # if set, the patch is fitted to it when training starts
+        self._training = False
         self._training_started: float | None = None
 
     def process_plans(self, plans):
@@ -65,6 +69,26 @@ class ReIsoSegTrainer(nnUNetTrainerV2):
             self.print_to_log_file(f"patch {list(self.patch_size)} adapted to {list(fitted)} for ani_scale "
                                    f"{list(self.pattern)}")
             self.patch_size = np.array(fitted)
+        if self._training:
+            self._fit_patch_to_memory(spacing)
+
+    def _fit_patch_to_memory(self, spacing) -> None:
+        """Shrink the patch to the memory budget, if any, and log the estimated memory of a training step."""
+        patch = tuple(int(v) for v in self.patch_size)
+        if self.memory_budget_bytes is None:
+            estimate = training_step_memory(patch, self.batch_size, self.pattern, num_classes=self.num_classes,
+                                            mixed_precision=self.fp16)
+        else:
+            try:
+                patch, estimate = fit_patch_to_memory(patch, self.batch_size, self.pattern, spacing,
+                                                      self.memory_budget_bytes, num_classes=self.num_classes,
+                                                      mixed_precision=self.fp16)
+            except ValueError as error:
+                raise ReIsoSegError(str(error)) from None
+            self.patch_size = np.array(patch)
+        budget = "" if self.memory_budget_bytes is None else f" of a {self.memory_budget_bytes / 2**30:.1f} GiB budget"
+        self.print_to_log_file(f"training patch {list(patch)}, batch {self.batch_size}: about {estimate.gib:.2f} GiB "
+                               f"per step{budget}")
 
     def recorded_settings(self, spacing) -> dict | None:
         """What this fold's training chose (its reisoseg.json), if it trained this trainer on plans of the same
@@ -90,6 +114,7 @@ class ReIsoSegTrainer(nnUNetTrainerV2):
 
     def initialize(self, training=True, force_load_plans=False):
         """nnUNetTrainerV2.initialize with its MultipleOutputLoss2 replaced by ReIsoLoss."""
+        self._training = training  # process_plans fits the patch to memory only for training
         if self.device is None:
             self.device = resolve_device()
         self.pin_memory = self.device.type == "cuda"

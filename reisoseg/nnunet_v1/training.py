@@ -45,6 +45,20 @@ class TrainingOptions:
     disable_postprocessing_on_folds: bool = False
     snapshot_every_epochs: int | None = None  # also keep model_ep_NNN.model every N epochs (nnU-Net's own files)
     progress: bool = False  # a bar per epoch on standard error
+    patch_size: tuple[int, int, int] | None = None  # train on plans derived for this patch (None: the plans')
+    batch_size: int | None = None  # ... and/or this batch size
+    gpu_memory_gb: float | None = None  # ReIsoSeg trainers: fit the patch to this budget (default on CUDA: the GPU's)
+
+
+def effective_plans_identifier(options: TrainingOptions) -> str:
+    """The plans a run trains with: `plans_identifier`, or plans derived from it for `patch_size`/`batch_size`
+    (their own identifier, hence their own model folder)."""
+    parts = [options.plans_identifier]
+    if options.patch_size is not None:
+        parts.append("patch" + "x".join(str(int(s)) for s in options.patch_size))
+    if options.batch_size is not None:
+        parts.append(f"batch{int(options.batch_size)}")
+    return "_".join(parts)
 
 
 def _configure(trainer, options: TrainingOptions, device) -> None:
@@ -58,6 +72,17 @@ def _configure(trainer, options: TrainingOptions, device) -> None:
             trainer.ani_weight = options.ani_weight
         if options.time_budget_minutes is not None:
             trainer.time_budget_s = 60.0 * options.time_budget_minutes
+        if options.gpu_memory_gb is not None:
+            if options.gpu_memory_gb <= 0:
+                raise ReIsoSegError(f"`gpu_memory_gb` must be positive, got {options.gpu_memory_gb}")
+            trainer.memory_budget_bytes = options.gpu_memory_gb * 2**30
+        elif device.type == "cuda":
+            import torch
+
+            trainer.memory_budget_bytes = float(torch.cuda.get_device_properties(device).total_memory)
+    elif options.gpu_memory_gb is not None:
+        raise ReIsoSegError("`gpu_memory_gb` needs a ReIsoSeg trainer: nnU-Net's planner already sized "
+                            "Generic_UNet's patch for a GPU")
     elif options.time_budget_minutes is not None:
         raise ReIsoSegError("`time_budget_minutes` needs a ReIsoSeg trainer; give nnU-Net's trainers `epochs`")
     elif device.type not in ("cpu", "cuda"):
@@ -117,14 +142,20 @@ def run_training(configuration: str, trainer_name: str, task: str, fold: str | i
     install()
     from nnunet.run.default_configuration import get_default_configuration
 
-    plans_file = str(layout_plans_file(os.environ["nnUNet_preprocessed"], task_name, options.plans_identifier,
+    plans_identifier = effective_plans_identifier(options)
+    if plans_identifier != options.plans_identifier:
+        from reisoseg.nnunet_v1.plans import write_derived_plans
+
+        write_derived_plans(task_name, plans_identifier, patch_size=options.patch_size, batch_size=options.batch_size,
+                            base_identifier=options.plans_identifier)
+    plans_file = str(layout_plans_file(os.environ["nnUNet_preprocessed"], task_name, plans_identifier,
                                        three_d=configuration != "2d"))
     if not os.path.isfile(plans_file):
         raise ReIsoSegError(f"{plans_file}: plans not found; run nnUNet_plan_and_preprocess -t "
                             f"{int(task_name[4:7])} first")
     try:
         plans_file, output_folder, dataset_directory, batch_dice, stage, trainer_class = get_default_configuration(
-            configuration, task_name, trainer_name, options.plans_identifier)
+            configuration, task_name, trainer_name, plans_identifier)
     except RuntimeError as error:
         raise ReIsoSegError(str(error).splitlines()[0]) from None
     if trainer_class is None:

@@ -65,7 +65,7 @@ def test_predict_two_folds_keeps_shape_and_spacing(trained):
     prediction = sitk.ReadImage(str(out / "synth_005.nii.gz"))
     assert prediction.GetSize() == source.GetSize() == (48, 48, 12)
     assert np.allclose(prediction.GetSpacing(), source.GetSpacing()) and np.allclose(source.GetSpacing(), (5, 5, 40))
-    assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1}
+    assert set(np.unique(sitk.GetArrayFromImage(prediction))) == {0, 1}  # not all background
 
 
 def test_nnunet_baseline_trainer_runs_through_our_command(trained):
@@ -152,15 +152,18 @@ def test_predict_em_formats_writes_input_format_with_spacing(trained):
     result = run_reisoseg(["predict", "-i", str(em), "-o", str(out), "-t", "501", "-f", "0", "--disable_tta",
                            "--device", "cpu"], env)
     assert result.returncode == 0, result.stderr[-3000:]
+    labels = []
     for name in ("stack_segmentation.tif", "volume_segmentation.zarr"):
         segmentation = open_volume(out / name)
         assert segmentation.shape == image.shape and segmentation.spacing == pytest.approx(spacing)
-        assert set(np.unique(segmentation.read())) <= {0, 1}
+        labels.append(segmentation.read())
+    assert set(np.unique(labels[0])) == {0, 1}  # both classes: an all-background prediction fails here
+    np.testing.assert_array_equal(labels[0], labels[1])  # the format changes nothing
     single = root / "single.h5"
     result = run_reisoseg(["predict", "-i", str(em / "stack.tif"), "-o", str(single), "-t", "501", "-f", "0",
                            "--disable_tta", "--device", "cpu", "--output_format", "hdf5"], env)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert open_volume(f"{single}:/segmentation").shape == image.shape
+    np.testing.assert_array_equal(open_volume(f"{single}:/segmentation").read(), labels[0])
     missing = run_reisoseg(["predict", "-i", str(em / "absent.tif"), "-o", str(out), "-t", "501"], env)
     assert_one_line_error(missing, "absent.tif: no such file or folder")
 
@@ -179,3 +182,16 @@ def test_derived_plans_replan_generic_unet_for_the_new_patch(trained, monkeypatc
     pooled = [math.prod(pool[axis] for pool in stage["pool_op_kernel_sizes"]) for axis in range(3)]
     assert all(p % f == 0 and p // f >= 4 for p, f in zip((8, 32, 32), pooled)), pooled  # fits, min edge 4
     assert len(stage["conv_kernel_sizes"]) == len(stage["pool_op_kernel_sizes"]) + 1
+
+
+def test_train_with_a_patch_and_batch_of_our_choice_logs_the_plan(trained):
+    env, root, model = trained
+    result = run_reisoseg(["train", "3d_fullres", "ReIsoSegTrainer", TASK, "0", "--patch_size", "12", "32", "32",
+                           "--batch_size", "3", "--epochs", "1", "--iterations_per_epoch", "2", "--device", "cpu",
+                           "--disable_validation_inference"], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    fold = fold_folder(model_folder(env["RESULTS_FOLDER"], TASK, plans="nnUNetPlansv2.1_patch12x32x32_batch3"), 0)
+    assert checkpoint_file(fold).is_file()
+    settings = json.loads((fold / "reisoseg.json").read_text())
+    assert settings["patch_size"] == [12, 32, 32]
+    assert "training patch [12, 32, 32], batch 3: about" in _log(fold)

@@ -3,6 +3,7 @@ supervision scales and the time budget; and task/fold resolution."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -117,3 +118,25 @@ def test_derived_plans_keep_the_patch_asked_for_or_refuse_it(tmp_path, monkeypat
     with pytest.raises(ReIsoSegError, match=r"`patch_size` \[16, 60, 60\]: nnU-Net's planner needs \[16, 64, 64\]"):
         write_derived_plans("Task501_X", "odd", patch_size=(16, 60, 60), batch_size=2)
     assert not plans_file(tmp_path, "Task501_X", "odd").exists()
+
+
+def test_training_fits_the_patch_to_a_memory_budget_and_logs_it(tmp_path):
+    from reisoseg.network.memory import training_step_memory
+
+    trainer = _trainer(tmp_path)
+    trainer._training, trainer.memory_budget_bytes = True, training_step_memory((16, 64, 64), 2, (2, 2, 2)).total / 2
+    trainer.process_plans(_plans((40.0, 5.0, 5.0), (16, 64, 64)))
+    patch = [int(v) for v in trainer.patch_size]
+    assert math.prod(patch) < 16 * 64 * 64 and training_step_memory(patch, 2, (2, 2, 2)).total <= \
+        trainer.memory_budget_bytes
+    log = "".join(p.read_text() for p in fold_folder(tmp_path, 0).glob("training_log_*.txt"))
+    assert f"training patch {patch}, batch 2: about" in log and "GiB budget" in log
+
+
+def test_patch_and_batch_options_train_on_plans_of_their_own():
+    from reisoseg.nnunet_v1.training import TrainingOptions, effective_plans_identifier
+
+    assert effective_plans_identifier(TrainingOptions()) == "nnUNetPlansv2.1"
+    assert effective_plans_identifier(TrainingOptions(patch_size=(16, 64, 64), batch_size=2)) == \
+        "nnUNetPlansv2.1_patch16x64x64_batch2"
+    assert effective_plans_identifier(TrainingOptions(plans_identifier="P", batch_size=4)) == "P_batch4"

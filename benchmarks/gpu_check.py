@@ -1,0 +1,199 @@
+"""One command that exercises every CUDA path of ReIsoSeg on a GPU, in a few minutes; prints one table.
+
+    python benchmarks/gpu_check.py [--work /tmp/reisoseg_gpu_check] [--patch 32 192 192]
+
+Checks (each a function that also runs with device="cpu", which tests/benchmarks/test_gpu_check.py does):
+- `training_step`: one fp16 (autocast + GradScaler) training step of ReIsoSegRMV6 with ReIsoLoss at a GPU-sized
+  patch: finite loss and gradients; CUDA's peak memory beside `reisoseg.network.memory`'s estimate;
+- `ux_unit`: the UX unit under autocast (cuDNN's depthwise conv on CUDA, the FFT path on CPU) against a reference
+  made of grouped `F.conv3d` calls in float32;
+- `resume_and_predict`: `reisoseg train` on a tiny synthetic task (fp16 on CUDA: the checkpoint holds grad-scaler
+  state), `-c` for one more epoch from it, then `reisoseg predict` through the restricted loaders;
+- `segment`: `reisoseg.segment` on the device against the CPU result.
+Multi-GPU training (issue #13's DDP) does not exist yet, so there is no DDP check.
+Exits non-zero when any check fails. Without a CUDA GPU it says so and exits 0 (our CI has none).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from reisoseg.layout import checkpoint_file, fold_folder, model_folder
+
+TASK_ID, TASK_NAME = 509, "Task509_GpuCheck"
+COMMAND = [sys.executable, "-m", "reisoseg.commands.main"]
+
+
+def peak_memory_gib(device: torch.device) -> float:
+    """CUDA's peak allocated memory since the last reset, or this process's peak resident memory on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def training_step(device: torch.device, patch: tuple[int, int, int] = (32, 192, 192), batch: int = 2,
+                  ani_scale: tuple[int, int, int] = (2, 2, 2)) -> dict:
+    """One training step as our trainers run it on `device` (autocast and GradScaler on CUDA)."""
+    from reisoseg.loss import ReIsoLoss
+    from reisoseg.network import ReIsoSegRMV6
+    from reisoseg.network.memory import training_step_memory
+
+    torch.manual_seed(0)
+    network = ReIsoSegRMV6(1, 2, ani_scale).to(device)
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.01, momentum=0.99, nesterov=True)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    image = torch.randn(batch, 1, *patch, device=device)
+    labels = (torch.rand(batch, 1, *patch, device=device) > 0.5).float()
+
+    def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        target = torch.nn.functional.interpolate(target, logits.shape[2:]).long()[:, 0]
+        return torch.nn.functional.cross_entropy(logits.float(), target)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with torch.autocast(device.type, enabled=device.type == "cuda"):
+        loss = ReIsoLoss(cross_entropy)(network(image), [labels] * 6)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(p.grad).all()) for p in network.parameters())
+    estimate = training_step_memory(patch, batch, ani_scale, mixed_precision=device.type == "cuda").gib
+    measured = peak_memory_gib(device)
+    return {"ok": finite, "detail": f"patch {list(patch)} batch {batch}: peak {measured:.2f} GiB, estimate "
+                                    f"{estimate:.2f} GiB ({estimate / measured:.2f}x)"}
+
+
+def ux_unit(device: torch.device, channels: int = 16, shape: tuple[int, int, int] = (16, 32, 32)) -> dict:
+    """The UX unit under autocast on `device` against grouped F.conv3d in float32."""
+    import torch.nn.functional as F
+
+    from reisoseg.network.blocks import UXUnit
+
+    torch.manual_seed(0)
+    unit = UXUnit(channels).to(device)
+    with torch.no_grad():
+        unit.layer_scale.fill_(1.0)  # make the branch visible next to the residual
+        x = torch.randn(2, channels, *shape, device=device)
+        with torch.autocast(device.type, enabled=device.type == "cuda"):
+            fast = unit(x).float()
+        y = F.conv3d(x, unit.depthwise.weight, unit.depthwise.bias, padding=3, groups=channels)
+        y = unit.norm(y.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
+        y = F.gelu(F.conv3d(y, unit.expand.weight, unit.expand.bias, groups=channels))
+        y = F.conv3d(y, unit.project.weight, unit.project.bias, groups=channels)
+        reference = x + unit.layer_scale.view(1, -1, 1, 1, 1) * y
+    error = float((fast - reference).abs().max() / reference.abs().max())
+    tolerance = 2e-2 if device.type == "cuda" else 1e-4  # fp16 on CUDA
+    return {"ok": error < tolerance, "detail": f"max relative difference {error:.1e} (tolerance {tolerance:.0e})"}
+
+
+def _run(arguments: list[str], env: dict[str, str]) -> None:
+    result = subprocess.run([*COMMAND, *arguments], env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"reisoseg {' '.join(arguments[:2])} failed: {result.stderr.strip().splitlines()[-1:]}")
+
+
+def resume_and_predict(env: dict[str, str], task: str, device: torch.device, fold: str = "0") -> dict:
+    """Train one epoch, continue one more with -c, predict the task's test cases from the resumed checkpoint."""
+    from reisoseg.nnunet_v1.compat import install
+
+    epochs = ["--iterations_per_epoch", "2", "--device", device.type, "--disable_validation_inference"]
+    folder = fold_folder(model_folder(env["RESULTS_FOLDER"], task), fold)
+    _run(["train", "3d_fullres", "ReIsoSegTrainer", task, fold, "--epochs", "1", *epochs], env)
+    install()  # allow-lists the numpy types of nnU-Net checkpoints for torch's weights_only loader
+    first = torch.load(checkpoint_file(folder), map_location="cpu", weights_only=True)
+    scaler = first.get("amp_grad_scaler") is not None
+    _run(["train", "3d_fullres", "ReIsoSegTrainer", task, fold, "-c", "--epochs", "2", *epochs], env)
+    resumed = torch.load(checkpoint_file(folder), map_location="cpu", weights_only=True)
+    images = Path(env["nnUNet_raw_data_base"]) / "nnUNet_raw_data" / task / "imagesTs"
+    predictions = Path(env["RESULTS_FOLDER"]).parent / f"gpu_check_predictions_{device.type}"
+    _run(["predict", "-i", str(images), "-o", str(predictions), "-t", task, "-f", fold, "--disable_tta",
+          "--device", device.type], env)
+    written = sorted(predictions.glob("*.nii.gz"))
+    ok = resumed["epoch"] == 2 and bool(written) and (scaler or device.type != "cuda")
+    return {"ok": ok, "detail": f"epochs {first['epoch']} -> {resumed['epoch']}, grad-scaler state "
+                                f"{'saved' if scaler else 'none (not CUDA)'}, {len(written)} case(s) predicted"}
+
+
+def segment_on(model: Path, device: torch.device, shape: tuple[int, int, int] = (24, 96, 96)) -> dict:
+    """`reisoseg.segment` on `device` against the CPU result."""
+    import reisoseg
+    from reisoseg.synthetic import generate_volume
+
+    volume = generate_volume(shape, 8, seed=5)
+    labels = {name: reisoseg.segment(volume.image, volume.spacing, model=model, device=name, tta=False,
+                                     progress=False) for name in dict.fromkeys([device.type, "cpu"])}
+    agreement = float((labels[device.type] == labels["cpu"]).mean())
+    return {"ok": agreement >= 0.999, "detail": f"{agreement:.5f} of voxels agree with the CPU result"}
+
+
+def prepare_task(work: Path) -> dict[str, str]:
+    """A tiny synthetic task, planned by nnU-Net v1, in its own nnU-Net folders under `work`."""
+    env = dict(os.environ)
+    for name, sub in (("nnUNet_raw_data_base", "raw"), ("nnUNet_preprocessed", "preprocessed"),
+                      ("RESULTS_FOLDER", "results")):
+        (work / sub).mkdir(parents=True, exist_ok=True)
+        env[name] = str(work / sub)
+    if not (work / "preprocessed" / TASK_NAME).is_dir():
+        _run(["synth", "--task", str(TASK_ID), "--name", TASK_NAME.split("_", 1)[1], "--num_training", "4",
+              "--num_test", "1", "--shape", "24", "96", "96", "--seed", "9", "--overwrite"], env)
+        subprocess.run([str(Path(sys.executable).parent / "nnUNet_plan_and_preprocess"), "-t", str(TASK_ID),
+                        "-tl", "1", "-tf", "1"], env=env, capture_output=True, check=True)
+    return env
+
+
+def run_checks(checks: dict[str, Callable[[], dict]]) -> list[tuple[str, bool, str, float]]:
+    """Each check's (name, passed, detail, seconds); an exception is a failure with its message."""
+    rows = []
+    for name, check in checks.items():
+        start = time.perf_counter()
+        try:
+            result = check()
+            rows.append((name, bool(result["ok"]), result["detail"], time.perf_counter() - start))
+        except Exception as error:  # the table reports every failure and goes on
+            rows.append((name, False, f"{type(error).__name__}: {error}", time.perf_counter() - start))
+    return rows
+
+
+def print_table(rows: list[tuple[str, bool, str, float]]) -> None:
+    print(f"{'check':20s} {'result':6s} {'s':>6s}  detail")
+    for name, ok, detail, seconds in rows:
+        print(f"{name:20s} {'pass' if ok else 'FAIL':6s} {seconds:6.1f}  {detail}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/reisoseg_gpu_check"))
+    parser.add_argument("--patch", type=int, nargs=3, default=(32, 192, 192), help="training-step patch")
+    parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("no CUDA GPU found (torch.cuda.is_available() is False): nothing to check here")
+        return 0
+    device = torch.device("cuda")
+    print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
+          f"{torch.cuda.device_count()} GPU(s)")
+    env = prepare_task(args.work)
+    model = model_folder(env["RESULTS_FOLDER"], TASK_NAME)
+    checks = {"training_step": lambda: training_step(device, tuple(args.patch)), "ux_unit": lambda: ux_unit(device),
+              "resume_and_predict": lambda: resume_and_predict(env, TASK_NAME, device),
+              "segment": lambda: segment_on(model, device)}
+    rows = run_checks(checks)
+    print_table(rows)
+    if args.json:
+        args.json.write_text(json.dumps([dict(zip(("check", "ok", "detail", "seconds"), row)) for row in rows],
+                                        indent=1))
+    return 0 if all(ok for _, ok, _, _ in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
