@@ -40,7 +40,7 @@ def engine_log(output: str | os.PathLike, verbose: bool) -> Path:
 
     output = Path(output)
     log = (output.parent if output.name.lower().endswith(VOLUME_SUFFIXES) else output) / ENGINE_LOG
-    if not verbose:
+    if not verbose and os.environ.get("RANK", "0") == "0":  # once for a distributed run
         print(f"nnU-Net's messages: {log}", file=sys.stderr)
     return log
 

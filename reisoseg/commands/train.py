@@ -62,6 +62,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu_memory_gb", type=float, default=None,
                         help="ReIsoSeg trainers: shrink the patch until a training step fits this much memory "
                              "(default on CUDA: the GPU's memory; on CPU: no limit)")
+    parser.add_argument("--gpus", type=int, default=1, metavar="N",
+                        help="train on N GPUs of this machine: N processes started with torchrun, one rank each "
+                             "(DistributedDataParallel, the plans' batch split over them); with --device cpu, N CPU "
+                             "processes (gloo). On several machines, run torchrun yourself: torchrun --nnodes ... "
+                             "-m reisoseg.commands.train ARGS")
     parser.add_argument("--disable_validation_inference", action="store_true",
                         help="skip the sliding-window validation of the held-out fold after training")
     parser.add_argument("--disable_postprocessing_on_folds", action="store_true",
@@ -75,7 +80,30 @@ def add_parser(subparsers) -> None:
                                            description=DESCRIPTION))
 
 
-def run(args: argparse.Namespace) -> str:
+def launch(processes: int, argv: Sequence[str]) -> None:
+    """Run this command again as `processes` ranks under torchrun (torch.distributed.run), without --gpus."""
+    import subprocess
+
+    from reisoseg.errors import ReIsoSegError
+
+    arguments = list(argv)
+    at = next(i for i, a in enumerate(arguments) if a == "--gpus" or a.startswith("--gpus="))
+    del arguments[at:at + (1 if "=" in arguments[at] else 2)]
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                             str(processes), "-m", "reisoseg.commands.train", *arguments])
+    if result.returncode != 0:
+        raise ReIsoSegError(f"distributed training stopped: a rank exited with status {result.returncode} (its "
+                            f"message is above)")
+
+
+def run(args: argparse.Namespace) -> str | None:
+    if args.gpus < 1:
+        from reisoseg.errors import ReIsoSegError
+
+        raise ReIsoSegError(f"--gpus must be at least 1, got {args.gpus}")
+    if args.gpus > 1:
+        launch(args.gpus, sys.argv[2:] if sys.argv[1:2] == ["train"] else sys.argv[1:])
+        return None
     from reisoseg.console import engine_output
     from reisoseg.nnunet_v1.training import (
         TrainingOptions,
@@ -100,7 +128,8 @@ def run(args: argparse.Namespace) -> str:
                                 effective_plans_identifier(options))
     with engine_output(engine_log(folder, args.verbose), verbose=args.verbose):
         folder = run_training(args.configuration, args.trainer, args.task, args.fold, options)
-    print(f"done: {folder}")
+    if os.environ.get("RANK", "0") == "0":  # one line for a distributed run too
+        print(f"done: {folder}")
     return folder
 
 

@@ -50,11 +50,23 @@ class ReIsoSegTrainer(nnUNetTrainerV2):
         self.time_budget_s: float | None = None  # if set, the epoch count is fitted to it after epoch 0
         self.memory_budget_bytes: float | None = None  # if set, the patch is fitted to it when training starts
         self._training = False
+        self.ranks = None  # reisoseg.nnunet_v1.distributed.Ranks when torchrun started several processes
+        self._distributed_network = None  # DistributedDataParallel around self.network, for training steps
         self._training_started: float | None = None
 
+    @property
+    def writes_files(self) -> bool:
+        """Only rank 0 of a distributed run writes logs, checkpoints and figures."""
+        return self.ranks is None or self.ranks.main
+
     def process_plans(self, plans):
-        """nnUNetTrainer.process_plans, then pick the pattern and make the patch divisible by what it needs."""
+        """nnUNetTrainer.process_plans, then pick the pattern and make the patch divisible by what it needs; in a
+        distributed run, this rank's share of the global batch."""
         super().process_plans(plans)
+        if self.ranks is not None:
+            from reisoseg.nnunet_v1.distributed import split_batch
+
+            self.batch_size = split_batch(self.batch_size, self.ranks)
         spacing = self.plans["plans_per_stage"][self.stage]["current_spacing"]
         if self.ani_scale is None:
             recorded = self.recorded_settings(spacing)
@@ -122,7 +134,7 @@ class ReIsoSegTrainer(nnUNetTrainerV2):
         super().initialize(training, force_load_plans)
         if not isinstance(self.loss, ReIsoLoss):
             self.loss = ReIsoLoss(self.loss.loss, DS_WEIGHTS, ani_weight=self.ani_weight)
-        if training:
+        if training and self.writes_files:
             spacing = self.plans["plans_per_stage"][self.stage]["current_spacing"]
             with atomic_file(os.path.join(self.output_folder, TRAINER_SETTINGS_FILE)) as temporary:
                 temporary.write_text(json.dumps({
@@ -130,6 +142,47 @@ class ReIsoSegTrainer(nnUNetTrainerV2):
                     "patch_size": [int(v) for v in self.patch_size], "ani_weight": float(self.ani_weight),
                     "planned_spacing": [float(v) for v in spacing],
                     "spacing_ratio": float(ratio_from_spacing(spacing))}, indent=1))
+
+    def distribute(self) -> None:
+        """DDP around the network (PI module included) and the batch Dice over the global batch. Called on every
+        rank once all are initialised (DDP's constructor is a collective)."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        from reisoseg.nnunet_v1.distributed import GlobalBatchDice
+
+        dice = self.loss.base_loss.dc
+        self.loss.base_loss.dc = GlobalBatchDice(dice.apply_nonlin, dice.batch_dice, dice.do_bg, dice.smooth)
+        self._distributed_network = DistributedDataParallel(
+            self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def print_to_log_file(self, *args, **kwargs):
+        if self.writes_files:
+            super().print_to_log_file(*args, **kwargs)
+
+    def save_checkpoint(self, fname, save_optimizer=True):
+        if self.writes_files:
+            super().save_checkpoint(fname, save_optimizer)
+
+    def plot_progress(self):
+        if self.writes_files:
+            super().plot_progress()
+
+    def save_debug_information(self):
+        if self.writes_files:
+            super().save_debug_information()
+
+    def plot_network_architecture(self):
+        if self.writes_files:
+            super().plot_network_architecture()
+
+    def finish_online_evaluation(self):
+        """nnU-Net's pseudo-Dice, over the validation batches of every rank."""
+        if self.ranks is not None:
+            from reisoseg.nnunet_v1.distributed import all_reduce_sum
+
+            for name in ("online_eval_tp", "online_eval_fp", "online_eval_fn"):
+                setattr(self, name, [all_reduce_sum(np.sum(getattr(self, name), 0))])
+        super().finish_online_evaluation()
 
     def initialize_network(self):
         """ReIsoSegRMV6 instead of Generic_UNet; the plans' pools and kernels do not apply to it."""
@@ -145,8 +198,9 @@ class ReIsoSegTrainer(nnUNetTrainerV2):
         data = maybe_to_torch(batch["data"]).to(self.device, non_blocking=True)
         target = [t.to(self.device, non_blocking=True) for t in maybe_to_torch(batch["target"])]
         self.optimizer.zero_grad(set_to_none=True)
+        network = self._distributed_network if do_backprop and self._distributed_network else self.network
         with torch.autocast(self.device.type, enabled=self.fp16):
-            output = self.network(data)
+            output = network(data)
             loss = self.loss(output, target)
         if do_backprop:
             scaler = self.amp_grad_scaler if self.fp16 else None
@@ -189,10 +243,15 @@ class ReIsoSegTrainer(nnUNetTrainerV2):
         means["total_train"] = float(self.all_tr_losses[-1]) if self.all_tr_losses else float("nan")
         self.branch_loss_history.append(means)
         self.print_to_log_file("  ".join(f"{key} {value:.4f}" for key, value in means.items() if key != "epoch"))
-        with atomic_file(os.path.join(self.output_folder, "branch_losses.json")) as temporary:
-            temporary.write_text(json.dumps(self.branch_loss_history))
+        if self.writes_files:
+            with atomic_file(os.path.join(self.output_folder, "branch_losses.json")) as temporary:
+                temporary.write_text(json.dumps(self.branch_loss_history))
         if self.time_budget_s is not None and self._training_started is not None:
             self._fit_epochs_to_budget(time() - self._training_started)
+            if self.ranks is not None:
+                from reisoseg.nnunet_v1.distributed import broadcast_int
+
+                self.max_num_epochs = broadcast_int(self.max_num_epochs)  # every rank stops at rank 0's epoch
         return super().on_epoch_end()
 
     def _fit_epochs_to_budget(self, elapsed: float) -> None:

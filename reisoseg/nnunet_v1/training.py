@@ -142,6 +142,15 @@ def run_training(configuration: str, trainer_name: str, task: str, fold: str | i
     install()
     from nnunet.run.default_configuration import get_default_configuration
 
+    ranks = None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: one rank of several
+        from reisoseg.nnunet_v1 import distributed
+
+        ranks = distributed.ranks_from_environment()
+        if options.validation_only:
+            raise ReIsoSegError("validation (-val) runs in one process: start it without torchrun or --gpus")
+        device = distributed.start(ranks, device.type)
+
     plans_identifier = effective_plans_identifier(options)
     if plans_identifier != options.plans_identifier:
         from reisoseg.nnunet_v1.plans import write_derived_plans
@@ -163,23 +172,30 @@ def run_training(configuration: str, trainer_name: str, task: str, fold: str | i
                             f"ReIsoSegRMA2V6Trainer, ReIsoSegRMA4V6Trainer, ReIsoSegRMA8V6Trainer or an nnU-Net v1 "
                             f"trainer such as nnUNetTrainerV2")
     use_fp16 = not options.fp32 and device.type == "cuda"
-    if options.seed is not None:  # network initialisation and patch sampling (workers fork the seeded state)
-        import random
-
-        import numpy as np
-        import torch
-
-        random.seed(options.seed)
-        np.random.seed(options.seed)
-        torch.manual_seed(options.seed)
+    _seed(options.seed, ranks)
     trainer = trainer_class(plans_file, fold, output_folder=output_folder, dataset_directory=dataset_directory,
                             batch_dice=batch_dice, stage=stage, unpack_data=True,
                             deterministic=options.deterministic, fp16=use_fp16)
     _configure(trainer, options, device)
-    _store_instance_settings(os.path.dirname(plans_file), os.path.dirname(trainer.output_folder))
+    main_process = ranks is None or ranks.main
+    if ranks is not None:
+        from reisoseg.nnunet_v1.trainers import ReIsoSegTrainer
+
+        if not isinstance(trainer, ReIsoSegTrainer):
+            raise ReIsoSegError(f"{trainer_name}: distributed training needs a ReIsoSeg trainer (nnU-Net v1's own "
+                                f"is nnUNetTrainerV2_DDP, run by nnU-Net's scripts)")
+        trainer.ranks = ranks
+    if main_process:
+        _store_instance_settings(os.path.dirname(plans_file), os.path.dirname(trainer.output_folder))
     try:
         try:
+            if not main_process:
+                distributed.barrier()  # rank 0 initialises first: it unpacks the data and writes the splits
             trainer.initialize(not options.validation_only)
+            if ranks is not None and main_process:
+                distributed.barrier()
+            if ranks is not None:
+                trainer.distribute()
         except ValueError as error:  # e.g. a pattern that cannot fit the planned patch
             raise ReIsoSegError(f"{trainer_name} on {task_name}: {error}") from None
         if options.validation_only:
@@ -193,17 +209,41 @@ def run_training(configuration: str, trainer_name: str, task: str, fold: str | i
                            (FINAL_CHECKPOINT, LATEST_CHECKPOINT, BEST_CHECKPOINT)):
                     raise ReIsoSegError(f"{trainer.output_folder}: no checkpoint to continue from")
                 trainer.load_latest_checkpoint()
-            with progress_bar(trainer.max_num_epochs, "training", "epoch", enabled=options.progress,
+            with progress_bar(trainer.max_num_epochs, "training", "epoch", enabled=options.progress and main_process,
                               initial=trainer.epoch) as bar:
                 _show_epochs(trainer, bar)
                 trainer.run_training()
         trainer.network.eval()
-        if options.run_validation:
+        if options.run_validation and main_process:
             trainer.validate(save_softmax=options.npz, validation_folder_name=options.validation_folder,
                              run_postprocessing_on_folds=not options.disable_postprocessing_on_folds)
     finally:
         finish_augmenters(trainer)
+        if ranks is not None:
+            distributed.stop()
     return trainer.output_folder
+
+
+def _seed(seed: int | None, ranks) -> None:
+    """Seed network initialisation and patch sampling (augmentation workers fork the seeded state). Over several
+    ranks, torch's RNG gets the same seed everywhere (one PI transform per step, as in one process) and numpy's
+    and Python's one per rank (different patches)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    if ranks is not None:
+        from reisoseg.nnunet_v1.distributed import shared_seed
+
+        seed = shared_seed(seed)
+        torch.manual_seed(seed)
+        random.seed(seed + ranks.rank)
+        np.random.seed(seed + ranks.rank)
+    elif seed is not None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
 
 
 def _store_instance_settings(preprocessed_task: str, model_folder: str) -> None:
