@@ -124,13 +124,14 @@ def resume_and_predict(env: dict[str, str], task: str, device: torch.device, fol
                                 f"{'saved' if scaler else 'none (not CUDA)'}, {len(written)} case(s) predicted"}
 
 
-def segment_on(model: Path, device: torch.device, shape: tuple[int, int, int] = (24, 96, 96)) -> dict:
-    """`reisoseg.segment` on `device` against the CPU result."""
+def segment_on(model: Path, device: torch.device, shape: tuple[int, int, int] = (24, 96, 96),
+               fold: str = "0") -> dict:
+    """`reisoseg.segment` with one fold on `device` against the CPU result."""
     import reisoseg
     from reisoseg.synthetic import generate_volume
 
     volume = generate_volume(shape, 8, seed=5)
-    labels = {name: reisoseg.segment(volume.image, volume.spacing, model=model, device=name, tta=False,
+    labels = {name: reisoseg.segment(volume.image, volume.spacing, model=model, folds=[fold], device=name, tta=False,
                                      progress=False) for name in dict.fromkeys([device.type, "cpu"])}
     agreement = float((labels[device.type] == labels["cpu"]).mean())
     return {"ok": agreement >= 0.999, "detail": f"{agreement:.5f} of voxels agree with the CPU result"}

@@ -34,7 +34,7 @@ def test_resume_predict_and_segment_checks_pass_on_cpu(gpu_check, trained):
     env, root, model = trained
     resumed = gpu_check.resume_and_predict(env, TASK, CPU, fold="2")  # its own fold: the others are in use
     assert resumed["ok"] and "epochs 1 -> 2" in resumed["detail"], resumed["detail"]
-    segmented = gpu_check.segment_on(model, CPU, shape=(16, 64, 64))
+    segmented = gpu_check.segment_on(model, CPU, shape=(16, 64, 64), fold="2")
     assert segmented["ok"], segmented["detail"]
 
 
