@@ -9,8 +9,8 @@ Checks (each a function that also runs with device="cpu", which tests/benchmarks
   made of grouped `F.conv3d` calls in float32;
 - `resume_and_predict`: `reisoseg train` on a tiny synthetic task (fp16 on CUDA: the checkpoint holds grad-scaler
   state), `-c` for one more epoch from it, then `reisoseg predict` through the restricted loaders;
-- `segment`: `reisoseg.segment` on the device against the CPU result.
-Multi-GPU training (issue #13's DDP) does not exist yet, so there is no DDP check.
+- `segment`: `reisoseg.segment` on the device against the CPU result;
+- `ddp`: `reisoseg train --gpus 2` (two ranks, nccl, DistributedDataParallel) when two GPUs exist.
 Exits non-zero when any check fails. Without a CUDA GPU it says so and exits 0 (our CI has none).
 """
 from __future__ import annotations
@@ -137,6 +137,16 @@ def segment_on(model: Path, device: torch.device, shape: tuple[int, int, int] = 
     return {"ok": agreement >= 0.999, "detail": f"{agreement:.5f} of voxels agree with the CPU result"}
 
 
+def ddp_step(env: dict[str, str], task: str, device: torch.device, fold: str = "1") -> dict:
+    """One epoch on two ranks (nccl on CUDA, gloo on CPU) through `reisoseg train --gpus 2`."""
+    _run(["train", "3d_fullres", "ReIsoSegTrainer", task, fold, "--gpus", "2", "--device", device.type, "--epochs",
+          "1", "--iterations_per_epoch", "2", "--disable_validation_inference"], env)
+    folder = fold_folder(model_folder(env["RESULTS_FOLDER"], task), fold)
+    logs = list(folder.glob("training_log_*.txt"))
+    return {"ok": checkpoint_file(folder).is_file() and len(logs) == 1,
+            "detail": f"2 ranks trained one epoch; {len(logs)} training log(s) written"}
+
+
 def prepare_task(work: Path) -> dict[str, str]:
     """A tiny synthetic task, planned by nnU-Net v1, in its own nnU-Net folders under `work`."""
     env = dict(os.environ)
@@ -188,8 +198,12 @@ def main() -> int:
     checks = {"training_step": lambda: training_step(device, tuple(args.patch)), "ux_unit": lambda: ux_unit(device),
               "resume_and_predict": lambda: resume_and_predict(env, TASK_NAME, device),
               "segment": lambda: segment_on(model, device)}
+    if torch.cuda.device_count() >= 2:
+        checks["ddp"] = lambda: ddp_step(env, TASK_NAME, device)
     rows = run_checks(checks)
     print_table(rows)
+    if torch.cuda.device_count() < 2:
+        print("ddp: skipped (one GPU; tests/nnunet_v1/test_distributed.py runs two CPU ranks with gloo)")
     if args.json:
         args.json.write_text(json.dumps([dict(zip(("check", "ok", "detail", "seconds"), row)) for row in rows],
                                         indent=1))

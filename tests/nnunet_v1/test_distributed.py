@@ -135,6 +135,10 @@ def test_two_rank_training_has_one_writer_resumes_and_stops_when_a_rank_dies(tra
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(group, signal.SIGKILL)
     assert process.returncode == 1 and "distributed training stopped: a rank exited" in errors.read_text()
+    after_kill = run_reisoseg(["train", "3d_fullres", "ReIsoSegTrainer", TASK, "4", "-c", "--epochs", "3",
+                               *TWO_CPU_RANKS], env)  # the killed run resumes from its last checkpoint (epoch 2)
+    assert after_kill.returncode == 0, after_kill.stderr[-3000:]
+    assert [h["epoch"] for h in json.loads((fold / "branch_losses.json").read_text())] == [0, 1, 2]
 
 
 def _wait_for_rank(rank: int, log: Path, deadline: float) -> int:
