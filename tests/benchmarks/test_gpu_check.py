@@ -30,6 +30,7 @@ def test_training_step_and_ux_unit_checks_pass_on_cpu(gpu_check):
     assert unit["ok"], unit["detail"]
 
 
+@pytest.mark.slow  # two nnU-Net trainings and a prediction, ~1.5 min on 2 cores
 def test_resume_predict_and_segment_checks_pass_on_cpu(gpu_check, trained):
     env, root, model = trained
     resumed = gpu_check.resume_and_predict(env, TASK, CPU, fold="2")  # its own fold: the others are in use

@@ -102,6 +102,7 @@ def test_two_ranks_with_batch_1_give_one_process_with_batch_2_its_gradient_and_s
 TWO_CPU_RANKS = ["--gpus", "2", "--device", "cpu", "--iterations_per_epoch", "2", "--disable_validation_inference"]
 
 
+@pytest.mark.slow  # four 2-rank nnU-Net runs, ~3 min on 2 cores
 def test_two_rank_training_has_one_writer_resumes_and_stops_when_a_rank_dies(trained):
     env, root, model = trained
     fold = fold_folder(model, 4)
