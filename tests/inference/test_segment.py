@@ -70,6 +70,7 @@ def test_killed_run_resumes_skipping_finished_blocks_with_identical_result(case)
     np.testing.assert_array_equal(open_volume(out).read(), uninterrupted)
 
 
+@pytest.mark.slow  # a local Dask cluster, ~75 s: the suite's 15-minute budget
 def test_dask_local_cluster_gives_the_same_result(case):
     from distributed import LocalCluster
 
@@ -93,6 +94,7 @@ def test_python_api_numpy_in_numpy_out_with_one_block(case):
     assert float((labels == reference).mean()) >= 0.999
 
 
+@pytest.mark.slow  # 8x mirrored windows, ~40 s: the suite's 15-minute budget
 def test_mirroring_matches_in_memory_on_a_small_volume(trained, tmp_path):
     import reisoseg
 
