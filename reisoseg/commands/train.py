@@ -12,6 +12,7 @@ from typing import Sequence
 
 from reisoseg.commands.options import add_output_options, engine_log
 from reisoseg.devices import DEVICE_CHOICES
+from reisoseg.errors import ReIsoSegError
 from reisoseg.layout import DEFAULT_PLANS
 
 DESCRIPTION = ("Train one fold with a ReIsoSeg trainer (ReIsoSegTrainer picks the pooling pattern from the planned "
@@ -84,8 +85,6 @@ def launch(processes: int, argv: Sequence[str]) -> None:
     """Run this command again as `processes` ranks under torchrun (torch.distributed.run), without --gpus."""
     import subprocess
 
-    from reisoseg.errors import ReIsoSegError
-
     arguments = list(argv)
     at = next(i for i, a in enumerate(arguments) if a == "--gpus" or a.startswith("--gpus="))
     del arguments[at:at + (1 if "=" in arguments[at] else 2)]
@@ -98,8 +97,6 @@ def launch(processes: int, argv: Sequence[str]) -> None:
 
 def run(args: argparse.Namespace) -> str | None:
     if args.gpus < 1:
-        from reisoseg.errors import ReIsoSegError
-
         raise ReIsoSegError(f"--gpus must be at least 1, got {args.gpus}")
     if args.gpus > 1:
         launch(args.gpus, sys.argv[2:] if sys.argv[1:2] == ["train"] else sys.argv[1:])
