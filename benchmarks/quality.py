@@ -8,7 +8,14 @@ and are scored by `reisoseg.evaluation` (Dice, IoU, HD95 in nm, instance F1@0.5 
 - `auto`: ReIsoSegTrainer, pattern picked from the planned spacing;
 - `rma`: the closest fixed trainer, ReIsoSegRMA{1,2,4,8}V6Trainer. It is the automatic choice by construction (same
   network, same seed): run it with `--methods auto rma nnunet` to spend budget confirming that;
-- `nnunet`: nnUNetTrainerV2, nnU-Net v1's default Generic_UNet planned for the same patch.
+- `nnunet`: nnU-Net v1's default trainer and Generic_UNet planned for the same patch, as `nnUNetTrainerV2EM`: the
+  same training with our durable checkpoints (no ignore label here, no EM augmentation). Records whose trainer is
+  `nnUNetTrainerV2` ran nnU-Net's trainer itself.
+
+Runs survive the end of a session: `model_latest` is saved every CHECKPOINT_MINUTES, and a run whose fold holds one
+continues from it (`-c`) when the command is started again with the same work folder. Training time is the sum of
+the epochs' own times in nnU-Net's training logs (the last run of an epoch that was repeated after an interruption),
+so start-up and interruptions do not count.
 
 What the report shows, per dataset:
 - equal iterations (the paper's view): the final models;
@@ -35,6 +42,7 @@ import json
 import math
 import os
 import random
+import re
 import statistics
 import sys
 import time
@@ -42,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reisoseg.devices import resolve_device
-from reisoseg.layout import DEFAULT_CONFIGURATION, FINAL_CHECKPOINT, checkpoint_file, plans_file
+from reisoseg.layout import DEFAULT_CONFIGURATION, FINAL_CHECKPOINT, LATEST_CHECKPOINT, checkpoint_file, plans_file
 
 sys.path.insert(0, str(Path(__file__).parent))
 import workspace  # noqa: E402
@@ -55,8 +63,8 @@ VAL_ITERATIONS_PER_EPOCH = 2
 SNAPSHOT_ITERATIONS = 250
 CONVERGENCE_TOLERANCE = 0.02  # pseudo-Dice change between the last two 10 % windows of epochs
 BOOTSTRAP_SAMPLES = 10000
-CLASSES = {1: "mitochondria"}
-METHODS = {"auto": "ReIsoSegTrainer", "nnunet": "nnUNetTrainerV2"}  # "rma": resolved per dataset
+METHODS = {"auto": "ReIsoSegTrainer", "nnunet": "nnUNetTrainerV2EM"}  # "rma": resolved per dataset
+CHECKPOINT_MINUTES = 2.0
 METHOD_NAMES = {"auto": "ReIsoSegTrainer", "rma": "closest RMA", "nnunet": "nnUNetTrainerV2"}
 METRICS = (("dice", "Dice", True), ("hd95_nm", "HD95 (nm)", False), ("f1_50", "instance F1@0.5", True),
            ("ap_75", "AP-75", True), ("iou", "IoU", True))  # key, title, higher is better
@@ -156,6 +164,22 @@ def _validation_pseudo_dice(fold_folder: Path) -> list[float]:
     return [float(v) for v in state["plot_stuff"][3]]
 
 
+def epoch_seconds(fold_folder: Path) -> dict[int, float]:
+    """Seconds each epoch took, from nnU-Net's training logs in the order they were written (their names carry
+    the start time); an epoch repeated after an interruption counts once, with its last time."""
+    seconds: dict[int, float] = {}
+    for log in sorted(fold_folder.glob("training_log_*.txt")):
+        epoch = None
+        for line in log.read_text().splitlines():
+            started = re.match(r"epoch:\s+(\d+)", line)
+            took = re.search(r"This epoch took ([\d.]+) s", line)
+            if started:
+                epoch = int(started.group(1))
+            elif took and epoch is not None:
+                seconds[epoch] = float(took.group(1))
+    return seconds
+
+
 def convergence(pseudo_dice: list[float]) -> dict:
     """Mean of the last 10 % of epochs against the 10 % before (together the last 20 % of iterations)."""
     window = max(1, len(pseudo_dice) // 10)
@@ -169,45 +193,38 @@ def convergence(pseudo_dice: list[float]) -> dict:
 
 def _score(task: str, trainer: str, plans: str, checkpoint: str, predictions: Path, step_size: float,
            device: str | None) -> dict:
-    from reisoseg.evaluation.report import evaluate
-    from reisoseg.nnunet_v1.prediction import PredictionOptions, predict_folder
-
     raw = Path(os.environ["nnUNet_raw_data_base"]) / "nnUNet_raw_data" / task
-    start = time.perf_counter()
-    predict_folder(raw / "imagesTs", predictions, task, trainer,
-                   PredictionOptions(plans_identifier=plans, folds=["all"], disable_tta=True, step_size=step_size,
-                                     device=device, overwrite_existing=True, checkpoint=checkpoint))
-    predict_s = time.perf_counter() - start
-    metrics = evaluate(raw / "labelsTs", predictions, classes=CLASSES, instance_classes=(1,))
-    return {"predict_s": predict_s, "metrics": metrics["mean"]["mitochondria"],
-            "per_case": {case: values["mitochondria"] for case, values in metrics["per_case"].items()}}
+    return workspace.score_model(raw / "imagesTs", raw / "labelsTs", task, trainer, plans, checkpoint, predictions,
+                                 step_size, device)
 
 
 def _run(dataset: Dataset, task: str, method: str, trainer: str, seed: int, iterations: int,
          args: argparse.Namespace) -> dict:
     """Train, then score every snapshot and the final model on the test set; one committed record per run."""
     from reisoseg.nnunet_v1.plans import write_derived_plans
-    from reisoseg.nnunet_v1.training import TrainingOptions, run_training
+    from reisoseg.nnunet_v1.training import TrainingOptions, fold_output_folder, run_training
 
     record = _record_path(dataset.key, method, seed, iterations, args.step_size)
     if record.is_file():
         return json.loads(record.read_text())
     plans = _plans_identifier(seed)
     write_derived_plans(task, plans, patch_size=dataset.patch, batch_size=2)
-    print(f"[{dataset.key}] {method} ({trainer}) seed {seed}: {iterations} iterations", flush=True)
-    start = time.time()
-    fold_folder = Path(run_training(
-        DEFAULT_CONFIGURATION, trainer, task, "all",
-        TrainingOptions(plans_identifier=plans, epochs=iterations // ITERATIONS_PER_EPOCH,
-                        iterations_per_epoch=ITERATIONS_PER_EPOCH, val_iterations_per_epoch=VAL_ITERATIONS_PER_EPOCH,
-                        run_validation=False, device=args.device, seed=seed,
-                        snapshot_every_epochs=SNAPSHOT_ITERATIONS // ITERATIONS_PER_EPOCH)))
-    train_s = time.time() - start
+    fold_folder = fold_output_folder(DEFAULT_CONFIGURATION, trainer, task, "all", plans)
+    if not checkpoint_file(fold_folder).is_file():
+        resume = checkpoint_file(fold_folder, LATEST_CHECKPOINT).is_file()
+        print(f"[{dataset.key}] {method} ({trainer}) seed {seed}: {iterations} iterations"
+              f"{' (continued)' if resume else ''}", flush=True)
+        run_training(DEFAULT_CONFIGURATION, trainer, task, "all", TrainingOptions(
+            plans_identifier=plans, epochs=iterations // ITERATIONS_PER_EPOCH, continue_training=resume,
+            iterations_per_epoch=ITERATIONS_PER_EPOCH, val_iterations_per_epoch=VAL_ITERATIONS_PER_EPOCH,
+            run_validation=False, device=args.device, seed=seed, checkpoint_minutes=CHECKPOINT_MINUTES,
+            snapshot_every_epochs=SNAPSHOT_ITERATIONS // ITERATIONS_PER_EPOCH))
+    seconds = epoch_seconds(fold_folder)
+    train_s = sum(seconds.values())
     snapshots = []
     for at in range(SNAPSHOT_ITERATIONS, iterations + 1, SNAPSHOT_ITERATIONS):
         checkpoint = FINAL_CHECKPOINT if at == iterations else f"model_ep_{at // ITERATIONS_PER_EPOCH:03d}"
-        # the checkpoint's write time, from the training start: wall time to reach `at` iterations
-        elapsed = train_s if at == iterations else checkpoint_file(fold_folder, checkpoint).stat().st_mtime - start
+        elapsed = sum(t for epoch, t in seconds.items() if epoch < at // ITERATIONS_PER_EPOCH)
         scored = _score(task, trainer, plans, checkpoint, args.work / "predictions" / record.stem / str(at),
                         args.step_size, args.device)
         snapshots.append({"iterations": at, "train_s": elapsed, **scored})
@@ -215,6 +232,7 @@ def _run(dataset: Dataset, task: str, method: str, trainer: str, seed: int, iter
     pseudo_dice = _validation_pseudo_dice(fold_folder)
     result = {"dataset": dataset.key, "method": method, "trainer": trainer, "seed": seed, "iterations": iterations,
               "patch": list(dataset.patch), "batch_size": 2, "step_size": args.step_size, "train_s": train_s,
+              "training_sessions": len(list(fold_folder.glob("training_log_*.txt"))),
               "machine": workspace.machine(), "revision": workspace.git_revision(), "date": time.strftime("%Y-%m-%d"),
               "validation_pseudo_dice": pseudo_dice, "convergence": convergence(pseudo_dice),
               "snapshots": snapshots, "metrics": snapshots[-1]["metrics"], "per_case": snapshots[-1]["per_case"]}

@@ -43,6 +43,25 @@ def synthetic_task(task_id: int, name: str, *, ratio: int, shape: Sequence[int],
     return task_name
 
 
+def score_model(images: Path, labels: Path, task: str, trainer: str, plans: str, checkpoint: str, predictions: Path,
+                step_size: float, device: str | None) -> dict:
+    """Predict `images` with fold 'all' of a model (sliding window, no TTA) and score mitochondria (class 1) against
+    `labels` with `reisoseg.evaluation`: mean and per-case metrics, and the prediction time."""
+    import time
+
+    from reisoseg.evaluation.report import evaluate
+    from reisoseg.nnunet_v1.prediction import PredictionOptions, predict_folder
+
+    start = time.perf_counter()
+    predict_folder(images, predictions, task, trainer,
+                   PredictionOptions(plans_identifier=plans, folds=["all"], disable_tta=True, step_size=step_size,
+                                     device=device, overwrite_existing=True, checkpoint=checkpoint))
+    predict_s = time.perf_counter() - start
+    metrics = evaluate(labels, predictions, classes={1: "mitochondria"}, instance_classes=(1,))
+    return {"predict_s": predict_s, "metrics": metrics["mean"]["mitochondria"],
+            "per_case": {case: values["mitochondria"] for case, values in metrics["per_case"].items()}}
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:

@@ -17,6 +17,7 @@ TRAINER_SETTINGS_FILE = "reisoseg.json"  # beside a fold's checkpoints: what the
 INSTANCES_FILE = "instances.json"  # beside a model (TRAINER__PLANS): how its classes encode objects
 INSTANCES_KEY = "reisoseg_instances"  # the same settings in dataset.json, where training copies them from
 INSTANCES_SUBFOLDER = "instances"  # predicted objects inside a prediction folder
+IGNORE_LABEL_NAME = "ignore"  # dataset.json label name of unannotated voxels (the highest value, as in nnU-Net v2)
 ENGINE_LOG = "engine.log"  # nnU-Net's own messages, in a command's output folder
 
 

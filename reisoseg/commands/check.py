@@ -14,7 +14,8 @@ def add_parser(subparsers) -> None:
         description="Check every training case of a raw task (a folder, or a task id/name under "
                     "$nnUNet_raw_data_base/nnUNet_raw_data): files listed in dataset.json exist and read, image "
                     "and label shapes and spacings agree, label values are declared, images are finite and not "
-                    "constant. Warns when the largest spacing is not on z.")
+                    "constant. Warns when the largest spacing is not on z; reports the fraction of training voxels "
+                    "annotated (not labelled `ignore`).")
     parser.add_argument("task", help="task folder, Task501_Name, 501 or Name")
     parser.set_defaults(handler=run)
 
@@ -38,4 +39,5 @@ def run(args: argparse.Namespace) -> None:
     report = check_task(folder)
     for warning in report["warnings"]:
         print(f"reisoseg: warning: {warning}", file=sys.stderr)
-    print(f"ok: {folder} ({report['training']} training, {report['test']} test cases)")
+    print(f"ok: {folder} ({report['training']} training, {report['test']} test cases; "
+          f"{report['annotated_fraction']:.1%} of the training voxels annotated)")

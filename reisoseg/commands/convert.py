@@ -39,6 +39,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--instance-labels", "--instance_labels", action="store_true",
                         help="the label files hold object ids (0 background, every other value one object of the "
                              "--instances class) instead of classes; --label-map/--classes then only names it")
+    parser.add_argument("--annotated-sections", "--annotated_sections", default=None, metavar="LIST",
+                        help="sparse annotation: only these 0-based sections of every volume are labelled, e.g. "
+                             "0,5,10-12; all others get the label `ignore`, which training leaves out (test "
+                             "sections must be among them)")
+    parser.add_argument("--ignore-value", "--ignore_value", type=int, default=None, metavar="V",
+                        help="sparse annotation: source label value V marks unlabelled voxels (label `ignore`)")
     parser.add_argument("--modality", default="EM",
                         help="dataset.json modality (default: EM, i.e. per-image z-score normalisation)")
     add_task_output_options(parser)
@@ -46,7 +52,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from reisoseg.io.convert import LabelMapping, convert_to_task, parse_sections
+    from reisoseg.io.convert import LabelMapping, convert_to_task, parse_section_list, parse_sections
 
     raw = raw_data_base(args)
     if not args.name.replace("_", "").isalnum():
@@ -56,5 +62,7 @@ def run(args: argparse.Namespace) -> None:
                              spacing=args.spacing, test_sections=parse_sections(args.test_sections),
                              test_volumes=args.test_volumes, raw_data_base=raw, modality=args.modality,
                              overwrite=args.overwrite, instance_class=args.instance_class,
-                             instance_labels=args.instance_labels)
+                             instance_labels=args.instance_labels,
+                             annotated_sections=parse_section_list(args.annotated_sections),
+                             ignore_value=args.ignore_value)
     print(f"done: {folder}")

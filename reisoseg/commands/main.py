@@ -32,12 +32,13 @@ def add_flag_names(parser: argparse.ArgumentParser) -> None:
 
 
 def run_command(handler: Callable[[argparse.Namespace], object], args: argparse.Namespace) -> int:
-    """Run a parsed command; ReIsoSegError becomes `reisoseg: error: ...` on stderr and exit code 1."""
+    """Run a parsed command; ReIsoSegError becomes `reisoseg: error: ...` on stderr and exit code 1 (a training
+    stopped by SIGTERM: `reisoseg: stopped: ...` and 143)."""
     try:
         handler(args)
     except ReIsoSegError as error:
-        print(f"reisoseg: error: {error.in_terms_of(getattr(args, 'flags', {}))}", file=sys.stderr)
-        return 1
+        print(f"reisoseg: {error.label}: {error.in_terms_of(getattr(args, 'flags', {}))}", file=sys.stderr)
+        return error.exit_code
     except KeyboardInterrupt:
         print("reisoseg: interrupted", file=sys.stderr)
         return 130

@@ -16,7 +16,8 @@ from reisoseg.errors import ReIsoSegError
 from reisoseg.layout import DEFAULT_PLANS
 
 DESCRIPTION = ("Train one fold with a ReIsoSeg trainer (ReIsoSegTrainer picks the pooling pattern from the planned "
-               "spacing; ReIsoSegRMA1/2/4/8V6Trainer fix it) or any nnU-Net v1 trainer such as nnUNetTrainerV2. "
+               "spacing; ReIsoSegRMA1/2/4/8V6Trainer fix it), nnUNetTrainerV2EM (the nnU-Net baseline with our "
+               "checkpoints) or any nnU-Net v1 trainer such as nnUNetTrainerV2. "
                "Needs nnUNet_raw_data_base, nnUNet_preprocessed and RESULTS_FOLDER, and a task planned with "
                "nnUNet_plan_and_preprocess.")
 
@@ -63,6 +64,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu_memory_gb", type=float, default=None,
                         help="ReIsoSeg trainers: shrink the patch until a training step fits this much memory "
                              "(default on CUDA: the GPU's memory; on CPU: no limit)")
+    parser.add_argument("--checkpoint_minutes", type=float, default=None, metavar="N",
+                        help="save model_latest at the end of an epoch once N minutes have passed since the last save "
+                             "(default: 5; 0: every epoch). Saves are atomic, keep the RNG state, and SIGTERM "
+                             "saves and stops (exit 143): continue with -c. ReIsoSeg trainers and nnUNetTrainerV2EM "
+                             "(nnU-Net's own trainers save every 50 epochs)")
+    parser.add_argument("--em_augmentation", action="store_true",
+                        help="also augment with serial-section defects: missing/blank, shifted (labels follow), "
+                             "blurred and contrast-jumping sections, each in 15%% of the patches (ReIsoSeg trainers "
+                             "and nnUNetTrainerV2EM; off by default, as in the reference method)")
     parser.add_argument("--gpus", type=int, default=1, metavar="N",
                         help="train on N GPUs of this machine: N processes started with torchrun, one rank each "
                              "(DistributedDataParallel, the plans' batch split over them); with --device cpu, N CPU "
@@ -120,7 +130,8 @@ def run(args: argparse.Namespace) -> str | None:
         ani_weight=args.ani_weight, time_budget_minutes=args.time_budget_minutes,
         run_validation=not args.disable_validation_inference,
         disable_postprocessing_on_folds=args.disable_postprocessing_on_folds, progress=not args.no_progress,
-        patch_size=args.patch_size, batch_size=args.batch_size, gpu_memory_gb=args.gpu_memory_gb)
+        patch_size=args.patch_size, batch_size=args.batch_size, gpu_memory_gb=args.gpu_memory_gb,
+        checkpoint_minutes=args.checkpoint_minutes, em_augmentation=args.em_augmentation)
     folder = fold_output_folder(args.configuration, args.trainer, args.task, args.fold,
                                 effective_plans_identifier(options))
     with engine_output(engine_log(folder, args.verbose), verbose=args.verbose):

@@ -11,9 +11,10 @@ from typing import Sequence
 import numpy as np
 
 from reisoseg.errors import ReIsoSegError
-from reisoseg.io.nnunet_task import Case, write_task
+from reisoseg.io.nnunet_task import Case, ignore_label, write_task
 from reisoseg.io.validation import check_image, check_labels, check_same_shape, resolve_spacing, z_axis_warning
 from reisoseg.io.volume import open_volume
+from reisoseg.layout import IGNORE_LABEL_NAME
 
 
 @dataclass
@@ -42,9 +43,10 @@ class LabelMapping:
     def declared_values(self) -> set[int]:
         return {0, *(v for values in self.classes.values() for v in values)}
 
-    def apply(self, source: str, labels: np.ndarray) -> np.ndarray:
+    def apply(self, source: str, labels: np.ndarray, also_allowed: int | None = None) -> np.ndarray:
+        """Class indices 1..K from source values; `also_allowed` is a further accepted value (it maps to 0)."""
         if self.strict:
-            check_labels(source, labels, self.declared_values())
+            check_labels(source, labels, self.declared_values() | ({also_allowed} - {None}))
         else:
             check_labels(source, labels, set(np.unique(labels).astype(np.int64).tolist()))  # dtype/finite checks
         out = np.zeros(labels.shape, np.uint8)
@@ -67,11 +69,39 @@ def parse_sections(text: str | None) -> tuple[int, int] | None:
     return first, last + 1
 
 
+def parse_section_list(text: str | None) -> frozenset[int] | None:
+    """'0,5,10-12' -> {0, 5, 10, 11, 12} (0-based sections)."""
+    if not text:
+        return None
+    sections: set[int] = set()
+    for item in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+))?\s*", item)
+        if not match or (match.group(2) and int(match.group(2)) < int(match.group(1))):
+            raise ReIsoSegError(f"`annotated_sections` {text!r}: expected sections and ranges, e.g. 0,5,10-12")
+        sections.update(range(int(match.group(1)), int(match.group(2) or match.group(1)) + 1))
+    return frozenset(sections)
+
+
+def _unannotated(source: str, raw: np.ndarray, annotated_sections: frozenset[int] | None,
+                 ignore_value: int | None) -> np.ndarray | None:
+    """Where a label volume holds no annotation: sections outside `annotated_sections`, voxels of `ignore_value`."""
+    if annotated_sections is None and ignore_value is None:
+        return None
+    unannotated = np.zeros(raw.shape, bool) if ignore_value is None else raw == ignore_value
+    if annotated_sections is not None:
+        beyond = [z for z in annotated_sections if z >= raw.shape[0]]
+        if beyond:
+            raise ReIsoSegError(f"{source}: `annotated_sections` {sorted(beyond)} beyond its {raw.shape[0]} sections")
+        unannotated |= ~np.isin(np.arange(raw.shape[0]), sorted(annotated_sections))[:, None, None]
+    return unannotated
+
+
 def convert_to_task(images: Sequence[str | os.PathLike], labels: Sequence[str | os.PathLike], *,
                     task_id: int, name: str, mapping: LabelMapping, spacing: Sequence[float] | None = None,
                     test_sections: tuple[int, int] | None = None, test_volumes: Sequence[int] = (),
                     raw_data_base: str | os.PathLike, modality: str = "EM", overwrite: bool = False,
-                    instance_class: str | None = None, instance_labels: bool = False) -> Path:
+                    instance_class: str | None = None, instance_labels: bool = False,
+                    annotated_sections: frozenset[int] | None = None, ignore_value: int | None = None) -> Path:
     """Read, validate and split every (image, labels) pair, then write the task atomically.
 
     With `test_sections`, those sections of every volume become a test case and the rest training cases (split
@@ -79,7 +109,18 @@ def convert_to_task(images: Sequence[str | os.PathLike], labels: Sequence[str | 
     whole volumes to the test set. `instance_class` (a class name) trains that class as separate objects
     (`reisoseg.instances.target`); `instance_labels` says the label files hold object ids (0 background, each other
     value one object of that class) rather than classes.
+
+    Sparse annotation: voxels of sections outside `annotated_sections` (0-based, of every volume) and voxels of
+    source value `ignore_value` get the label `ignore`, the highest label value, which training leaves out. Test
+    cases must be fully annotated (they are scored).
     """
+    sparse = annotated_sections is not None or ignore_value is not None
+    if sparse and instance_class is not None:
+        raise ReIsoSegError("sparse annotation (`annotated_sections`, `ignore_value`) and the instance target "
+                            "(`instance_class`) cannot be combined yet: the object boundaries of unannotated voxels "
+                            "are unknown")
+    if ignore_value is not None and any(ignore_value in values for values in mapping.classes.values()):
+        raise ReIsoSegError(f"`ignore_value` {ignore_value} is also the value of a class")
     if instance_labels and instance_class is None:
         raise ReIsoSegError("`instance_labels` needs `instance_class`: name the class the objects belong to")
     if instance_class is not None and instance_class not in mapping.classes and not instance_labels:
@@ -112,8 +153,17 @@ def convert_to_task(images: Sequence[str | os.PathLike], labels: Sequence[str | 
                                     f"{objects.dtype}")
             label, objects = (objects > 0).astype(np.uint8), objects.astype(np.uint32)
         else:
-            label, objects = mapping.apply(label_volume.source, label_volume.read()), None
+            raw = label_volume.read()
+            unannotated = _unannotated(label_volume.source, raw, annotated_sections, ignore_value)
+            label, objects = mapping.apply(label_volume.source, raw, also_allowed=ignore_value), None
+            if unannotated is not None:
+                label[unannotated] = len(mapping.classes) + 1
         stem = f"vol{index:02d}"
+        if sparse:
+            held_out = slice(None) if index in test_volumes else slice(*(test_sections or (0, 0)))
+            if (label[held_out] == len(mapping.classes) + 1).any():
+                raise ReIsoSegError(f"{label_volume.source}: its test sections hold unannotated voxels; test cases "
+                                    f"must be fully annotated (they are scored)")
         if index in test_volumes:
             test.append(Case(f"{stem}_test", image, label, volume_spacing, objects))
             continue
@@ -136,6 +186,8 @@ def convert_to_task(images: Sequence[str | os.PathLike], labels: Sequence[str | 
         check_image(f"{case.name} (after the split)", case.image)
     names = [instance_class] if instance_labels else list(mapping.classes)
     labels_out = {i: n for i, n in enumerate(names, start=1)}
+    if sparse:
+        labels_out[len(names) + 1] = IGNORE_LABEL_NAME
     try:
         return write_task(raw_data_base, task_id, name, training, test, labels_out, modality=modality,
                           description=f"converted by reisoseg from {', '.join(map(str, images))}",
@@ -146,7 +198,8 @@ def convert_to_task(images: Sequence[str | os.PathLike], labels: Sequence[str | 
 
 
 def check_task(folder: str | os.PathLike) -> dict[str, object]:
-    """Validate a raw task made by hand (before nnUNet_plan_and_preprocess); returns counts and warnings."""
+    """Validate a raw task made by hand (before nnUNet_plan_and_preprocess); returns counts, warnings and the
+    fraction of training voxels that are annotated (not `ignore`)."""
     import json
 
     from reisoseg.io.nifti import read_nifti
@@ -163,6 +216,8 @@ def check_task(folder: str | os.PathLike) -> dict[str, object]:
         if key not in dataset:
             raise ReIsoSegError(f"{dataset_file}: no {key!r} entry")
     declared = {int(k) for k in dataset["labels"]}
+    ignore = ignore_label(dataset["labels"], str(dataset_file))
+    annotated = total = 0
     modalities = sorted(int(k) for k in dataset["modality"])
     warnings: list[str] = []
     for entry in dataset["training"]:
@@ -172,6 +227,8 @@ def check_task(folder: str | os.PathLike) -> dict[str, object]:
             raise ReIsoSegError(f"{label_path}: missing (listed in dataset.json)")
         labels, label_spacing = read_nifti(label_path)
         check_labels(str(label_path), labels, declared)
+        annotated += labels.size if ignore is None else int(np.count_nonzero(labels != ignore))
+        total += labels.size
         for modality in modalities:
             image_path = folder / "imagesTr" / f"{case}_{modality:04d}.nii.gz"
             if not image_path.is_file():
@@ -186,4 +243,5 @@ def check_task(folder: str | os.PathLike) -> dict[str, object]:
             warning = z_axis_warning(str(image_path), spacing)
             if warning:
                 warnings.append(warning)
-    return {"training": len(dataset["training"]), "test": len(dataset["test"]), "warnings": warnings}
+    return {"training": len(dataset["training"]), "test": len(dataset["test"]), "warnings": warnings,
+            "annotated_fraction": annotated / max(total, 1)}

@@ -10,9 +10,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from reisoseg.errors import ReIsoSegError
 from reisoseg.io.atomic import atomic_directory
 from reisoseg.io.nifti import write_nifti
-from reisoseg.layout import INSTANCES_KEY
+from reisoseg.layout import IGNORE_LABEL_NAME, INSTANCES_KEY
 
 
 @dataclass
@@ -30,6 +31,16 @@ def task_folder_name(task_id: int, name: str) -> str:
     if not 1 <= int(task_id) <= 999:
         raise ValueError(f"task id must be 1-999, got {task_id}")
     return f"Task{int(task_id):03d}_{name}"
+
+
+def ignore_label(labels: Mapping[str, str], source: str) -> int | None:
+    """The value named `ignore` in dataset.json's labels, which must be the highest; None without one."""
+    named = [int(value) for value, name in labels.items() if name == IGNORE_LABEL_NAME]
+    if not named:
+        return None
+    if named[0] != max(int(value) for value in labels):
+        raise ReIsoSegError(f"{source}: the label {IGNORE_LABEL_NAME!r} must have the highest value, got {named[0]}")
+    return named[0]
 
 
 def write_task(raw_data_base: str | os.PathLike, task_id: int, name: str, training: Sequence[Case],

@@ -59,7 +59,9 @@ class NnunetV1Model:
 
     @property
     def num_classes(self) -> int:
-        return int(_plans(self.folder)["num_classes"]) + 1  # nnU-Net's plans count the foreground classes
+        from reisoseg.nnunet_v1.sparse import output_classes
+
+        return output_classes(_plans(self.folder))
 
     @property
     def use_nonzero_mask(self) -> bool:

@@ -85,25 +85,28 @@ def split_batch(global_batch: int, ranks: Ranks) -> int:
     return global_batch // ranks.world + (ranks.rank < global_batch % ranks.world)
 
 
+def _for_backend(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` where the process group's backend can send it: nccl only sends CUDA tensors."""
+    return tensor.cuda() if dist.get_backend() == "nccl" else tensor
+
+
 def shared_seed(seed: int | None) -> int:
     """`seed`, or rank 0's random draw, on every rank."""
-    value = torch.tensor([seed if seed is not None else int(np.random.SeedSequence().entropy % 2**31)])
-    dist.broadcast(value, 0)
-    return int(value)
+    return broadcast_int(seed if seed is not None else int(np.random.SeedSequence().entropy % 2**31))
 
 
 def broadcast_int(value: int) -> int:
     """Rank 0's `value` on every rank."""
-    tensor = torch.tensor([int(value)])
+    tensor = _for_backend(torch.tensor([int(value)]))
     dist.broadcast(tensor, 0)
-    return int(tensor)
+    return int(tensor.cpu())
 
 
 def all_reduce_sum(values: np.ndarray) -> np.ndarray:
     """Element-wise sum over the ranks (no gradient)."""
-    tensor = torch.as_tensor(np.asarray(values, dtype=np.float64))
+    tensor = _for_backend(torch.as_tensor(np.asarray(values, dtype=np.float64)))
     dist.all_reduce(tensor)
-    return tensor.numpy()
+    return tensor.cpu().numpy()
 
 
 class GlobalBatchDice(SoftDiceLoss):

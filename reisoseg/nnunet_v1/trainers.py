@@ -28,13 +28,14 @@ from reisoseg.layout import TRAINER_SETTINGS_FILE
 from reisoseg.loss import DEFAULT_ANI_WEIGHT, DS_WEIGHTS, ReIsoLoss
 from reisoseg.network.anisotropy import ani_scale_from_spacing, fit_patch_size, ratio_from_spacing
 from reisoseg.network.memory import fit_patch_to_memory, training_step_memory
+from reisoseg.nnunet_v1.em_training import EMTrainingMixin
 from reisoseg.nnunet_v1.network import ReIsoSegV1Network
 
 GRADIENT_CLIP_NORM = 12.0
 REFERENCE_EPOCHS = 600
 
 
-class ReIsoSegTrainer(nnUNetTrainerV2):
+class ReIsoSegTrainer(EMTrainingMixin, nnUNetTrainerV2):
     """ReIsoSeg on nnU-Net v1. Subclasses pin `ani_scale`; None derives it from the plan's spacing ratio."""
 
     ani_scale: ClassVar[tuple[int, int, int] | None] = None  # per pooling stage: 2 = pool in-plane only
@@ -50,14 +51,8 @@ class ReIsoSegTrainer(nnUNetTrainerV2):
         self.time_budget_s: float | None = None  # if set, the epoch count is fitted to it after epoch 0
         self.memory_budget_bytes: float | None = None  # if set, the patch is fitted to it when training starts
         self._training = False
-        self.ranks = None  # reisoseg.nnunet_v1.distributed.Ranks when torchrun started several processes
         self._distributed_network = None  # DistributedDataParallel around self.network, for training steps
         self._training_started: float | None = None
-
-    @property
-    def writes_files(self) -> bool:
-        """Only rank 0 of a distributed run writes logs, checkpoints and figures."""
-        return self.ranks is None or self.ranks.main
 
     def process_plans(self, plans):
         """nnUNetTrainer.process_plans, then pick the pattern and make the patch divisible by what it needs; in a
@@ -155,25 +150,15 @@ class ReIsoSegTrainer(nnUNetTrainerV2):
         self._distributed_network = DistributedDataParallel(
             self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
-    def print_to_log_file(self, *args, **kwargs):
-        if self.writes_files:
-            super().print_to_log_file(*args, **kwargs)
+    def checkpoint_state(self, completed_epochs: int, save_optimizer: bool = True) -> dict:
+        """The mixin's checkpoint plus the branch-loss history of the completed epochs."""
+        state = super().checkpoint_state(completed_epochs, save_optimizer)
+        state["branch_loss_history"] = [h for h in self.branch_loss_history if h["epoch"] < completed_epochs]
+        return state
 
-    def save_checkpoint(self, fname, save_optimizer=True):
-        if self.writes_files:
-            super().save_checkpoint(fname, save_optimizer)
-
-    def plot_progress(self):
-        if self.writes_files:
-            super().plot_progress()
-
-    def save_debug_information(self):
-        if self.writes_files:
-            super().save_debug_information()
-
-    def plot_network_architecture(self):
-        if self.writes_files:
-            super().plot_network_architecture()
+    def load_checkpoint_ram(self, checkpoint, train=True):
+        super().load_checkpoint_ram(checkpoint, train)
+        self.branch_loss_history = [h for h in checkpoint.get("branch_loss_history", []) if h["epoch"] < self.epoch]
 
     def finish_online_evaluation(self):
         """nnU-Net's pseudo-Dice, over the validation batches of every rank."""
@@ -194,6 +179,7 @@ class ReIsoSegTrainer(nnUNetTrainerV2):
 
     def run_iteration(self, data_generator, do_backprop=True, run_online_evaluation=False):
         """One step; returns the total loss when training and L_ani (the inference branch) when validating."""
+        self.stop_if_requested()
         batch = next(data_generator)
         data = maybe_to_torch(batch["data"]).to(self.device, non_blocking=True)
         target = [t.to(self.device, non_blocking=True) for t in maybe_to_torch(batch["target"])]
@@ -223,13 +209,9 @@ class ReIsoSegTrainer(nnUNetTrainerV2):
         return super().run_online_evaluation(output[3:], target[3:])
 
     def run_training(self):
-        """Start the clock for the time budget; on `-c`, keep the branch-loss history of the earlier epochs."""
+        """Start the clock for the time budget."""
         self._training_started = time()
         self._epoch_cap = self.max_num_epochs
-        history = os.path.join(self.output_folder, "branch_losses.json")
-        if self.epoch > 0 and os.path.isfile(history):
-            with open(history) as handle:
-                self.branch_loss_history = [h for h in json.load(handle) if h["epoch"] < self.epoch]
         return super().run_training()
 
     def on_epoch_end(self):
@@ -289,8 +271,12 @@ class ReIsoSegRMA8V6Trainer(ReIsoSegTrainer):
     ani_scale = (2, 2, 2)
 
 
-TRAINERS: dict[str, type[ReIsoSegTrainer]] = {
+class nnUNetTrainerV2EM(EMTrainingMixin, nnUNetTrainerV2):  # noqa: N801 (nnU-Net's naming)
+    """The baseline: nnU-Net v1's default trainer and Generic_UNet, with what `EMTrainingMixin` adds."""
+
+
+TRAINERS: dict[str, type[nnUNetTrainerV2]] = {
     cls.__name__: cls
     for cls in (ReIsoSegTrainer, ReIsoSegRMA1V6Trainer, ReIsoSegRMA2V6Trainer, ReIsoSegRMA4V6Trainer,
-                ReIsoSegRMA8V6Trainer)
+                ReIsoSegRMA8V6Trainer, nnUNetTrainerV2EM)
 }

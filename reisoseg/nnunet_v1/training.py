@@ -48,6 +48,8 @@ class TrainingOptions:
     patch_size: tuple[int, int, int] | None = None  # train on plans derived for this patch (None: the plans')
     batch_size: int | None = None  # ... and/or this batch size
     gpu_memory_gb: float | None = None  # ReIsoSeg trainers: fit the patch to this budget (default on CUDA: the GPU's)
+    checkpoint_minutes: float | None = None  # model_latest at an epoch's end once this long since the last (0: every)
+    em_augmentation: bool = False  # our trainers: add the EM section-defect augmentation (reisoseg.augmentation)
 
 
 def effective_plans_identifier(options: TrainingOptions) -> str:
@@ -62,7 +64,21 @@ def effective_plans_identifier(options: TrainingOptions) -> str:
 
 
 def _configure(trainer, options: TrainingOptions, device) -> None:
+    from reisoseg.nnunet_v1.em_training import EMTrainingMixin
     from reisoseg.nnunet_v1.trainers import ReIsoSegTrainer
+
+    if options.checkpoint_minutes is not None:
+        if not isinstance(trainer, EMTrainingMixin):
+            raise ReIsoSegError(f"`checkpoint_minutes` needs one of our trainers (a ReIsoSeg trainer, or "
+                                f"nnUNetTrainerV2EM for the baseline); {type(trainer).__name__} saves every 50 epochs")
+        if options.checkpoint_minutes < 0:
+            raise ReIsoSegError(f"`checkpoint_minutes` must be >= 0, got {options.checkpoint_minutes}")
+        trainer.checkpoint_minutes = options.checkpoint_minutes
+    if options.em_augmentation:
+        if not isinstance(trainer, EMTrainingMixin):
+            raise ReIsoSegError(f"`em_augmentation` needs one of our trainers (a ReIsoSeg trainer, or "
+                                f"nnUNetTrainerV2EM for the baseline), not {type(trainer).__name__}")
+        trainer.em_augmentation = True
 
     if isinstance(trainer, ReIsoSegTrainer):
         trainer.device = device
@@ -169,8 +185,8 @@ def run_training(configuration: str, trainer_name: str, task: str, fold: str | i
         raise ReIsoSegError(str(error).splitlines()[0]) from None
     if trainer_class is None:
         raise ReIsoSegError(f"unknown trainer {trainer_name!r}: use ReIsoSegTrainer, ReIsoSegRMA1V6Trainer, "
-                            f"ReIsoSegRMA2V6Trainer, ReIsoSegRMA4V6Trainer, ReIsoSegRMA8V6Trainer or an nnU-Net v1 "
-                            f"trainer such as nnUNetTrainerV2")
+                            f"ReIsoSegRMA2V6Trainer, ReIsoSegRMA4V6Trainer, ReIsoSegRMA8V6Trainer, nnUNetTrainerV2EM "
+                            f"or an nnU-Net v1 trainer such as nnUNetTrainerV2")
     use_fp16 = not options.fp32 and device.type == "cuda"
     _seed(options.seed, ranks)
     trainer = trainer_class(plans_file, fold, output_folder=output_folder, dataset_directory=dataset_directory,

@@ -29,20 +29,6 @@ def test_training_writes_checkpoints_validation_and_branch_losses(trained):
     assert log.count("train_iso") == 2 and "val_ani" in log
 
 
-def test_continue_training_resumes_from_checkpoint(trained):
-    env, root, model = trained
-    result = run_reisoseg(["train", "3d_fullres", "ReIsoSegTrainer", "501", "0", "-c", *TRAIN[:1], "3",
-                           *TRAIN[2:]], env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    log = _log(fold_folder(model, 0))
-    assert "epoch:  2" in log and log.count("train_iso") == 3
-    assert "epoch:" not in result.stdout + result.stderr  # nnU-Net's messages went to the fold's engine.log
-    assert "epoch:  2" in (fold_folder(model, 0) / ENGINE_LOG).read_text()
-    assert result.stdout.splitlines() == [f"done: {fold_folder(model, 0)}"]
-    history = json.loads((fold_folder(model, 0) / "branch_losses.json").read_text())
-    assert [h["epoch"] for h in history] == [0, 1, 2]
-
-
 def test_validation_only_rewrites_summary(trained):
     env, root, model = trained
     summary = model / "fold_1" / "validation_raw" / "summary.json"

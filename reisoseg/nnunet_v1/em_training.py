@@ -1,0 +1,221 @@
+"""What training on real EM work needs beyond nnU-Net v1's trainer, for ours and for the baseline alike.
+
+`EMTrainingMixin` goes before `nnUNetTrainerV2` in a trainer's bases (`ReIsoSegTrainer`, `nnUNetTrainerV2EM`):
+- checkpoints that survive (reisoseg.nnunet_v1.checkpoints): `model_latest` at the end of every epoch once
+  `checkpoint_minutes` have passed since the last save (0: every epoch), written atomically, holding the RNG state
+  beside nnU-Net's epoch, optimizer, grad scaler and curves; SIGTERM saves the current state and stops with
+  `TrainingStopped`;
+- sparse annotation (reisoseg.nnunet_v1.sparse): with a label named `ignore` in dataset.json, the network
+  predicts the real classes, ignored voxels are left out of the loss of every head and of the online pseudo-Dice,
+  and foreground oversampling aims at annotated voxels;
+- EM defect augmentation (reisoseg.augmentation), opt-in (`em_augmentation`, `reisoseg train --em_augmentation`)
+  so that the reference method stays the default: missing, shifted, blurred and contrast-jumping sections, applied
+  before nnU-Net's own augmentation of the training batches;
+- one writer in a distributed run: only rank 0 logs, plots and saves.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from time import time
+from typing import Any
+
+import numpy as np
+
+from reisoseg.augmentation import em_defects
+from reisoseg.errors import TrainingStopped
+from reisoseg.io.atomic import atomic_file
+from reisoseg.layout import LATEST_CHECKPOINT, checkpoint_file
+from reisoseg.nnunet_v1.checkpoints import (
+    DEFAULT_CHECKPOINT_MINUTES,
+    StopRequested,
+    remove_unfinished_writes,
+    restore_rng_state,
+    rng_state,
+    write_checkpoint,
+)
+from reisoseg.nnunet_v1.sparse import (
+    IGNORE_KEY,
+    DiceCEWithIgnore,
+    annotated_locations,
+    dataset_ignore_label,
+    output_classes,
+    without_ignored,
+)
+
+
+class EMTrainingMixin:
+    """Mixed into nnU-Net v1 trainers (before `nnUNetTrainerV2`); see the module docstring."""
+
+    em_augmentation: bool = False  # add reisoseg.augmentation.em_defects() to the training augmentation
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.checkpoint_minutes = DEFAULT_CHECKPOINT_MINUTES
+        self.ranks = None  # reisoseg.nnunet_v1.distributed.Ranks when torchrun started several processes
+        self._stop = StopRequested()
+        self._last_save = 0.0
+        self.ignore_label: int | None = None  # the label value of unannotated voxels, from the plans
+
+    @property
+    def writes_files(self) -> bool:
+        """Only rank 0 of a distributed run writes logs, checkpoints and figures."""
+        return self.ranks is None or self.ranks.main
+
+    def print_to_log_file(self, *args, **kwargs):
+        if self.writes_files:
+            super().print_to_log_file(*args, **kwargs)
+
+    def plot_progress(self):
+        if self.writes_files:
+            super().plot_progress()
+
+    def save_debug_information(self):
+        """nnU-Net's debug.json and the model folder's copy of the plans, which carries the ignore label if any
+        (nnU-Net copies the plans file, which lacks it)."""
+        if not self.writes_files:
+            return
+        super().save_debug_information()
+        if self.ignore_label is not None:
+            with atomic_file(os.path.join(self.output_folder_base, "plans.pkl")) as temporary:
+                temporary.write_bytes(pickle.dumps(self.plans))
+
+    # sparse annotation
+
+    def process_plans(self, plans):
+        """nnU-Net's plans, with the ignore label of the task's dataset.json recorded in them when training (the
+        checkpoints store these plans, so prediction elsewhere knows it) and left out of the predicted classes."""
+        if plans.get(IGNORE_KEY) is None:
+            found = dataset_ignore_label(self.dataset_directory)
+            if found is not None:
+                plans[IGNORE_KEY] = found
+        super().process_plans(plans)
+        self.ignore_label = plans.get(IGNORE_KEY)
+        self.num_classes = output_classes(plans)
+
+    def initialize(self, training=True, force_load_plans=False):
+        """nnU-Net's initialisation; EM defects added to the training augmentation if asked for; with an ignore
+        label, the loss made blind to ignored voxels and foreground oversampling aimed at annotated ones."""
+        first = not self.was_initialized
+        super().initialize(training, force_load_plans)
+        if not first:
+            return
+        if training and self.em_augmentation:
+            defects = em_defects()
+            self.tr_gen.transform.transforms[0:0] = defects  # before nnU-Net's spatial and intensity transforms
+            self.print_to_log_file(f"EM defect augmentation: {defects}")
+        if self.ignore_label is not None:
+            self.loss.loss = DiceCEWithIgnore(self.loss.loss, self.ignore_label)
+            if training:
+                self._aim_sampling_at_annotated_voxels()
+
+    def _aim_sampling_at_annotated_voxels(self) -> None:
+        """nnU-Net samples a third of each batch around voxels of a random foreground class, the ignore label
+        included; that class's locations become annotated voxels (of any class, background too)."""
+        cases = {**self.dataset_tr, **self.dataset_val}
+        annotated = total = 0
+        for case in cases.values():
+            if "properties" not in case:  # nnU-Net reads properties from disk for 1000+ cases
+                self.print_to_log_file("sparse labels: too many cases to aim sampling at annotated voxels")
+                return
+            data = case["data_file"][:-len(".npz")] + ".npy"
+            segmentation = np.load(data, mmap_mode="r")[-1] if os.path.isfile(data) else \
+                np.load(case["data_file"])["data"][-1]
+            case["properties"]["class_locations"][self.ignore_label] = annotated_locations(segmentation,
+                                                                                         self.ignore_label)
+            annotated += sum(np.count_nonzero((s >= 0) & (s != self.ignore_label)) for s in segmentation)
+            total += sum(np.count_nonzero(s >= 0) for s in segmentation)  # not nnU-Net's -1 outside the image
+        self.print_to_log_file(f"sparse labels: {annotated / max(total, 1):.1%} of the training voxels annotated "
+                               f"(label {self.ignore_label} ignored); oversampled patches aimed at annotated voxels")
+
+    def run_online_evaluation(self, output, target):
+        """nnU-Net's pseudo-Dice, ignored voxels left out."""
+        if self.ignore_label is not None:
+            logits, labels = without_ignored(output[0], target[0], self.ignore_label)
+            output, target = [logits, *output[1:]], [labels, *target[1:]]
+        return super().run_online_evaluation(output, target)
+
+    def plot_network_architecture(self):
+        if self.writes_files:
+            super().plot_network_architecture()
+
+    # checkpoints
+
+    def checkpoint_state(self, completed_epochs: int, save_optimizer: bool = True) -> dict[str, Any]:
+        """What a checkpoint holds after `completed_epochs` epochs: the keys nnU-Net v1's `load_checkpoint_ram`
+        reads (its curves cut to those epochs) and the RNG state."""
+        curves = (self.all_tr_losses, self.all_val_losses, self.all_val_losses_tr_mode, self.all_val_eval_metrics)
+        state = {
+            "epoch": completed_epochs,
+            "state_dict": {key: value.cpu() for key, value in self.network.state_dict().items()},
+            "optimizer_state_dict": self.optimizer.state_dict() if save_optimizer else None,
+            "lr_scheduler_state_dict": None,  # nnUNetTrainerV2's poly schedule follows the epoch
+            "plot_stuff": tuple(list(curve[:completed_epochs]) for curve in curves),
+            "best_stuff": (self.best_epoch_based_on_MA_tr_loss, self.best_MA_tr_loss_for_patience,
+                           self.best_val_eval_criterion_MA),
+            "rng": rng_state(getattr(self, "device", None)),
+        }
+        if self.amp_grad_scaler is not None:
+            state["amp_grad_scaler"] = self.amp_grad_scaler.state_dict()
+        return state
+
+    def save_checkpoint(self, fname, save_optimizer=True):
+        """nnU-Net's checkpoint of the epoch that just ended, written atomically (rank 0 only)."""
+        self._save(fname, self.epoch + 1, save_optimizer)
+
+    def _save(self, path: str | os.PathLike, completed_epochs: int, save_optimizer: bool = True) -> None:
+        if not self.writes_files:
+            return
+        started = time()
+        info = {"init": self.init_args, "name": type(self).__name__, "class": str(type(self)), "plans": self.plans}
+        write_checkpoint(path, self.checkpoint_state(completed_epochs, save_optimizer), info)
+        self.print_to_log_file(f"saved {os.path.basename(path)} after {completed_epochs} epochs "
+                               f"({time() - started:.1f} s)")
+
+    def load_checkpoint_ram(self, checkpoint, train=True):
+        """nnU-Net's loading, then the RNG state when training continues."""
+        super().load_checkpoint_ram(checkpoint, train)
+        if train and "rng" in checkpoint:
+            restore_rng_state(checkpoint["rng"], None if self.ranks is None else self.ranks.rank)
+
+    def maybe_save_checkpoint(self):
+        """Snapshots every `save_every` epochs if asked for (`save_latest_only` False, nnU-Net's names), and
+        `model_latest` once `checkpoint_minutes` have passed since the last save."""
+        if not self.save_latest_only and (self.epoch + 1) % self.save_every == 0:
+            self.save_checkpoint(os.path.join(self.output_folder, f"model_ep_{self.epoch + 1:03d}.model"))
+        if time() - self._last_save >= 60.0 * self.checkpoint_minutes:
+            self.save_checkpoint(str(checkpoint_file(self.output_folder, LATEST_CHECKPOINT)))
+            self._last_save = time()
+
+    # stopping on SIGTERM
+
+    def stop_if_requested(self) -> None:
+        """Between iterations: raise TrainingStopped once SIGTERM arrived (on any rank: every rank stops at the same
+        iteration, so none waits in a collective for a rank that left)."""
+        requested = bool(self._stop)
+        if self.ranks is not None:
+            from reisoseg.nnunet_v1.distributed import all_reduce_sum
+
+            requested = bool(all_reduce_sum(np.array([float(requested)]))[0] > 0)
+        if requested:
+            raise TrainingStopped(f"{self._stop.signal_name or 'SIGTERM'} during epoch {self.epoch}: "
+                                  f"{checkpoint_file(self.output_folder, LATEST_CHECKPOINT)} holds the weights so far "
+                                  f"and resumes at epoch {self.epoch}; continue with -c")
+
+    def run_iteration(self, data_generator, do_backprop=True, run_online_evaluation=False):
+        self.stop_if_requested()
+        return super().run_iteration(data_generator, do_backprop, run_online_evaluation)
+
+    def run_training(self):
+        """nnU-Net's training loop with SIGTERM handled: the current state is saved as `model_latest` (this epoch
+        counted as not done, so `-c` repeats it) and TrainingStopped is raised."""
+        if self.writes_files:
+            for path in remove_unfinished_writes(self.output_folder):
+                self.print_to_log_file(f"removed {path.name}, left by an interrupted checkpoint write")
+        self._last_save = time()
+        with self._stop.installed():
+            try:
+                return super().run_training()
+            except TrainingStopped:
+                self._save(checkpoint_file(self.output_folder, LATEST_CHECKPOINT), self.epoch)
+                raise

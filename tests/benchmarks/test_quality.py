@@ -1,0 +1,40 @@
+"""The quality benchmark's bookkeeping: training time from nnU-Net's logs across an interruption, convergence."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def quality():
+    sys.path.insert(0, str(BENCHMARKS))  # quality.py imports workspace.py beside it
+    spec = importlib.util.spec_from_file_location("quality", BENCHMARKS / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["quality"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _log(*epochs) -> str:
+    lines = []
+    for epoch, took in epochs:
+        lines += ["2026-11-29 08:00:00.0: ", f"epoch:  {epoch} ", "2026-11-29 08:00:01.0: train loss : 0.5 "]
+        if took is not None:
+            lines.append(f"2026-11-29 08:00:09.0: This epoch took {took} s")
+    return "\n".join(lines) + "\n"
+
+
+def test_epoch_seconds_count_a_repeated_epoch_once(quality, tmp_path):
+    (tmp_path / "training_log_2026_11_29_08_00_00.txt").write_text(_log((0, 10.0), (1, 11.5), (2, None)))
+    (tmp_path / "training_log_2026_11_29_09_00_00.txt").write_text(_log((1, 12.0), (2, 13.0)))  # resumed at 1
+    assert quality.epoch_seconds(tmp_path) == {0: 10.0, 1: 12.0, 2: 13.0}
+
+
+def test_convergence_compares_the_last_two_tenths(quality):
+    assert quality.convergence([0.5] * 18 + [0.8, 0.81])["converged"] is False  # 0.8 vs 0.5 windows of 2
+    assert quality.convergence([0.80, 0.81] * 10)["converged"] is True
