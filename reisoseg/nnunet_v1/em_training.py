@@ -70,6 +70,10 @@ class EMTrainingMixin:
         if self.writes_files:
             super().plot_progress()
 
+    def plot_network_architecture(self):
+        if self.writes_files:
+            super().plot_network_architecture()
+
     def save_debug_information(self):
         """nnU-Net's debug.json and the model folder's copy of the plans, which carries the ignore label if any
         (nnU-Net copies the plans file, which lacks it)."""
@@ -134,10 +138,6 @@ class EMTrainingMixin:
             logits, labels = without_ignored(output[0], target[0], self.ignore_label)
             output, target = [logits, *output[1:]], [labels, *target[1:]]
         return super().run_online_evaluation(output, target)
-
-    def plot_network_architecture(self):
-        if self.writes_files:
-            super().plot_network_architecture()
 
     # checkpoints
 

@@ -53,6 +53,7 @@ class ReIsoSegTrainer(EMTrainingMixin, nnUNetTrainerV2):
         self._training = False
         self._distributed_network = None  # DistributedDataParallel around self.network, for training steps
         self._training_started: float | None = None
+        self._first_epoch = 0
 
     def process_plans(self, plans):
         """nnUNetTrainer.process_plans, then pick the pattern and make the patch divisible by what it needs; in a
@@ -210,7 +211,7 @@ class ReIsoSegTrainer(EMTrainingMixin, nnUNetTrainerV2):
 
     def run_training(self):
         """Start the clock for the time budget."""
-        self._training_started = time()
+        self._training_started, self._first_epoch = time(), self.epoch  # -c: this run's budget and epochs
         self._epoch_cap = self.max_num_epochs
         return super().run_training()
 
@@ -237,8 +238,8 @@ class ReIsoSegTrainer(EMTrainingMixin, nnUNetTrainerV2):
         return super().on_epoch_end()
 
     def _fit_epochs_to_budget(self, elapsed: float) -> None:
-        """Epochs that still fit the remaining budget at the mean epoch time so far (the poly LR follows)."""
-        per_epoch = elapsed / (self.epoch + 1)
+        """Epochs that still fit the remaining budget at the mean epoch time of this run (the poly LR follows)."""
+        per_epoch = elapsed / (self.epoch + 1 - self._first_epoch)
         fitted = self.epoch + 1 + int(max(0.0, self.time_budget_s - elapsed) // per_epoch)
         fitted = min(self._epoch_cap, fitted)
         if fitted != self.max_num_epochs:

@@ -72,6 +72,9 @@ def test_time_budget_refits_the_remaining_epochs(tmp_path):
     assert trainer.max_num_epochs == 6  # never more than asked for
     trainer._fit_epochs_to_budget(150.0)  # over budget: stop after this epoch
     assert trainer.max_num_epochs == 2
+    trainer._epoch_cap, trainer._first_epoch, trainer.epoch = 50, 10, 11  # continued (-c) at epoch 10
+    trainer._fit_epochs_to_budget(20.0)  # two epochs of this run in 20 s: 10 s each, 80 s left
+    assert trainer.max_num_epochs == 20
 
 
 @pytest.fixture
