@@ -57,6 +57,7 @@ def test_blockwise_equals_in_memory_prediction_for_uneven_blocks(case):
     assert not (folder / "seg.zarr.partial").exists()
 
 
+@pytest.mark.slow  # ~60 s; CI resumes a SIGKILLed run with the pure-torch model in test_model_seam.py
 def test_killed_run_resumes_skipping_finished_blocks_with_identical_result(case):
     env, model, folder, volume, reference, _ = case
     out = folder / "resumed.zarr"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -27,7 +28,8 @@ def uniform_grid(patch: Sequence[int], shape: Sequence[int], step_size: float) -
 
 
 class TorchBlockModel:
-    def __init__(self, seed: int, device: torch.device):
+    def __init__(self, seed: int, device: torch.device, seconds_per_block: float = 0.0):
+        self.seconds_per_block = seconds_per_block  # slows blocks down, so that a test can kill a run midway
         torch.manual_seed(seed)
         self.network = ReIsoSegRMV6(1, 2, (2, 2, 2), deep_supervision=False).to(device).eval()
         self.device = device
@@ -48,12 +50,14 @@ class TorchBlockModel:
             summed[(slice(None), *window)] += torch.softmax(logits, 1)[0].cpu().numpy()
             covered[window] += 1
         summed /= covered
+        time.sleep(self.seconds_per_block)
         return summed[(slice(None), *(slice(lo - r[0], hi - r[0]) for (lo, hi), r in zip(core, region)))]
 
 
 @dataclass(frozen=True)
 class TorchModelLoader:
     seed: int = 0
+    seconds_per_block: float = 0.0
 
     @property
     def num_classes(self) -> int:
@@ -71,4 +75,4 @@ class TorchModelLoader:
         return {"model": f"torch ReIsoSegRMV6 seed {self.seed}"}
 
     def load(self, device: torch.device) -> TorchBlockModel:
-        return TorchBlockModel(self.seed, device)
+        return TorchBlockModel(self.seed, device, self.seconds_per_block)

@@ -114,8 +114,9 @@ def test_a_trainer_checkpoint_restores_weights_optimizer_curves_and_history(tmp_
     assert torch.equal(torch.rand(2), draws)  # the random stream goes on where the checkpoint was taken
 
 
-# Real runs: fold 2 of the tiny task, three iterations an epoch, model_latest at every epoch's end.
-RUN = ["train", "3d_fullres", "ReIsoSegTrainer", TASK, "2", "--epochs", "8", "--iterations_per_epoch", "3",
+# Real runs: fold 'all' of the tiny task (no other test trains it), three iterations an epoch, model_latest at every
+# epoch's end.
+RUN = ["train", "3d_fullres", "ReIsoSegTrainer", TASK, "all", "--epochs", "8", "--iterations_per_epoch", "3",
        "--device", "cpu", "--checkpoint_minutes", "0", "--disable_validation_inference"]
 BLOCK_SECOND_LATEST_SAVE = """
 import sys, time
@@ -168,7 +169,7 @@ def _log(fold: Path) -> str:
 
 def test_killed_and_preempted_training_continues_where_it_stopped(trained):
     env, root, model = trained
-    fold = fold_folder(model, 2)
+    fold = fold_folder(model, "all")
     latest = checkpoint_file(fold, LATEST_CHECKPOINT)
 
     # SIGKILL during the 4th epoch: the checkpoint of the end of epoch 3 remains
