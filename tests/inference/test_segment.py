@@ -107,6 +107,7 @@ def test_mirroring_matches_in_memory_on_a_small_volume(trained, tmp_path):
     assert float((labels == reference).mean()) >= 0.999
 
 
+@pytest.mark.slow  # ~40 s; CI checks box-wise resampling against nnU-Net's in tests/nnunet_v1/test_resampling.py
 def test_resampled_input_equals_in_memory_prediction_across_blocks(trained, tmp_path):
     """Data at 40 x 10 x 10 nm for a model planned at 40 x 5 x 5 nm: each block resamples the input its windows need,
     at the coordinates of nnU-Net's whole-volume resampling, and reads its core back as nnU-Net's export does.

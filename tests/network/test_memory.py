@@ -30,7 +30,10 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
 """
 
 
-@pytest.mark.parametrize("patch, pattern, batch", [((8, 64, 64), (2, 2, 2), 2), ((16, 96, 96), (1, 2, 2), 1)])
+@pytest.mark.parametrize("patch, pattern, batch", [
+    ((8, 64, 64), (2, 2, 2), 2),
+    pytest.param((16, 96, 96), (1, 2, 2), 1, marks=pytest.mark.slow),  # ~15 s; the suite's 15-minute budget
+])
 def test_estimate_is_within_a_quarter_of_a_measured_cpu_training_step(patch, pattern, batch):
     result = subprocess.run([sys.executable, "-c", STEP, json.dumps([patch, pattern, batch])], capture_output=True,
                             text=True, timeout=600)

@@ -114,9 +114,9 @@ def test_a_trainer_checkpoint_restores_weights_optimizer_curves_and_history(tmp_
     assert torch.equal(torch.rand(2), draws)  # the random stream goes on where the checkpoint was taken
 
 
-# Real runs: fold 'all' of the tiny task (no other test trains it), three iterations an epoch, model_latest at every
+# Real runs: fold 'all' of the tiny task (no other test trains it), two iterations an epoch, model_latest at every
 # epoch's end.
-RUN = ["train", "3d_fullres", "ReIsoSegTrainer", TASK, "all", "--epochs", "8", "--iterations_per_epoch", "3",
+RUN = ["train", "3d_fullres", "ReIsoSegTrainer", TASK, "all", "--epochs", "8", "--iterations_per_epoch", "2",
        "--device", "cpu", "--checkpoint_minutes", "0", "--disable_validation_inference"]
 BLOCK_SECOND_LATEST_SAVE = """
 import sys, time
