@@ -8,6 +8,9 @@ Overridden hooks, each for a reason the method gives (spec §3, §9):
 - `run_iteration`: torch.amp (fp16 on CUDA only), any device, branch losses recorded, validation loss = L_ani;
 - `run_online_evaluation`: pseudo-Dice (hence `model_best`) from the ani head used at inference, not the iso head;
 - `on_epoch_end`: log L_iso and L_ani beside the total.
+
+Checkpoints, SIGTERM, sparse labels and EM defect augmentation come from `EMTrainingMixin`, which the baseline
+`nnUNetTrainerV2EM` shares.
 """
 from __future__ import annotations
 
