@@ -33,7 +33,7 @@ import quality  # noqa: E402
 import workspace  # noqa: E402
 
 from reisoseg.devices import resolve_device  # noqa: E402
-from reisoseg.layout import DEFAULT_CONFIGURATION, FINAL_CHECKPOINT, plans_file  # noqa: E402
+from reisoseg.layout import DEFAULT_CONFIGURATION, FINAL_CHECKPOINT, IGNORE_LABEL_NAME, plans_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "benchmarks" / "results" / "sparse_and_defects_runs"
@@ -63,7 +63,7 @@ def sparse_task(full_task: str) -> str:
             unannotated = [z for z in range(labels.shape[0]) if z % ANNOTATE_EVERY]
             labels[unannotated] = ignore
             write_nifti(path, labels, spacing)
-        dataset["labels"][str(ignore)] = "ignore"
+        dataset["labels"][str(ignore)] = IGNORE_LABEL_NAME
         dataset["name"] = SPARSE_NAME
         (staging / "dataset.json").write_text(json.dumps(dataset, indent=1))
         staging.rename(raw / name)

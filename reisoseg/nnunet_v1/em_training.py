@@ -40,6 +40,7 @@ from reisoseg.nnunet_v1.sparse import (
     annotated_locations,
     dataset_ignore_label,
     output_classes,
+    section_counts,
     without_ignored,
 )
 
@@ -125,10 +126,10 @@ class EMTrainingMixin:
             data = case["data_file"][:-len(".npz")] + ".npy"
             segmentation = np.load(data, mmap_mode="r")[-1] if os.path.isfile(data) else \
                 np.load(case["data_file"])["data"][-1]
-            case["properties"]["class_locations"][self.ignore_label] = annotated_locations(segmentation,
-                                                                                         self.ignore_label)
-            annotated += sum(np.count_nonzero((s >= 0) & (s != self.ignore_label)) for s in segmentation)
-            total += sum(np.count_nonzero(s >= 0) for s in segmentation)  # not nnU-Net's -1 outside the image
+            per_section, inside = section_counts(segmentation, self.ignore_label)
+            case["properties"]["class_locations"][self.ignore_label] = annotated_locations(
+                segmentation, self.ignore_label, per_section=per_section)
+            annotated, total = annotated + int(per_section.sum()), total + int(inside.sum())
         self.print_to_log_file(f"sparse labels: {annotated / max(total, 1):.1%} of the training voxels annotated "
                                f"(label {self.ignore_label} ignored); oversampled patches aimed at annotated voxels")
 

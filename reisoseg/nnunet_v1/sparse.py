@@ -70,10 +70,24 @@ def without_ignored(output: torch.Tensor, target: torch.Tensor, ignore: int) -> 
     return logits, torch.where(annotated, target, torch.zeros_like(target))
 
 
-def annotated_locations(segmentation: np.ndarray, ignore: int, count: int = LOCATIONS_PER_CASE) -> np.ndarray:
-    """Up to `count` random (z, y, x) positions of annotated voxels (labelled, not `ignore`, inside the image: nnU-Net
-    marks the cropped-away outside with -1), read section by section so that a memory-mapped case stays on disk."""
-    per_section = np.array([np.count_nonzero((section >= 0) & (section != ignore)) for section in segmentation])
+def _annotated(section: np.ndarray, ignore: int) -> np.ndarray:
+    """Labelled voxels: not `ignore`, and inside the image (nnU-Net marks the cropped-away outside with -1)."""
+    return (section >= 0) & (section != ignore)
+
+
+def section_counts(segmentation: np.ndarray, ignore: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per section: annotated voxels, and voxels inside the image; read section by section, so that a
+    memory-mapped case stays on disk."""
+    counts = np.array([(np.count_nonzero(_annotated(s, ignore)), np.count_nonzero(s >= 0)) for s in segmentation])
+    return counts[:, 0], counts[:, 1]
+
+
+def annotated_locations(segmentation: np.ndarray, ignore: int, count: int = LOCATIONS_PER_CASE,
+                        per_section: np.ndarray | None = None) -> np.ndarray:
+    """Up to `count` random (z, y, x) positions of annotated voxels; `per_section`: their number in each section,
+    if already counted (`section_counts`)."""
+    if per_section is None:
+        per_section = section_counts(segmentation, ignore)[0]
     total = int(per_section.sum())
     if total == 0:
         return np.zeros((0, 3), np.int64)
@@ -81,7 +95,7 @@ def annotated_locations(segmentation: np.ndarray, ignore: int, count: int = LOCA
     found = []
     for z, times in zip(*np.unique(draws, return_counts=True)):
         section = segmentation[z]
-        flat = np.flatnonzero((section >= 0) & (section != ignore))
+        flat = np.flatnonzero(_annotated(section, ignore))
         picked = np.random.choice(flat, size=min(times, flat.size), replace=False)
         found.append(np.column_stack([np.full(picked.size, z), *np.unravel_index(picked, section.shape)]))
     return np.concatenate(found)
