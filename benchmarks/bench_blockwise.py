@@ -96,10 +96,10 @@ def _measure_in_memory(args: argparse.Namespace) -> dict:
     return {"wall_s": time.perf_counter() - start, "peak_rss_gib": memory.peak_gib}
 
 
-def in_fresh_process(script: str, kind: str, **options) -> dict:
-    """Run `script --measure KIND --OPTION VALUE ...` in a new process (peak RSS is per process) on CPU; returns
-    the JSON it prints last."""
-    command = [sys.executable, script, "--measure", kind]
+def in_fresh_process(script: str, kind: str, *arguments: str, **options) -> dict:
+    """Run `script ARGUMENTS --measure KIND --OPTION VALUE ...` in a new process (peak RSS is per process) on CPU;
+    returns the JSON it prints last."""
+    command = [sys.executable, script, *arguments, "--measure", kind]
     for key, value in options.items():
         command += [f"--{key}", *([str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)])]
     result = subprocess.run(command, capture_output=True, text=True)  # the measurements pass device="cpu"

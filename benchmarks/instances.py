@@ -1,20 +1,39 @@
-"""What objects cost: blockwise `segment --instances` against semantic-only `segment`, wall time and peak memory.
+"""Objects, two questions: how good (`quality`) and what they cost (`cost`).
 
-Targets (issue #10): instance segmentation costs <= 1.3x the wall time of semantic segmentation, and its peak memory
-does not grow with the volume. Both runs use the same model, volume, blocks and sliding-window settings, each in a
-fresh process (peak RSS sampled over the process tree, `workspace.PeakMemory`). The model must be trained on an
-instance target (its weights set how many objects there are to decode): by default the demo's
-(`reisoseg demo` first), or any with `--model`. Volumes are tiled from one synthetic EM volume as in
-bench_blockwise.py. Writes benchmarks/results/instances.json.
+`quality` (issue #10): on the quality benchmark's datasets (synthetic ratios 4 and 8, Gerhard, CDeep3M; see
+quality.py), for ReIsoSeg and nnU-Net alike at equal iterations, seed and patch, compares
+  (a) connected components: 3D components of a plain semantic model's mask, which is what users did before;
+  (b) instance pipeline: a model trained on the instance target (background / interior / boundary), decoded into
+      objects by the seeded watershed.
+(a) reuses quality.py's semantic runs (same work folder and records; trained if missing), (b) trains the same
+method on the dataset's instance-target twin (same volumes and split; object ids from the generator, 3D connected
+components of the labels for real data, where touching objects stay merged in the target and in the reference). Both
+are scored against the same reference objects: AP-50 / AP-75 with scores (connected components score 1 each, so
+their AP is a plain precision-recall point), F1@0.5, VOI split / merge, adjusted Rand index, count error
+|found - true| / true, and Dice. Records: benchmarks/results/instance_runs/ (committed; a later session goes on
+from them); summary: benchmarks/results/instances_quality.json and the tables in documentation/instances.md.
 
-    python benchmarks/instances.py [--model reisoseg_demo/nnunet/results/.../ReIsoSegTrainer__nnUNetPlans_reisoseg_demo]
-                                   [--sizes 0.005 0.02] [--block 32 256 256]
+    python benchmarks/instances.py quality --iterations 1000 --seeds 0 --datasets synth8 gerhard
+
+`cost`: blockwise `segment --instances` against semantic-only `segment`, wall time, CPU time (user + system, which a
+busy machine disturbs less than wall time) and peak memory, medians of interleaved repeats. Targets:
+instance segmentation costs <= 1.3x the wall time of semantic segmentation, and its peak memory does not grow with
+the volume. Both runs use the same model, volume, blocks and sliding-window settings, each in a fresh process (peak
+RSS sampled over the process tree, `workspace.PeakMemory`). The model must be trained on an instance target (its
+weights set how many objects there are to decode): by default the demo's (`reisoseg demo` first), or any with
+`--model`. Volumes are tiled from one synthetic EM volume as in bench_blockwise.py. Writes
+benchmarks/results/instances.json.
+
+    python benchmarks/instances.py cost [--sizes 0.005 0.02] [--block 32 256 256]
+                                        [--model MODEL_FOLDER]   (default: the demo's model)
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,15 +45,21 @@ import bench_blockwise  # noqa: E402
 import workspace  # noqa: E402
 
 
+def _cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 def _measure(args: argparse.Namespace) -> dict:
     import reisoseg
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
     with workspace.PeakMemory() as memory:
         reisoseg.segment(args.input, model=args.model, output=args.output, folds=["all"], block=args.block,
                          step_size=args.step_size, tta=False, device="cpu", overwrite=True, progress=False,
                          instances=args.measure == "instances")
-    result = {"wall_s": time.perf_counter() - start, "peak_rss_gib": memory.peak_gib}
+    result = {"wall_s": time.perf_counter() - start, "cpu_s": _cpu_seconds() - cpu_start,
+              "peak_rss_gib": memory.peak_gib}
     if args.measure == "instances":
         import zarr
 
@@ -42,23 +67,129 @@ def _measure(args: argparse.Namespace) -> dict:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=demo_model_folder(),
-                        help="a model folder trained on an instance target (default: the demo's)")
-    parser.add_argument("--sizes", type=float, nargs="+", default=[0.005, 0.02], help="volume sizes in Gvoxel")
-    parser.add_argument("--block", type=int, nargs=3, default=[bench_blockwise.SECTIONS, 256, 256],
-                        help="block (z y x)")
-    parser.add_argument("--step_size", type=float, default=1.0, help="sliding-window step (default: 1)")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/reisoseg_bench_instances"),
-                        help="work folder for the volumes and outputs (default: %(default)s)")
-    parser.add_argument("--measure", choices=("semantic", "instances"), help=argparse.SUPPRESS)
-    parser.add_argument("--input", help=argparse.SUPPRESS)
-    parser.add_argument("--output", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.measure:
-        print(json.dumps(_measure(args)))
-        return
+QUALITY_METRICS = (("ap_50", "AP-50"), ("ap_75", "AP-75"), ("f1_50", "F1@0.5"), ("voi_split", "VOI split"),
+                   ("voi_merge", "VOI merge"), ("ari", "ARI"), ("count_error", "count error"), ("dice", "Dice"))
+PIPELINES = {"connected_components": "connected components", "instances": "instance pipeline"}
+TABLES_MARKER = "<!-- tables: everything below this line is rewritten by benchmarks/instances.py quality -->"
+
+
+def _per_case_rows(scored: dict) -> dict[str, dict]:
+    """Per test volume metrics plus the relative count error."""
+    return {case: {**values, "count_error": abs(values["predicted_instances"] - values["reference_instances"])
+                   / max(values["reference_instances"], 1)} for case, values in scored["per_case"].items()}
+
+
+def _connected_components(quality, semantic_dataset, semantic_task: str, instance_task: str, method: str,
+                          seed: int, args: argparse.Namespace) -> dict:
+    """(a): the final semantic model's test predictions, objects as 3D connected components, against the instance
+    task's reference objects. Cached beside the instance runs."""
+    semantic_record = quality.record_path(semantic_dataset, method, seed, args.iterations, args.step_size)
+    record = quality.INSTANCE_RUNS / f"{semantic_record.stem}_connected_components.json"
+    if record.is_file():
+        return json.loads(record.read_text())
+    from reisoseg.io.volume import open_volume
+    from reisoseg.layout import FINAL_CHECKPOINT
+
+    semantic_raw, instance_raw = quality.raw_task_folder(semantic_task), quality.raw_task_folder(instance_task)
+    for labels in sorted((semantic_raw / "labelsTs").glob("*.nii.gz")):  # the twins must hold the same test volumes
+        if not (open_volume(labels).read() == open_volume(instance_raw / "labelsTs" / labels.name).read()).all():
+            raise SystemExit(f"{labels.name}: test labels of {semantic_task} and {instance_task} differ; delete "
+                             f"{instance_raw} to write the instance task again")
+    predictions = args.work / "predictions" / semantic_record.stem / str(args.iterations)
+    if len(list(predictions.glob("*.nii.gz"))) == len(list((semantic_raw / "labelsTs").glob("*.nii.gz"))):
+        scored = workspace.score_predictions(semantic_raw / "labelsTs", predictions, instance_raw / "instancesTs")
+    else:  # the record came from another work folder or machine: predict again with the model, if it is here
+        trainer = quality.trainer_for(method, semantic_task)
+        try:
+            scored = workspace.score_model(semantic_raw / "imagesTs", semantic_raw / "labelsTs", semantic_task,
+                                           trainer, quality.plans_identifier(seed), FINAL_CHECKPOINT,
+                                           args.work / "predictions" / record.stem, args.step_size, args.device,
+                                           reference_instances=instance_raw / "instancesTs")
+        except FileNotFoundError as error:
+            raise SystemExit(f"{semantic_record.name}: neither its predictions nor its model are in {args.work} "
+                             f"({error}); pass the work folder it was trained in") from None
+    result = {"semantic_record": semantic_record.name, **scored}
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _summary(rows: list[dict]) -> dict:
+    """Mean over seeds and test volumes per dataset, method and pipeline."""
+    summary: dict = {}
+    for row in rows:
+        for pipeline in PIPELINES:
+            cell = summary.setdefault(row["dataset"], {}).setdefault(row["method"], {}).setdefault(
+                pipeline, {"cases": [], "seeds": []})
+            cell["cases"] += list(row[pipeline].values())
+            cell["seeds"].append(row["seed"])
+    for methods in summary.values():
+        for pipelines in methods.values():
+            for cell in pipelines.values():
+                cases = cell.pop("cases")
+                cell["volumes"] = len(cases)
+                cell["objects_found"] = statistics.mean(c["predicted_instances"] for c in cases)
+                cell["objects_true"] = statistics.mean(c["reference_instances"] for c in cases)
+                cell.update({key: statistics.mean(c[key] for c in cases) for key, _ in QUALITY_METRICS})
+    return summary
+
+
+def _tables(summary: dict, iterations: int) -> list[str]:
+    lines = []
+    for dataset, methods in summary.items():
+        seeds = sorted({s for m in methods.values() for c in m.values() for s in c["seeds"]})
+        lines += ["", f"### {dataset}: {iterations} iterations, seeds {', '.join(map(str, seeds))}", "",
+                  "| method | objects from | found / true | " + " | ".join(t for _, t in QUALITY_METRICS) + " |",
+                  "|---|---|---|" + "---|" * len(QUALITY_METRICS)]
+        for method, pipelines in methods.items():
+            for pipeline, cell in pipelines.items():
+                lines.append(f"| {method} | {PIPELINES[pipeline]} | {cell['objects_found']:.1f} / "
+                             f"{cell['objects_true']:.1f} | "
+                             + " | ".join(f"{cell[key]:.3f}" for key, _ in QUALITY_METRICS) + " |")
+    return lines
+
+
+def quality_benchmark(args: argparse.Namespace) -> None:
+    import quality
+
+    from reisoseg.devices import resolve_device
+
+    args.work = args.work.resolve()
+    workspace.use_folders(args.work)
+    resolve_device(args.device)  # before nnU-Net starts
+    rows = []
+    for key in args.datasets:
+        semantic_dataset = quality.DATASETS[key]
+        instance_dataset = semantic_dataset.with_instance_target()
+        semantic_task, instance_task = semantic_dataset.prepare(), instance_dataset.prepare()
+        if semantic_task is None or instance_task is None:
+            continue
+        for seed in args.seeds:
+            for method in args.methods:
+                quality.run(semantic_dataset, semantic_task, method, quality.trainer_for(method, semantic_task), seed,
+                            args.iterations, args)  # (a)'s model: quality.py's run, trained here if missing
+                decoded = quality.run(instance_dataset, instance_task, method,
+                                      quality.trainer_for(method, instance_task), seed, args.iterations, args)
+                connected = _connected_components(quality, semantic_dataset, semantic_task, instance_task, method,
+                                                  seed, args)
+                rows.append({"dataset": key, "method": quality.METHOD_NAMES[method], "seed": seed,
+                             "connected_components": _per_case_rows(connected), "instances": _per_case_rows(decoded)})
+                print(f"[{key}] {method} seed {seed}: F1@0.5 {connected['metrics']['f1_50']:.3f} (connected "
+                      f"components) -> {decoded['metrics']['f1_50']:.3f} (instance pipeline)", flush=True)
+    summary = _summary(rows)
+    results = Path(__file__).parent / "results" / "instances_quality.json"
+    results.write_text(json.dumps({"iterations": args.iterations, "step_size": args.step_size, "summary": summary,
+                                   "runs": rows}, indent=1))
+    lines = _tables(summary, args.iterations)
+    print("\n".join(lines))
+    guide = Path(__file__).resolve().parents[1] / "documentation" / "instances.md"
+    text = guide.read_text()
+    if TABLES_MARKER in text:
+        guide.write_text(text[:text.index(TABLES_MARKER) + len(TABLES_MARKER)] + "\n" + "\n".join(lines) + "\n")
+    print(f"-> {results}, {guide}")
+
+
+def cost_benchmark(args: argparse.Namespace) -> None:
     if not (args.model / "instances.json").is_file():
         raise SystemExit(f"{args.model}: not a model trained on an instance target (run `reisoseg demo` or pass "
                          f"--model)")
@@ -69,31 +200,74 @@ def main() -> None:
         shape = bench_blockwise._volume_shape(size)
         volume = args.work / f"volume_{shape[1]}.zarr"
         bench_blockwise._write_volume(volume, shape)
-        for kind in ("semantic", "instances"):
-            print(f"{kind} {shape} ({math.prod(shape) / 1e9:.3f} Gvoxel) ...", flush=True)
-            measured = bench_blockwise.in_fresh_process(__file__, kind, input=volume, output=args.work / f"{kind}.zarr",
-                                         model=args.model.resolve(), block=args.block, step_size=args.step_size)
-            rows.append({"kind": kind, "shape": shape, "voxels": math.prod(shape), **measured})
-    print(f"\n{'kind':10s} {'shape':>18s} {'Gvoxel':>7s} {'wall s':>8s} {'peak RSS GiB':>12s} {'objects':>8s}")
+        for repeat in range(args.repeats):  # interleaved, so that a busy spell of the machine hits both kinds
+            for kind in ("semantic", "instances"):
+                print(f"{kind} {shape} ({math.prod(shape) / 1e9:.3f} Gvoxel), run {repeat + 1}/{args.repeats} ...",
+                      flush=True)
+                measured = bench_blockwise.in_fresh_process(__file__, kind, "cost", input=volume,
+                                                            output=args.work / f"{kind}.zarr",
+                                                            model=args.model.resolve(), block=args.block,
+                                                            step_size=args.step_size)
+                rows.append({"kind": kind, "shape": shape, "voxels": math.prod(shape), "repeat": repeat, **measured})
+    print(f"\n{'kind':10s} {'shape':>18s} {'Gvoxel':>7s} {'wall s':>8s} {'CPU s':>8s} {'peak RSS GiB':>12s} "
+          f"{'objects':>8s}")
     for row in rows:
         print(f"{row['kind']:10s} {str(tuple(row['shape'])):>18s} {row['voxels'] / 1e9:7.3f} {row['wall_s']:8.1f} "
-              f"{row['peak_rss_gib']:12.2f} {row.get('objects', ''):>8}")
+              f"{row['cpu_s']:8.1f} {row['peak_rss_gib']:12.2f} {row.get('objects', ''):>8}")
     ratios = {}
     for size in sorted({r["voxels"] for r in rows}):
-        semantic, instances = (next(r for r in rows if r["voxels"] == size and r["kind"] == k)
-                               for k in ("semantic", "instances"))
-        ratios[size] = instances["wall_s"] / semantic["wall_s"]
-        print(f"wall time instances / semantic at {size / 1e9:.3f} Gvoxel: {ratios[size]:.2f} (target <= 1.3)")
-    peaks = [r["peak_rss_gib"] for r in rows if r["kind"] == "instances"]
+        medians = {kind: {key: statistics.median(r[key] for r in rows if r["voxels"] == size and r["kind"] == kind)
+                          for key in ("wall_s", "cpu_s")} for kind in ("semantic", "instances")}
+        ratios[str(size)] = {key: medians["instances"][key] / medians["semantic"][key] for key in ("wall_s", "cpu_s")}
+        print(f"instances / semantic at {size / 1e9:.3f} Gvoxel, medians of {args.repeats}: wall time "
+              f"{ratios[str(size)]['wall_s']:.2f}, CPU time {ratios[str(size)]['cpu_s']:.2f} (target <= 1.3)")
+    peaks = [max(r["peak_rss_gib"] for r in rows if r["voxels"] == size and r["kind"] == "instances")
+             for size in sorted({r["voxels"] for r in rows})]
     print(f"peak RSS of instance runs, largest / smallest volume: {peaks[-1] / peaks[0]:.2f} "
           f"(memory does not grow with the volume: ~1)")
     results = Path(__file__).parent / "results" / "instances.json"
     results.write_text(json.dumps({"machine": workspace.machine(), "revision": workspace.git_revision(),
-                                   "block": args.block, "step_size": args.step_size, "tta": False, "rows": rows,
-                                   "wall_ratio_instances_over_semantic": {str(k): v for k, v in ratios.items()},
+                                   "block": args.block, "step_size": args.step_size, "tta": False,
+                                   "repeats": args.repeats, "rows": rows, "ratio_instances_over_semantic": ratios,
                                    "peak_rss_ratio_instances": peaks[-1] / peaks[0]}, indent=1))
     print(f"-> {results}")
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parts = parser.add_subparsers(dest="part", required=True)
+    quality_part = parts.add_parser("quality", help="connected components against the instance pipeline, per dataset")
+    quality_part.add_argument("--iterations", type=int, default=1000,
+                              help="training iterations per run, a multiple of 250 (default: 1000)")
+    quality_part.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (default: 0)")
+    quality_part.add_argument("--datasets", nargs="+", choices=["synth4", "synth8", "gerhard", "cdeep3m"],
+                              default=["synth8", "gerhard"])
+    quality_part.add_argument("--methods", nargs="+", choices=["auto", "nnunet"], default=["auto", "nnunet"])
+    quality_part.add_argument("--step_size", type=float, default=0.5, help="sliding-window step (default: 0.5)")
+    quality_part.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
+    quality_part.add_argument("--work", type=Path, default=Path("/tmp/reisoseg_quality"),
+                              help="quality.py's work folder: tasks, models and predictions (default: %(default)s)")
+    cost = parts.add_parser("cost", help="wall time and peak memory of blockwise objects against semantic")
+    cost.add_argument("--model", type=Path, default=demo_model_folder(),
+                      help="a model folder trained on an instance target (default: the demo's)")
+    cost.add_argument("--sizes", type=float, nargs="+", default=[0.005, 0.02], help="volume sizes in Gvoxel")
+    cost.add_argument("--block", type=int, nargs=3, default=[bench_blockwise.SECTIONS, 256, 256], help="block (z y x)")
+    cost.add_argument("--step_size", type=float, default=1.0, help="sliding-window step (default: 1)")
+    cost.add_argument("--repeats", type=int, default=3, help="runs of each kind, interleaved; medians (default: 3)")
+    cost.add_argument("--work", type=Path, default=Path("/tmp/reisoseg_bench_instances"),
+                      help="work folder for the volumes and outputs (default: %(default)s)")
+    cost.add_argument("--measure", choices=("semantic", "instances"), help=argparse.SUPPRESS)
+    cost.add_argument("--input", help=argparse.SUPPRESS)
+    cost.add_argument("--output", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.part == "quality":
+        if args.iterations % 250:
+            parser.error("--iterations must be a multiple of 250")
+        quality_benchmark(args)
+    elif args.measure:
+        print(json.dumps(_measure(args)))
+    else:
+        cost_benchmark(args)
 
 if __name__ == "__main__":
     main()

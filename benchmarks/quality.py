@@ -46,7 +46,7 @@ import re
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from reisoseg.devices import resolve_device
@@ -58,6 +58,8 @@ import workspace  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 RUNS = ROOT / "benchmarks" / "results" / "quality_runs"
+INSTANCE_RUNS = ROOT / "benchmarks" / "results" / "instance_runs"  # models trained on the instance target
+INSTANCE_TASK_OFFSET = 200  # task id of a dataset's instance-target twin
 ITERATIONS_PER_EPOCH = 10
 VAL_ITERATIONS_PER_EPOCH = 2
 SNAPSHOT_ITERATIONS = 250
@@ -78,6 +80,17 @@ class Dataset:
     name: str
     patch: tuple[int, int, int]
     description: str
+    instances: bool = False  # labels carry the instance target of mitochondria (background / interior / boundary)
+
+    def with_instance_target(self) -> Dataset:
+        """The same volumes and split, trained on the instance target: object ids from the synthetic generator, 3D
+        connected components of the labels for real data. Its test folder holds the reference objects."""
+        return replace(self, key=f"{self.key}_instances", task_id=self.task_id + INSTANCE_TASK_OFFSET,
+                       name=f"{self.name}Instances", instances=True)
+
+    @property
+    def records(self) -> Path:
+        return INSTANCE_RUNS if self.instances else RUNS
 
     def prepare(self) -> str | None:
         """Write (once) and plan (once) the task; returns its name, or None if the data are missing."""
@@ -87,9 +100,10 @@ class Dataset:
             if self.key.startswith("synth"):
                 from reisoseg.synthetic import make_synthetic_task
 
-                ratio = int(self.key[len("synth"):])
+                ratio = int(self.key[len("synth"):].removesuffix("_instances"))
                 make_synthetic_task(raw, self.task_id, self.name, num_training=6, num_test=2,
-                                    shape=SYNTH_SHAPES[ratio], ratio=ratio, seed=1000 + ratio, overwrite=True)
+                                    shape=SYNTH_SHAPES[ratio], ratio=ratio, seed=1000 + ratio, overwrite=True,
+                                    instances=self.instances)
             elif not self._convert_real(raw):
                 return None
         if not plans_file(os.environ["nnUNet_preprocessed"], task).is_file():
@@ -101,14 +115,15 @@ class Dataset:
     def _convert_real(self, raw: Path) -> bool:
         from reisoseg.io.convert import LabelMapping, convert_to_task
 
-        if self.key == "gerhard":
+        instance_class = "mitochondria" if self.instances else None
+        if self.key.startswith("gerhard"):
             stack = SHARED_DATA / "gerhard2013_L3vnc_sstem" / "stack1"
             if not stack.is_dir():
                 print(f"skipping {self.key}: {stack} not found", flush=True)
                 return False
             convert_to_task([stack / "raw"], [stack / "labels"], task_id=self.task_id, name=self.name,
                             mapping=LabelMapping.parse(["mitochondria=191"]), spacing=(50, 4.6, 4.6),
-                            test_sections=(16, 20), raw_data_base=raw, overwrite=True)
+                            test_sections=(16, 20), raw_data_base=raw, overwrite=True, instance_class=instance_class)
             return True
         root = SHARED_DATA / "cdeep3m_mito_sbem"
         if not root.is_dir():
@@ -117,7 +132,7 @@ class Dataset:
         convert_to_task([root / "training" / "images", root / "validation" / "images"],
                         [root / "training" / "labels", root / "validation" / "labels"], task_id=self.task_id,
                         name=self.name, mapping=LabelMapping.identity(["mitochondria"]), spacing=(40, 5.9, 5.9),
-                        test_volumes=[1], raw_data_base=raw, overwrite=True)
+                        test_volumes=[1], raw_data_base=raw, overwrite=True, instance_class=instance_class)
         return True
 
 
@@ -133,8 +148,12 @@ DATASETS = {d.key: d for d in [
 ]}
 
 
-def _plans_identifier(seed: int) -> str:
+def plans_identifier(seed: int) -> str:
     return f"nnUNetPlans_quality_seed{seed}"  # one output folder per seed (same plans)
+
+
+def trainer_for(method: str, task: str) -> str:
+    return _closest_rma(task) if method == "rma" else METHODS[method]
 
 
 def _closest_rma(task: str) -> str:
@@ -148,8 +167,8 @@ def _closest_rma(task: str) -> str:
     return f"ReIsoSegRMA{nearest_supported_ratio(ratio_from_spacing(spacing))}V6Trainer"
 
 
-def _record_path(dataset: str, method: str, seed: int, iterations: int, step_size: float) -> Path:
-    return RUNS / f"{dataset}_{method}_seed{seed}_it{iterations}_step{step_size}.json"
+def record_path(dataset: Dataset, method: str, seed: int, iterations: int, step_size: float) -> Path:
+    return dataset.records / f"{dataset.key}_{method}_seed{seed}_it{iterations}_step{step_size}.json"
 
 
 def _validation_pseudo_dice(fold_folder: Path) -> list[float]:
@@ -191,23 +210,30 @@ def convergence(pseudo_dice: list[float]) -> dict:
             "tolerance": CONVERGENCE_TOLERANCE, "converged": abs(last - earlier) < CONVERGENCE_TOLERANCE}
 
 
-def _score(task: str, trainer: str, plans: str, checkpoint: str, predictions: Path, step_size: float,
-           device: str | None) -> dict:
-    raw = Path(os.environ["nnUNet_raw_data_base"]) / "nnUNet_raw_data" / task
+def raw_task_folder(task: str) -> Path:
+    return Path(os.environ["nnUNet_raw_data_base"]) / "nnUNet_raw_data" / task
+
+
+def _score(dataset: Dataset, task: str, trainer: str, plans: str, checkpoint: str, predictions: Path,
+           step_size: float, device: str | None) -> dict:
+    """Semantic models are scored as users use them today (objects = 3D connected components); instance-target
+    models decode their objects, which are scored against the task's reference objects."""
+    raw = raw_task_folder(task)
     return workspace.score_model(raw / "imagesTs", raw / "labelsTs", task, trainer, plans, checkpoint, predictions,
-                                 step_size, device)
+                                 step_size, device, instances=dataset.instances,
+                                 reference_instances=raw / "instancesTs" if dataset.instances else None)
 
 
-def _run(dataset: Dataset, task: str, method: str, trainer: str, seed: int, iterations: int,
+def run(dataset: Dataset, task: str, method: str, trainer: str, seed: int, iterations: int,
          args: argparse.Namespace) -> dict:
     """Train, then score every snapshot and the final model on the test set; one committed record per run."""
     from reisoseg.nnunet_v1.plans import write_derived_plans
     from reisoseg.nnunet_v1.training import TrainingOptions, fold_output_folder, run_training
 
-    record = _record_path(dataset.key, method, seed, iterations, args.step_size)
+    record = record_path(dataset, method, seed, iterations, args.step_size)
     if record.is_file():
         return json.loads(record.read_text())
-    plans = _plans_identifier(seed)
+    plans = plans_identifier(seed)
     write_derived_plans(task, plans, patch_size=dataset.patch, batch_size=2)
     fold_folder = fold_output_folder(DEFAULT_CONFIGURATION, trainer, task, "all", plans)
     if not checkpoint_file(fold_folder).is_file():
@@ -225,7 +251,7 @@ def _run(dataset: Dataset, task: str, method: str, trainer: str, seed: int, iter
     for at in range(SNAPSHOT_ITERATIONS, iterations + 1, SNAPSHOT_ITERATIONS):
         checkpoint = FINAL_CHECKPOINT if at == iterations else f"model_ep_{at // ITERATIONS_PER_EPOCH:03d}"
         elapsed = sum(t for epoch, t in seconds.items() if epoch < at // ITERATIONS_PER_EPOCH)
-        scored = _score(task, trainer, plans, checkpoint, args.work / "predictions" / record.stem / str(at),
+        scored = _score(dataset, task, trainer, plans, checkpoint, args.work / "predictions" / record.stem / str(at),
                         args.step_size, args.device)
         snapshots.append({"iterations": at, "train_s": elapsed, **scored})
         print(f"[{dataset.key}] {method} seed {seed} @ {at}: Dice {scored['metrics']['dice']:.3f}", flush=True)
@@ -236,7 +262,7 @@ def _run(dataset: Dataset, task: str, method: str, trainer: str, seed: int, iter
               "machine": workspace.machine(), "revision": workspace.git_revision(), "date": time.strftime("%Y-%m-%d"),
               "validation_pseudo_dice": pseudo_dice, "convergence": convergence(pseudo_dice),
               "snapshots": snapshots, "metrics": snapshots[-1]["metrics"], "per_case": snapshots[-1]["per_case"]}
-    RUNS.mkdir(parents=True, exist_ok=True)
+    record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps(result, indent=1))
     return result
 
@@ -400,10 +426,9 @@ def main() -> None:
             continue
         for seed in args.seeds:  # seed-major: each finished pair is a comparison on its own
             for method in args.methods:
-                trainer = _closest_rma(task) if method == "rma" else METHODS[method]
-                run = _run(dataset, task, method, trainer, seed, args.iterations, args)
-                print(f"[{key}] {method} seed {seed}: Dice {run['metrics']['dice']:.3f} "
-                      f"(train {run['train_s']:.0f} s)", flush=True)
+                result = run(dataset, task, method, trainer_for(method, task), seed, args.iterations, args)
+                print(f"[{key}] {method} seed {seed}: Dice {result['metrics']['dice']:.3f} "
+                      f"(train {result['train_s']:.0f} s)", flush=True)
     results = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))]
     if not results:
         print("no finished runs yet")

@@ -44,21 +44,34 @@ def synthetic_task(task_id: int, name: str, *, ratio: int, shape: Sequence[int],
 
 
 def score_model(images: Path, labels: Path, task: str, trainer: str, plans: str, checkpoint: str, predictions: Path,
-                step_size: float, device: str | None) -> dict:
-    """Predict `images` with fold 'all' of a model (sliding window, no TTA) and score mitochondria (class 1) against
-    `labels` with `reisoseg.evaluation`: mean and per-case metrics, and the prediction time."""
+                step_size: float, device: str | None, *, instances: bool = False,
+                reference_instances: Path | None = None) -> dict:
+    """Predict `images` with fold 'all' of a model (sliding window, no TTA; `instances`: also decode objects) and
+    score it with `score_predictions`; adds the prediction time."""
     import time
 
-    from reisoseg.evaluation.report import evaluate
+    from reisoseg.layout import INSTANCES_SUBFOLDER
     from reisoseg.nnunet_v1.prediction import PredictionOptions, predict_folder
 
     start = time.perf_counter()
     predict_folder(images, predictions, task, trainer,
                    PredictionOptions(plans_identifier=plans, folds=["all"], disable_tta=True, step_size=step_size,
-                                     device=device, overwrite_existing=True, checkpoint=checkpoint))
+                                     device=device, overwrite_existing=True, checkpoint=checkpoint,
+                                     instances=instances))
     predict_s = time.perf_counter() - start
-    metrics = evaluate(labels, predictions, classes={1: "mitochondria"}, instance_classes=(1,))
-    return {"predict_s": predict_s, "metrics": metrics["mean"]["mitochondria"],
+    return {"predict_s": predict_s, **score_predictions(labels, predictions, reference_instances,
+                                                        predictions / INSTANCES_SUBFOLDER if instances else None)}
+
+
+def score_predictions(labels: Path, predictions: Path, reference_instances: Path | None = None,
+                      prediction_instances: Path | None = None) -> dict:
+    """Mitochondria (class 1) against `labels` with `reisoseg.evaluation`: mean and per-case metrics. Objects are
+    the given instance folders, else 3D connected components of the labels."""
+    from reisoseg.evaluation.report import evaluate
+
+    metrics = evaluate(labels, predictions, classes={1: "mitochondria"}, instance_classes=(1,),
+                       reference_instances=reference_instances, prediction_instances=prediction_instances)
+    return {"metrics": metrics["mean"]["mitochondria"],
             "per_case": {case: values["mitochondria"] for case, values in metrics["per_case"].items()}}
 
 

@@ -1,0 +1,64 @@
+"""The instance benchmark's bookkeeping: instance-target twins of the quality datasets and the summary tables."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load(name: str):
+    sys.path.insert(0, str(BENCHMARKS))  # the benchmarks import their neighbours
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def instances():
+    return _load("instances")
+
+
+def _case(found: int, true: int, f1: float) -> dict:
+    return {"predicted_instances": found, "reference_instances": true, "f1_50": f1, "ap_50": f1, "ap_75": f1 / 2,
+            "voi_split": 0.1, "voi_merge": 0.2, "ari": 0.9, "dice": 0.8}
+
+
+def test_instance_twin_has_its_own_task_and_records():
+    quality = _load("quality")
+    semantic = quality.DATASETS["gerhard"]
+    twin = semantic.with_instance_target()
+    assert (twin.key, twin.task_id, twin.name, twin.instances) == ("gerhard_instances", 721,
+                                                                   "QualityGerhardInstances", True)
+    assert (twin.patch, semantic.instances) == (semantic.patch, False)
+    assert quality.record_path(semantic, "auto", 0, 1000, 0.5).parent == quality.RUNS
+    assert quality.record_path(twin, "auto", 0, 1000, 0.5) == (
+        quality.INSTANCE_RUNS / "gerhard_instances_auto_seed0_it1000_step0.5.json")
+
+
+def test_count_error_is_relative_to_the_true_count(instances):
+    rows = instances._per_case_rows({"per_case": {"a": _case(6, 4, 0.5), "b": _case(2, 4, 0.5),
+                                                  "c": _case(3, 0, 0.0)}})
+    assert [rows[c]["count_error"] for c in "abc"] == [0.5, 0.5, 3.0]  # no true objects: error per false object
+
+
+def test_summary_averages_over_seeds_and_volumes(instances):
+    runs = [{"dataset": "synth8", "method": "ReIsoSegTrainer", "seed": seed,
+             "connected_components": instances._per_case_rows({"per_case": {"a": _case(10, 5, 0.2)}}),
+             "instances": instances._per_case_rows({"per_case": {"a": _case(5, 5, f1), "b": _case(4, 5, f1)}})}
+            for seed, f1 in ((0, 0.6), (1, 0.8))]
+    cell = instances._summary(runs)["synth8"]["ReIsoSegTrainer"]
+    assert cell["connected_components"]["volumes"] == 2 and cell["instances"]["volumes"] == 4
+    assert cell["instances"]["f1_50"] == pytest.approx(0.7)
+    assert cell["instances"]["objects_found"] == pytest.approx(4.5)
+    assert cell["instances"]["count_error"] == pytest.approx(0.1)
+    assert cell["connected_components"]["count_error"] == pytest.approx(1.0)
+    lines = instances._tables(instances._summary(runs), 1000)
+    assert lines[1] == "### synth8: 1000 iterations, seeds 0, 1"
+    assert lines[-1] == ("| ReIsoSegTrainer | instance pipeline | 4.5 / 5.0 | 0.700 | 0.350 | 0.700 | 0.100 | 0.200 "
+                         "| 0.900 | 0.100 | 0.800 |")
