@@ -108,16 +108,22 @@ def in_fresh_process(script: str, kind: str, *arguments: str, **options) -> dict
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=float, nargs="+", default=[0.1, 1.0], help="volume sizes in Gvoxel")
-    parser.add_argument("--block", type=int, nargs=3, default=[SECTIONS, 512, 512], help="block (z y x)")
+def add_volume_options(parser: argparse.ArgumentParser, *, sizes: list[float], block_xy: int, work: Path,
+                       kinds: tuple[str, ...]) -> None:
+    """The options of a blockwise measurement over tiled volumes, and the hidden ones of its fresh processes."""
+    parser.add_argument("--sizes", type=float, nargs="+", default=sizes, help="volume sizes in Gvoxel")
+    parser.add_argument("--block", type=int, nargs=3, default=[SECTIONS, block_xy, block_xy], help="block (z y x)")
     parser.add_argument("--step_size", type=float, default=1.0, help="sliding-window step (default: 1, no overlap)")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/reisoseg_bench_blockwise"),
-                        help="work folder for the task, model and volumes (default: %(default)s)")
-    parser.add_argument("--measure", choices=("segment", "in_memory"), help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, default=work, help="work folder (default: %(default)s)")
+    parser.add_argument("--measure", choices=kinds, help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_volume_options(parser, sizes=[0.1, 1.0], block_xy=512, work=Path("/tmp/reisoseg_bench_blockwise"),
+                       kinds=("segment", "in_memory"))
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--task", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -42,6 +42,7 @@ from reisoseg.demo import demo_model_folder
 
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_blockwise  # noqa: E402
+import quality  # noqa: E402
 import workspace  # noqa: E402
 
 
@@ -79,7 +80,7 @@ def _per_case_rows(scored: dict) -> dict[str, dict]:
                    / max(values["reference_instances"], 1)} for case, values in scored["per_case"].items()}
 
 
-def _connected_components(quality, semantic_dataset, semantic_task: str, instance_task: str, method: str,
+def _connected_components(semantic_dataset: quality.Dataset, semantic_task: str, instance_task: str, method: str,
                           seed: int, args: argparse.Namespace) -> dict:
     """(a): the final semantic model's test predictions, objects as 3D connected components, against the instance
     task's reference objects. Cached beside the instance runs."""
@@ -150,8 +151,6 @@ def _tables(summary: dict, iterations: int) -> list[str]:
 
 
 def quality_benchmark(args: argparse.Namespace) -> None:
-    import quality
-
     from reisoseg.devices import resolve_device
 
     args.work = args.work.resolve()
@@ -170,7 +169,7 @@ def quality_benchmark(args: argparse.Namespace) -> None:
                             args.iterations, args)  # (a)'s model: quality.py's run, trained here if missing
                 decoded = quality.run(instance_dataset, instance_task, method,
                                       quality.trainer_for(method, instance_task), seed, args.iterations, args)
-                connected = _connected_components(quality, semantic_dataset, semantic_task, instance_task, method,
+                connected = _connected_components(semantic_dataset, semantic_task, instance_task, method,
                                                   seed, args)
                 rows.append({"dataset": key, "method": quality.METHOD_NAMES[method], "seed": seed,
                              "connected_components": _per_case_rows(connected), "instances": _per_case_rows(decoded)})
@@ -250,15 +249,9 @@ def main() -> None:
     cost = parts.add_parser("cost", help="wall time and peak memory of blockwise objects against semantic")
     cost.add_argument("--model", type=Path, default=demo_model_folder(),
                       help="a model folder trained on an instance target (default: the demo's)")
-    cost.add_argument("--sizes", type=float, nargs="+", default=[0.005, 0.02], help="volume sizes in Gvoxel")
-    cost.add_argument("--block", type=int, nargs=3, default=[bench_blockwise.SECTIONS, 256, 256], help="block (z y x)")
-    cost.add_argument("--step_size", type=float, default=1.0, help="sliding-window step (default: 1)")
+    bench_blockwise.add_volume_options(cost, sizes=[0.005, 0.02], block_xy=256,
+                                       work=Path("/tmp/reisoseg_bench_instances"), kinds=("semantic", "instances"))
     cost.add_argument("--repeats", type=int, default=3, help="runs of each kind, interleaved; medians (default: 3)")
-    cost.add_argument("--work", type=Path, default=Path("/tmp/reisoseg_bench_instances"),
-                      help="work folder for the volumes and outputs (default: %(default)s)")
-    cost.add_argument("--measure", choices=("semantic", "instances"), help=argparse.SUPPRESS)
-    cost.add_argument("--input", help=argparse.SUPPRESS)
-    cost.add_argument("--output", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.part == "quality":
         if args.iterations % 250:

@@ -1,27 +1,14 @@
 """The instance benchmark's bookkeeping: instance-target twins of the quality datasets and the summary tables."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name: str):
-    sys.path.insert(0, str(BENCHMARKS))  # the benchmarks import their neighbours
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+from tests.benchmarks import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def instances():
-    return _load("instances")
+    return load_benchmark("instances")
 
 
 def _case(found: int, true: int, f1: float) -> dict:
@@ -30,7 +17,7 @@ def _case(found: int, true: int, f1: float) -> dict:
 
 
 def test_instance_twin_has_its_own_task_and_records():
-    quality = _load("quality")
+    quality = load_benchmark("quality")
     semantic = quality.DATASETS["gerhard"]
     twin = semantic.with_instance_target()
     assert (twin.key, twin.task_id, twin.name, twin.instances) == ("gerhard_instances", 721,

@@ -1,23 +1,14 @@
 """The quality benchmark's bookkeeping: training time from nnU-Net's logs across an interruption, convergence."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from tests.benchmarks import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def quality():
-    sys.path.insert(0, str(BENCHMARKS))  # quality.py imports workspace.py beside it
-    spec = importlib.util.spec_from_file_location("quality", BENCHMARKS / "quality.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["quality"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("quality")
 
 
 def _log(*epochs) -> str:
