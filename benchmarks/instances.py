@@ -121,9 +121,10 @@ def _summary(rows: list[dict]) -> dict:
     for row in rows:
         for pipeline in PIPELINES:
             cell = summary.setdefault(row["dataset"], {}).setdefault(row["method"], {}).setdefault(
-                pipeline, {"cases": [], "seeds": []})
+                pipeline, {"cases": [], "seeds": [], "converged": []})
             cell["cases"] += list(row[pipeline].values())
             cell["seeds"].append(row["seed"])
+            cell["converged"].append(f"seed {row['seed']}: {row['converged'][pipeline]}")
     for methods in summary.values():
         for pipelines in methods.values():
             for cell in pipelines.values():
@@ -140,13 +141,14 @@ def _tables(summary: dict, iterations: int) -> list[str]:
     for dataset, methods in summary.items():
         seeds = sorted({s for m in methods.values() for c in m.values() for s in c["seeds"]})
         lines += ["", f"### {dataset}: {iterations} iterations, seeds {', '.join(map(str, seeds))}", "",
-                  "| method | objects from | found / true | " + " | ".join(t for _, t in QUALITY_METRICS) + " |",
-                  "|---|---|---|" + "---|" * len(QUALITY_METRICS)]
+                  "| method | objects from | found / true | " + " | ".join(t for _, t in QUALITY_METRICS)
+                  + " | model converged |", "|---|---|---|" + "---|" * (len(QUALITY_METRICS) + 1)]
         for method, pipelines in methods.items():
             for pipeline, cell in pipelines.items():
                 lines.append(f"| {method} | {PIPELINES[pipeline]} | {cell['objects_found']:.1f} / "
                              f"{cell['objects_true']:.1f} | "
-                             + " | ".join(f"{cell[key]:.3f}" for key, _ in QUALITY_METRICS) + " |")
+                             + " | ".join(f"{cell[key]:.3f}" for key, _ in QUALITY_METRICS)
+                             + f" | {', '.join(cell['converged'])} |")
     return lines
 
 
@@ -165,14 +167,17 @@ def quality_benchmark(args: argparse.Namespace) -> None:
             continue
         for seed in args.seeds:
             for method in args.methods:
-                quality.run(semantic_dataset, semantic_task, method, quality.trainer_for(method, semantic_task), seed,
-                            args.iterations, args)  # (a)'s model: quality.py's run, trained here if missing
+                semantic = quality.run(semantic_dataset, semantic_task, method,
+                                       quality.trainer_for(method, semantic_task), seed, args.iterations,
+                                       args)  # (a)'s model: quality.py's run, trained here if missing
                 decoded = quality.run(instance_dataset, instance_task, method,
                                       quality.trainer_for(method, instance_task), seed, args.iterations, args)
                 connected = _connected_components(semantic_dataset, semantic_task, instance_task, method,
                                                   seed, args)
                 rows.append({"dataset": key, "method": quality.METHOD_NAMES[method], "seed": seed,
-                             "connected_components": _per_case_rows(connected), "instances": _per_case_rows(decoded)})
+                             "connected_components": _per_case_rows(connected), "instances": _per_case_rows(decoded),
+                             "converged": {"connected_components": quality.convergence_text(semantic),
+                                           "instances": quality.convergence_text(decoded)}})
                 print(f"[{key}] {method} seed {seed}: F1@0.5 {connected['metrics']['f1_50']:.3f} (connected "
                       f"components) -> {decoded['metrics']['f1_50']:.3f} (instance pipeline)", flush=True)
     summary = _summary(rows)

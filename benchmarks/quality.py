@@ -288,6 +288,13 @@ def paired_summary(ours: list[dict], theirs: list[dict], metric: str, higher_is_
             "high": means[int(0.975 * BOOTSTRAP_SAMPLES) - 1], "wins": wins, "pairs": len(differences)}
 
 
+def convergence_text(record: dict) -> str:
+    """A run's convergence check as the tables print it, e.g. "yes (+0.004)"."""
+    check = record["convergence"]
+    change = f"{check['change']:+.3f}" if "change" in check else check.get("reason", "unknown")
+    return f"{'yes' if check['converged'] else 'not converged'} ({change})"
+
+
 def equal_time_snapshots(ours: dict, theirs: dict) -> tuple[dict, dict]:
     """The two runs' snapshots at equal wall time: the slower run's last snapshot that took no longer than the
     faster run's whole training (its first snapshot if none did)."""
@@ -335,9 +342,7 @@ def _report_lines(results: list[dict]) -> list[str]:
             for method in methods:
                 mine = [r for r in runs if r["method"] == method]
                 cells = [_mean_sd([r["metrics"].get(k, math.nan) for r in mine]) for k, _, _ in METRICS]
-                converged = ", ".join(
-                    f"seed {r['seed']}: {'yes' if r['convergence']['converged'] else 'not converged'} "
-                    f"({r['convergence'].get('change', math.nan):+.3f})" for r in mine)
+                converged = ", ".join(f"seed {r['seed']}: {convergence_text(r)}" for r in mine)
                 lines.append(f"| {METHOD_NAMES[method]} | {', '.join(str(r['seed']) for r in mine)} | "
                              f"{_mean_sd([r['train_s'] / 60 for r in mine])} | " + " | ".join(cells)
                              + f" | {converged} |")

@@ -37,8 +37,9 @@ def test_count_error_is_relative_to_the_true_count(instances):
 def test_summary_averages_over_seeds_and_volumes(instances):
     runs = [{"dataset": "synth8", "method": "ReIsoSegTrainer", "seed": seed,
              "connected_components": instances._per_case_rows({"per_case": {"a": _case(10, 5, 0.2)}}),
-             "instances": instances._per_case_rows({"per_case": {"a": _case(5, 5, f1), "b": _case(4, 5, f1)}})}
-            for seed, f1 in ((0, 0.6), (1, 0.8))]
+             "instances": instances._per_case_rows({"per_case": {"a": _case(5, 5, f1), "b": _case(4, 5, f1)}}),
+             "converged": {"connected_components": "yes (+0.001)", "instances": converged}}
+            for seed, f1, converged in ((0, 0.6, "yes (-0.010)"), (1, 0.8, "not converged (-0.030)"))]
     cell = instances._summary(runs)["synth8"]["ReIsoSegTrainer"]
     assert cell["connected_components"]["volumes"] == 2 and cell["instances"]["volumes"] == 4
     assert cell["instances"]["f1_50"] == pytest.approx(0.7)
@@ -48,4 +49,12 @@ def test_summary_averages_over_seeds_and_volumes(instances):
     lines = instances._tables(instances._summary(runs), 1000)
     assert lines[1] == "### synth8: 1000 iterations, seeds 0, 1"
     assert lines[-1] == ("| ReIsoSegTrainer | instance pipeline | 4.5 / 5.0 | 0.700 | 0.350 | 0.700 | 0.100 | 0.200 "
-                         "| 0.900 | 0.100 | 0.800 |")
+                         "| 0.900 | 0.100 | 0.800 | seed 0: yes (-0.010), seed 1: not converged (-0.030) |")
+
+
+def test_convergence_is_written_with_its_change():
+    quality = load_benchmark("quality")
+    assert quality.convergence_text({"convergence": {"converged": False, "change": -0.0239}}) == \
+        "not converged (-0.024)"
+    assert quality.convergence_text({"convergence": {"converged": False, "reason": "too few epochs"}}) == \
+        "not converged (too few epochs)"
