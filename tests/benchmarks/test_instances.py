@@ -51,10 +51,3 @@ def test_summary_averages_over_seeds_and_volumes(instances):
     assert lines[-1] == ("| ReIsoSegTrainer | instance pipeline | 4.5 / 5.0 | 0.700 | 0.350 | 0.700 | 0.100 | 0.200 "
                          "| 0.900 | 0.100 | 0.800 | seed 0: yes (-0.010), seed 1: not converged (-0.030) |")
 
-
-def test_convergence_is_written_with_its_change():
-    quality = load_benchmark("quality")
-    assert quality.convergence_text({"convergence": {"converged": False, "change": -0.0239}}) == \
-        "not converged (-0.024)"
-    assert quality.convergence_text({"convergence": {"converged": False, "reason": "too few epochs"}}) == \
-        "not converged (too few epochs)"

@@ -29,3 +29,10 @@ def test_epoch_seconds_count_a_repeated_epoch_once(quality, tmp_path):
 def test_convergence_compares_the_last_two_tenths(quality):
     assert quality.convergence([0.5] * 18 + [0.8, 0.81])["converged"] is False  # 0.8 vs 0.5 windows of 2
     assert quality.convergence([0.80, 0.81] * 10)["converged"] is True
+
+
+def test_convergence_is_written_with_its_change(quality):
+    assert quality.convergence_text({"convergence": {"converged": False, "change": -0.0239}}) == \
+        "not converged (-0.024)"
+    assert quality.convergence_text({"convergence": {"converged": False, "reason": "too few epochs"}}) == \
+        "not converged (too few epochs)"
