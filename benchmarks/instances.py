@@ -22,10 +22,13 @@ the volume. Both runs use the same model, volume, blocks and sliding-window sett
 RSS sampled over the process tree, `workspace.PeakMemory`). The model must be trained on an instance target (its
 weights set how many objects there are to decode): by default the demo's (`reisoseg demo` first), or any with
 `--model`. Volumes are tiled from one synthetic EM volume as in bench_blockwise.py. Writes
-benchmarks/results/instances.json.
+benchmarks/results/instances.json (or `--record`). `--kinds instances` runs the instance side alone: peak memory
+against volume size, with no ratio, e.g. beside a training under `nice -n 19` (memory, unlike time, is not disturbed
+by a busy machine).
 
     python benchmarks/instances.py cost [--sizes 0.005 0.02] [--block 32 256 256]
                                         [--model MODEL_FOLDER]   (default: the demo's model)
+                                        [--kinds instances] [--record FILE]
 """
 from __future__ import annotations
 
@@ -52,6 +55,8 @@ def _cpu_seconds() -> float:
 
 
 def _measure(args: argparse.Namespace) -> dict:
+    import torch
+
     import reisoseg
 
     start, cpu_start = time.perf_counter(), _cpu_seconds()
@@ -60,7 +65,7 @@ def _measure(args: argparse.Namespace) -> dict:
                          step_size=args.step_size, tta=False, device="cpu", overwrite=True, progress=False,
                          instances=args.measure == "instances")
     result = {"wall_s": time.perf_counter() - start, "cpu_s": _cpu_seconds() - cpu_start,
-              "peak_rss_gib": memory.peak_gib}
+              "peak_rss_gib": memory.peak_gib, "torch_threads": torch.get_num_threads()}
     if args.measure == "instances":
         import zarr
 
@@ -205,7 +210,7 @@ def cost_benchmark(args: argparse.Namespace) -> None:
         volume = args.work / f"volume_{shape[1]}.zarr"
         bench_blockwise._write_volume(volume, shape)
         for repeat in range(args.repeats):  # interleaved, so that a busy spell of the machine hits both kinds
-            for kind in ("semantic", "instances"):
+            for kind in args.kinds:
                 print(f"{kind} {shape} ({math.prod(shape) / 1e9:.3f} Gvoxel), run {repeat + 1}/{args.repeats} ...",
                       flush=True)
                 measured = bench_blockwise.in_fresh_process(__file__, kind, "cost", input=volume,
@@ -218,23 +223,23 @@ def cost_benchmark(args: argparse.Namespace) -> None:
     for row in rows:
         print(f"{row['kind']:10s} {str(tuple(row['shape'])):>18s} {row['voxels'] / 1e9:7.3f} {row['wall_s']:8.1f} "
               f"{row['cpu_s']:8.1f} {row['peak_rss_gib']:12.2f} {row.get('objects', ''):>8}")
+    sizes = sorted({r["voxels"] for r in rows})
     ratios = {}
-    for size in sorted({r["voxels"] for r in rows}):
+    for size in sizes if len(args.kinds) == 2 else []:  # a ratio needs both kinds
         medians = {kind: {key: statistics.median(r[key] for r in rows if r["voxels"] == size and r["kind"] == kind)
                           for key in ("wall_s", "cpu_s")} for kind in ("semantic", "instances")}
         ratios[str(size)] = {key: medians["instances"][key] / medians["semantic"][key] for key in ("wall_s", "cpu_s")}
         print(f"instances / semantic at {size / 1e9:.3f} Gvoxel, medians of {args.repeats}: wall time "
               f"{ratios[str(size)]['wall_s']:.2f}, CPU time {ratios[str(size)]['cpu_s']:.2f} (target <= 1.3)")
     peaks = [max(r["peak_rss_gib"] for r in rows if r["voxels"] == size and r["kind"] == "instances")
-             for size in sorted({r["voxels"] for r in rows})]
+             for size in sizes] if "instances" in args.kinds else [math.nan]
     print(f"peak RSS of instance runs, largest / smallest volume: {peaks[-1] / peaks[0]:.2f} "
           f"(memory does not grow with the volume: ~1)")
-    results = Path(__file__).parent / "results" / "instances.json"
-    results.write_text(json.dumps({"machine": workspace.machine(), "revision": workspace.git_revision(),
+    args.record.write_text(json.dumps({"machine": workspace.machine(), "revision": workspace.git_revision(),
                                    "block": args.block, "step_size": args.step_size, "tta": False,
                                    "repeats": args.repeats, "rows": rows, "ratio_instances_over_semantic": ratios,
                                    "peak_rss_ratio_instances": peaks[-1] / peaks[0]}, indent=1))
-    print(f"-> {results}")
+    print(f"-> {args.record}")
 
 
 def main() -> None:
@@ -257,6 +262,10 @@ def main() -> None:
     bench_blockwise.add_volume_options(cost, sizes=[0.005, 0.02], block_xy=256,
                                        work=Path("/tmp/reisoseg_bench_instances"), kinds=("semantic", "instances"))
     cost.add_argument("--repeats", type=int, default=3, help="runs of each kind, interleaved; medians (default: 3)")
+    cost.add_argument("--kinds", nargs="+", choices=["semantic", "instances"], default=["semantic", "instances"],
+                      help="what to run; instances alone measures memory against volume size, with no ratio")
+    cost.add_argument("--record", type=Path, default=Path(__file__).parent / "results" / "instances.json",
+                      help="where the record goes (default: %(default)s)")
     args = parser.parse_args()
     if args.part == "quality":
         if args.iterations % 250:
