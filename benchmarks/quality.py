@@ -183,6 +183,13 @@ def _validation_pseudo_dice(fold_folder: Path) -> list[float]:
     return [float(v) for v in state["plot_stuff"][3]]
 
 
+def training_sessions(fold_folder: Path) -> int:
+    """How many processes trained this fold: nnU-Net's training logs that hold an epoch (scoring a checkpoint
+    writes a log too, with none)."""
+    return sum(bool(re.search(r"^epoch:", log.read_text(), re.MULTILINE))
+               for log in fold_folder.glob("training_log_*.txt"))
+
+
 def epoch_seconds(fold_folder: Path) -> dict[int, float]:
     """Seconds each epoch took, from nnU-Net's training logs in the order they were written (their names carry
     the start time); an epoch repeated after an interruption counts once, with its last time."""
@@ -258,7 +265,7 @@ def run(dataset: Dataset, task: str, method: str, trainer: str, seed: int, itera
     pseudo_dice = _validation_pseudo_dice(fold_folder)
     result = {"dataset": dataset.key, "method": method, "trainer": trainer, "seed": seed, "iterations": iterations,
               "patch": list(dataset.patch), "batch_size": 2, "step_size": args.step_size, "train_s": train_s,
-              "training_sessions": len(list(fold_folder.glob("training_log_*.txt"))),
+              "training_sessions": training_sessions(fold_folder),
               "machine": workspace.machine(), "revision": workspace.git_revision(), "date": time.strftime("%Y-%m-%d"),
               "validation_pseudo_dice": pseudo_dice, "convergence": convergence(pseudo_dice),
               "snapshots": snapshots, "metrics": snapshots[-1]["metrics"], "per_case": snapshots[-1]["per_case"]}

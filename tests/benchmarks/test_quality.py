@@ -1,4 +1,4 @@
-"""The quality benchmark's bookkeeping: training time from nnU-Net's logs across an interruption, convergence."""
+"""The quality benchmark's bookkeeping: training time and sessions from nnU-Net's logs, convergence."""
 from __future__ import annotations
 
 import pytest
@@ -24,6 +24,9 @@ def test_epoch_seconds_count_a_repeated_epoch_once(quality, tmp_path):
     (tmp_path / "training_log_2026_11_29_08_00_00.txt").write_text(_log((0, 10.0), (1, 11.5), (2, None)))
     (tmp_path / "training_log_2026_11_29_09_00_00.txt").write_text(_log((1, 12.0), (2, 13.0)))  # resumed at 1
     assert quality.epoch_seconds(tmp_path) == {0: 10.0, 1: 12.0, 2: 13.0}
+    assert quality.training_sessions(tmp_path) == 2
+    (tmp_path / "training_log_2026_11_29_10_00_00.txt").write_text("Starting... \nloading checkpoint \n")  # scoring
+    assert quality.training_sessions(tmp_path) == 2
 
 
 def test_convergence_compares_the_last_two_tenths(quality):
