@@ -23,8 +23,7 @@ RSS sampled over the process tree, `workspace.PeakMemory`). The model must be tr
 weights set how many objects there are to decode): by default the demo's (`reisoseg demo` first), or any with
 `--model`. Volumes are tiled from one synthetic EM volume as in bench_blockwise.py. Writes
 benchmarks/results/instances.json (or `--record`). `--kinds instances` runs the instance side alone: peak memory
-against volume size, with no ratio, e.g. beside a training under `nice -n 19` (memory, unlike time, is not disturbed
-by a busy machine).
+against volume size in half the time, with no ratio.
 
     python benchmarks/instances.py cost [--sizes 0.005 0.02] [--block 32 256 256]
                                         [--model MODEL_FOLDER]   (default: the demo's model)
@@ -236,9 +235,9 @@ def cost_benchmark(args: argparse.Namespace) -> None:
     print(f"peak RSS of instance runs, largest / smallest volume: {peaks[-1] / peaks[0]:.2f} "
           f"(memory does not grow with the volume: ~1)")
     args.record.write_text(json.dumps({"machine": workspace.machine(), "revision": workspace.git_revision(),
-                                   "block": args.block, "step_size": args.step_size, "tta": False,
-                                   "repeats": args.repeats, "rows": rows, "ratio_instances_over_semantic": ratios,
-                                   "peak_rss_ratio_instances": peaks[-1] / peaks[0]}, indent=1))
+                                       "block": args.block, "step_size": args.step_size, "tta": False,
+                                       "repeats": args.repeats, "rows": rows, "ratio_instances_over_semantic": ratios,
+                                       "peak_rss_ratio_instances": peaks[-1] / peaks[0]}, indent=1))
     print(f"-> {args.record}")
 
 
