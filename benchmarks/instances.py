@@ -22,12 +22,12 @@ the volume. Both runs use the same model, volume, blocks and sliding-window sett
 RSS sampled over the process tree, `workspace.PeakMemory`). The model must be trained on an instance target (its
 weights set how many objects there are to decode): by default the demo's (`reisoseg demo` first), or any with
 `--model`. Volumes are tiled from one synthetic EM volume as in bench_blockwise.py. Writes
-benchmarks/results/instances.json (or `--record`). `--kinds instances` runs the instance side alone: peak memory
-against volume size in half the time, with no ratio.
+benchmarks/results/instances.json (or `--record`). `--instances_only` skips the semantic runs: peak memory against
+volume size in half the time, with no ratio.
 
     python benchmarks/instances.py cost [--sizes 0.005 0.02] [--block 32 256 256]
                                         [--model MODEL_FOLDER]   (default: the demo's model)
-                                        [--kinds instances] [--record FILE]
+                                        [--instances_only] [--record FILE]
 """
 from __future__ import annotations
 
@@ -203,13 +203,14 @@ def cost_benchmark(args: argparse.Namespace) -> None:
                          f"--model)")
     args.work = args.work.resolve()
     args.work.mkdir(parents=True, exist_ok=True)
+    kinds = ("instances",) if args.instances_only else ("semantic", "instances")
     rows = []
     for size in sorted(args.sizes):
         shape = bench_blockwise._volume_shape(size)
         volume = args.work / f"volume_{shape[1]}.zarr"
         bench_blockwise._write_volume(volume, shape)
         for repeat in range(args.repeats):  # interleaved, so that a busy spell of the machine hits both kinds
-            for kind in args.kinds:
+            for kind in kinds:
                 print(f"{kind} {shape} ({math.prod(shape) / 1e9:.3f} Gvoxel), run {repeat + 1}/{args.repeats} ...",
                       flush=True)
                 measured = bench_blockwise.in_fresh_process(__file__, kind, "cost", input=volume,
@@ -224,14 +225,14 @@ def cost_benchmark(args: argparse.Namespace) -> None:
               f"{row['cpu_s']:8.1f} {row['peak_rss_gib']:12.2f} {row.get('objects', ''):>8}")
     sizes = sorted({r["voxels"] for r in rows})
     ratios = {}
-    for size in sizes if len(args.kinds) == 2 else []:  # a ratio needs both kinds
+    for size in [] if args.instances_only else sizes:  # a ratio needs both kinds
         medians = {kind: {key: statistics.median(r[key] for r in rows if r["voxels"] == size and r["kind"] == kind)
                           for key in ("wall_s", "cpu_s")} for kind in ("semantic", "instances")}
         ratios[str(size)] = {key: medians["instances"][key] / medians["semantic"][key] for key in ("wall_s", "cpu_s")}
         print(f"instances / semantic at {size / 1e9:.3f} Gvoxel, medians of {args.repeats}: wall time "
               f"{ratios[str(size)]['wall_s']:.2f}, CPU time {ratios[str(size)]['cpu_s']:.2f} (target <= 1.3)")
     peaks = [max(r["peak_rss_gib"] for r in rows if r["voxels"] == size and r["kind"] == "instances")
-             for size in sizes] if "instances" in args.kinds else [math.nan]
+             for size in sizes]
     print(f"peak RSS of instance runs, largest / smallest volume: {peaks[-1] / peaks[0]:.2f} "
           f"(memory does not grow with the volume: ~1)")
     args.record.write_text(json.dumps({"machine": workspace.machine(), "revision": workspace.git_revision(),
@@ -261,8 +262,8 @@ def main() -> None:
     bench_blockwise.add_volume_options(cost, sizes=[0.005, 0.02], block_xy=256,
                                        work=Path("/tmp/reisoseg_bench_instances"), kinds=("semantic", "instances"))
     cost.add_argument("--repeats", type=int, default=3, help="runs of each kind, interleaved; medians (default: 3)")
-    cost.add_argument("--kinds", nargs="+", choices=["semantic", "instances"], default=["semantic", "instances"],
-                      help="what to run; instances alone measures memory against volume size, with no ratio")
+    cost.add_argument("--instances_only", action="store_true",
+                      help="skip the semantic runs: peak memory against volume size, with no ratio")
     cost.add_argument("--record", type=Path, default=Path(__file__).parent / "results" / "instances.json",
                       help="where the record goes (default: %(default)s)")
     args = parser.parse_args()
