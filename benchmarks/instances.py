@@ -75,6 +75,7 @@ def _measure(args: argparse.Namespace) -> dict:
 QUALITY_METRICS = (("ap_50", "AP-50"), ("ap_75", "AP-75"), ("f1_50", "F1@0.5"), ("voi_split", "VOI split"),
                    ("voi_merge", "VOI merge"), ("ari", "ARI"), ("count_error", "count error"), ("dice", "Dice"))
 PIPELINES = {"connected_components": "connected components", "instances": "instance pipeline"}
+COST_KINDS = ("semantic", "instances")  # the two `segment` runs the cost benchmark compares
 TABLES_MARKER = "<!-- tables: everything below this line is rewritten by benchmarks/instances.py quality -->"
 
 
@@ -203,7 +204,7 @@ def cost_benchmark(args: argparse.Namespace) -> None:
                          f"--model)")
     args.work = args.work.resolve()
     args.work.mkdir(parents=True, exist_ok=True)
-    kinds = ("instances",) if args.instances_only else ("semantic", "instances")
+    kinds = COST_KINDS[1:] if args.instances_only else COST_KINDS
     rows = []
     for size in sorted(args.sizes):
         shape = bench_blockwise._volume_shape(size)
@@ -227,7 +228,7 @@ def cost_benchmark(args: argparse.Namespace) -> None:
     ratios = {}
     for size in [] if args.instances_only else sizes:  # a ratio needs both kinds
         medians = {kind: {key: statistics.median(r[key] for r in rows if r["voxels"] == size and r["kind"] == kind)
-                          for key in ("wall_s", "cpu_s")} for kind in ("semantic", "instances")}
+                          for key in ("wall_s", "cpu_s")} for kind in COST_KINDS}
         ratios[str(size)] = {key: medians["instances"][key] / medians["semantic"][key] for key in ("wall_s", "cpu_s")}
         print(f"instances / semantic at {size / 1e9:.3f} Gvoxel, medians of {args.repeats}: wall time "
               f"{ratios[str(size)]['wall_s']:.2f}, CPU time {ratios[str(size)]['cpu_s']:.2f} (target <= 1.3)")
@@ -260,7 +261,7 @@ def main() -> None:
     cost.add_argument("--model", type=Path, default=demo_model_folder(),
                       help="a model folder trained on an instance target (default: the demo's)")
     bench_blockwise.add_volume_options(cost, sizes=[0.005, 0.02], block_xy=256,
-                                       work=Path("/tmp/reisoseg_bench_instances"), kinds=("semantic", "instances"))
+                                       work=Path("/tmp/reisoseg_bench_instances"), kinds=COST_KINDS)
     cost.add_argument("--repeats", type=int, default=3, help="runs of each kind, interleaved; medians (default: 3)")
     cost.add_argument("--instances_only", action="store_true",
                       help="skip the semantic runs: peak memory against volume size, with no ratio")
