@@ -28,11 +28,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--save_probabilities", action="store_true",
                         help="also write class probabilities (float16) as OUT.zarr/probabilities")
     parser.add_argument("--instances", action="store_true",
-                        help="write separate objects: uint32 ids unique over the whole volume, identical to "
-                             "decoding the volume at once (model trained on an instance target); the semantic "
-                             "labels go to OUT.zarr/semantic and object scores to the attributes")
+                        help="write separate objects: uint32 ids unique over the whole volume, the same as "
+                             "decoding the volume at once wherever the halo holds the flooding (model trained on an "
+                             "instance target); the semantic labels go to OUT.zarr/semantic and object scores to "
+                             "the attributes")
     parser.add_argument("--instance_halo", type=int, nargs=3, metavar=("Z", "Y", "X"), default=None,
-                        help="context each block floods its objects with, in voxels (default: 4 32 32)")
+                        help="context each block floods its objects with, in voxels (default: 4 32 32); a warning "
+                             "says when halving it moves voxels between objects, i.e. when to raise it")
     parser.add_argument("--dask-scheduler", "--dask_scheduler", dest="dask_scheduler", default=None,
                         metavar="ADDRESS", help="run the blocks on this Dask distributed scheduler, e.g. "
                                                 "tcp://10.0.0.5:8786 (default: in this process)")

@@ -1,6 +1,7 @@
 """Blockwise instance decoding against whole-volume decoding, and resuming after a crash in any pass."""
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -43,7 +44,8 @@ def _sequential(function, job, pending, description):
 
 
 @pytest.mark.parametrize("erosion_nm", [0.0, 25.0])  # 25 nm: seeds need 6 pixels and 2 sections of context
-def test_blockwise_equals_whole_volume_decoding_across_an_eight_block_corner(tmp_path, probabilities, erosion_nm):
+def test_blockwise_equals_whole_volume_decoding_across_an_eight_block_corner(tmp_path, probabilities, erosion_nm,
+                                                                             capsys):
     settings = replace(SETTINGS, seed_erosion_nm=erosion_nm)
     whole, whole_scores = decode_instances(probabilities.astype(np.float32), SPACING, settings)
     store = _store(tmp_path, probabilities)
@@ -55,6 +57,26 @@ def test_blockwise_equals_whole_volume_decoding_across_an_eight_block_corner(tmp
     assert adjusted_rand_index(whole, labels) >= 0.99
     assert sorted(scores.values()) == pytest.approx(sorted(whole_scores.values()), abs=1e-3)  # a few tied voxels
     assert np.unique(labels[11:13, 47:49, 47:49]).size == 1  # one id on all 8 sides of the corner
+    assert "warning" not in capsys.readouterr().err  # boundaries between objects: halving the halo moves only ties
+
+
+def test_a_flat_boundary_map_is_reported_as_halo_sensitive(tmp_path, capsys):
+    """Everything foreground with one boundary probability (a model early in training): the watershed's tie order,
+    not the landscape, decides which seed a voxel joins, so it depends on how far each block sees."""
+    flat = np.zeros((3, *SHAPE), np.float32)
+    flat[1], flat[2] = 0.3, 0.7
+    for z, y, x in [(3, 10, 10), (20, 85, 20), (3, 60, 85), (20, 30, 60)]:  # farther apart than the halo
+        flat[:, z:z + 2, y:y + 2, x:x + 2] = np.array([0.0, 0.95, 0.05])[:, None, None, None]
+    store = _store(tmp_path, flat.astype(np.float16))
+    job = blockwise.InstanceJob(str(store.target), SHAPE, BLOCK, SPACING, SETTINGS)
+    blockwise.decode_blockwise(job, _sequential)
+    assert np.asarray(store.array(LABELS)[:]).max() == 4
+    sensitive = [json.loads(store.marker(index, blockwise.OBJECTS))["halo_sensitive"] for index in job.indices()]
+    assert sum(sensitive) > blockwise.HALO_TOLERANCE * np.prod(SHAPE)
+    err = capsys.readouterr().err
+    assert err.startswith(f"reisoseg: warning: {sum(sensitive)} voxels (")
+    assert f"in {sum(map(bool, sensitive))} of 8 blocks changed object" in err
+    assert err.count("\n") == 1 and "--instance_halo" in err
 
 
 @pytest.mark.parametrize("crash_in", ["seeds", "objects", "relabel"])
