@@ -216,8 +216,9 @@ def segment(volume: np.ndarray | str | os.PathLike, spacing: Sequence[float] | N
     it). `scheduler` is a Dask distributed address; by default blocks run in this process.
 
     `instances` (a model trained on an instance target): the labels are uint32 object ids, unique over the whole
-    volume and the same as decoding the whole volume at once (`reisoseg.inference.instances`); the output also
-    holds the semantic labels (`semantic`) and each object's score (attributes `reisoseg.scores`).
+    volume and the same as decoding the whole volume at once wherever the halo holds the flooding
+    (`reisoseg.inference.instances`, which warns when halving the halo moves voxels between objects); the output
+    also holds the semantic labels (`semantic`) and each object's score (attributes `reisoseg.scores`).
     `instance_halo` is the context (voxels, z y x) each block floods its objects with.
     """
     prepared = prepare(volume, spacing, model, output, **options)
