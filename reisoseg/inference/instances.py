@@ -195,9 +195,15 @@ def _halo_sensitive_voxels(job: InstanceJob, box: Sequence[tuple[int, int]], reg
     return int(np.count_nonzero(flooded[box_slices(box, [-lo for lo, _ in half])] != labels))
 
 
+def _object_records(job: InstanceJob) -> list[dict]:
+    """Every block's pass-3 marker: its objects' ids, voxel counts and score sums, and its halo check."""
+    store = job.store()
+    return [json.loads(store.marker(index, OBJECTS)) for index in job.indices()]
+
+
 def halo_warning(job: InstanceJob) -> str | None:
     """A warning when the halo check (pass 3) moved more than `HALO_TOLERANCE` of the objects' voxels."""
-    records = [json.loads(job.store().marker(index, OBJECTS)) for index in job.indices()]
+    records = _object_records(job)
     sensitive = [record.get("halo_sensitive", 0) for record in records]  # 0: a pass begun before the check existed
     labelled = sum(sum(record["counts"]) for record in records)
     if sum(sensitive) <= HALO_TOLERANCE * labelled:
@@ -211,11 +217,9 @@ def halo_warning(job: InstanceJob) -> str | None:
 def final_ids(job: InstanceJob) -> dict[int, float]:
     """Whole-volume counts from the pass-3 markers; writes `object_ids.npy` (global id -> final id, 0 if dropped)
     and returns each final object's score."""
-    store = job.store()
     counts: dict[int, int] = {}
     sums: dict[int, float] = {}
-    for index in job.indices():
-        record = json.loads(store.marker(index, OBJECTS))
+    for record in _object_records(job):
         for i, c, s in zip(record["ids"], record["counts"], record["sums"]):
             counts[i] = counts.get(i, 0) + c
             sums[i] = sums.get(i, 0.0) + s
