@@ -88,7 +88,8 @@ def _per_case_rows(scored: dict) -> dict[str, dict]:
 def _connected_components(semantic_dataset: quality.Dataset, semantic_task: str, instance_task: str, method: str,
                           seed: int, args: argparse.Namespace) -> dict:
     """(a): the final semantic model's test predictions, objects as 3D connected components, against the instance
-    task's reference objects. Cached beside the instance runs."""
+    task's reference objects. Cached beside the instance runs. On real data the semantic record already holds
+    them, so its model need not be kept (models trained on the shared data stay on the machine that trained them)."""
     semantic_record = quality.record_path(semantic_dataset, method, seed, args.iterations, args.step_size)
     record = quality.INSTANCE_RUNS / f"{semantic_record.stem}_connected_components.json"
     if record.is_file():
@@ -102,7 +103,10 @@ def _connected_components(semantic_dataset: quality.Dataset, semantic_task: str,
             raise SystemExit(f"{labels.name}: test labels of {semantic_task} and {instance_task} differ; delete "
                              f"{instance_raw} to write the instance task again")
     predictions = args.work / "predictions" / semantic_record.stem / str(args.iterations)
-    if len(list(predictions.glob("*.nii.gz"))) == len(list((semantic_raw / "labelsTs").glob("*.nii.gz"))):
+    if not semantic_dataset.synthetic:  # reference objects are the labels' 3D connected components, as in the
+        final = json.loads(semantic_record.read_text())  # semantic run's own scoring: its record holds (a)
+        scored = {"metrics": final["metrics"], "per_case": final["per_case"]}
+    elif len(list(predictions.glob("*.nii.gz"))) == len(list((semantic_raw / "labelsTs").glob("*.nii.gz"))):
         scored = workspace.score_predictions(semantic_raw / "labelsTs", predictions, instance_raw / "instancesTs")
     else:  # the record came from another work folder or machine: predict again with the model, if it is here
         trainer = quality.trainer_for(method, semantic_task)

@@ -92,12 +92,26 @@ class Dataset:
     def records(self) -> Path:
         return INSTANCE_RUNS if self.instances else RUNS
 
+    @property
+    def synthetic(self) -> bool:
+        """Written by our generator, which knows the object ids; real data's objects are the labels' 3D connected
+        components."""
+        return self.key.startswith("synth")
+
+    def scored_iterations(self, iterations: int) -> list[int]:
+        """The snapshots to score: every SNAPSHOT_ITERATIONS for semantic runs (the figure and the equal-time view
+        need them), only the final model for instance-target runs, whose tables compare final models (a real-data
+        snapshot takes about 11 minutes to predict on 2 cores)."""
+        if self.instances:
+            return [iterations]
+        return list(range(SNAPSHOT_ITERATIONS, iterations + 1, SNAPSHOT_ITERATIONS))
+
     def prepare(self) -> str | None:
         """Write (once) and plan (once) the task; returns its name, or None if the data are missing."""
         raw = Path(os.environ["nnUNet_raw_data_base"])
         task = f"Task{self.task_id:03d}_{self.name}"
         if not (raw / "nnUNet_raw_data" / task / "dataset.json").is_file():
-            if self.key.startswith("synth"):
+            if self.synthetic:
                 from reisoseg.synthetic import make_synthetic_task
 
                 ratio = int(self.key[len("synth"):].removesuffix("_instances"))
@@ -233,7 +247,7 @@ def _score(dataset: Dataset, task: str, trainer: str, plans: str, checkpoint: st
 
 def run(dataset: Dataset, task: str, method: str, trainer: str, seed: int, iterations: int,
          args: argparse.Namespace) -> dict:
-    """Train, then score every snapshot and the final model on the test set; one committed record per run."""
+    """Train, then score `dataset.scored_iterations` on the test set; one committed record per run."""
     from reisoseg.nnunet_v1.plans import write_derived_plans
     from reisoseg.nnunet_v1.training import TrainingOptions, fold_output_folder, run_training
 
@@ -255,7 +269,7 @@ def run(dataset: Dataset, task: str, method: str, trainer: str, seed: int, itera
     seconds = epoch_seconds(fold_folder)
     train_s = sum(seconds.values())
     snapshots = []
-    for at in range(SNAPSHOT_ITERATIONS, iterations + 1, SNAPSHOT_ITERATIONS):
+    for at in dataset.scored_iterations(iterations):
         checkpoint = FINAL_CHECKPOINT if at == iterations else f"model_ep_{at // ITERATIONS_PER_EPOCH:03d}"
         elapsed = sum(t for epoch, t in seconds.items() if epoch < at // ITERATIONS_PER_EPOCH)
         scored = _score(dataset, task, trainer, plans, checkpoint, args.work / "predictions" / record.stem / str(at),

@@ -51,3 +51,31 @@ def test_summary_averages_over_seeds_and_volumes(instances):
     assert lines[-1] == ("| ReIsoSegTrainer | instance pipeline | 4.5 / 5.0 | 0.700 | 0.350 | 0.700 | 0.100 | 0.200 "
                          "| 0.900 | 0.100 | 0.800 | seed 0: yes (-0.010), seed 1: not converged (-0.030) |")
 
+
+
+def test_real_data_connected_components_come_from_the_semantic_record_without_a_model(instances, tmp_path,
+                                                                                       monkeypatch):
+    import argparse
+    import json
+
+    import numpy as np
+
+    from reisoseg.io.nifti import write_nifti
+
+    quality = instances.quality
+    monkeypatch.setattr(quality, "RUNS", tmp_path / "quality_runs")
+    monkeypatch.setattr(quality, "INSTANCE_RUNS", tmp_path / "instance_runs")
+    monkeypatch.setattr(quality, "raw_task_folder", lambda task: tmp_path / "raw" / task)
+    for task in ("TaskS", "TaskI"):
+        (tmp_path / "raw" / task / "labelsTs").mkdir(parents=True)
+        write_nifti(tmp_path / "raw" / task / "labelsTs" / "case.nii.gz", np.ones((2, 3, 3), np.uint8), (50, 5, 5))
+    dataset = quality.DATASETS["gerhard"]
+    semantic_record = quality.record_path(dataset, "nnunet", 0, 1000, 0.5)
+    semantic_record.parent.mkdir()
+    final = {"metrics": {"f1_50": 0.25}, "per_case": {"case": _case(8, 4, 0.25)}}
+    semantic_record.write_text(json.dumps({"snapshots": [], **final}))
+    args = argparse.Namespace(iterations=1000, step_size=0.5, work=tmp_path / "no_models_here", device="cpu")
+    scored = instances._connected_components(dataset, "TaskS", "TaskI", "nnunet", 0, args)
+    assert scored == {"semantic_record": semantic_record.name, **final}
+    cached = quality.INSTANCE_RUNS / "gerhard_nnunet_seed0_it1000_step0.5_connected_components.json"
+    assert json.loads(cached.read_text()) == scored

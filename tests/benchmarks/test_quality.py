@@ -39,3 +39,14 @@ def test_convergence_is_written_with_its_change(quality):
         "not converged (-0.024)"
     assert quality.convergence_text({"convergence": {"converged": False, "reason": "too few epochs"}}) == \
         "not converged (too few epochs)"
+
+
+def test_semantic_runs_score_every_snapshot_and_instance_runs_only_the_final_model(quality):
+    semantic = quality.DATASETS["synth8"]
+    assert semantic.scored_iterations(1000) == [250, 500, 750, 1000]
+    assert semantic.with_instance_target().scored_iterations(1000) == [1000]
+
+
+def test_only_the_synthetic_datasets_know_their_object_ids(quality):
+    assert [key for key, dataset in quality.DATASETS.items() if dataset.synthetic] == ["synth1", "synth4", "synth8"]
+    assert quality.DATASETS["synth4"].with_instance_target().synthetic
