@@ -70,14 +70,6 @@ def instance_target(instances: np.ndarray, spacing: Sequence[float], *, boundary
     return target
 
 
-def instances_from_semantic(mask: np.ndarray) -> np.ndarray:
-    """3D connected components (26-connected) of a semantic mask: objects where no ids are known (touching objects
-    stay merged)."""
-    import cc3d
-
-    return cc3d.connected_components(np.ascontiguousarray(mask.astype(np.uint8)), connectivity=26)
-
-
 def object_volumes_nm3(instances: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
     counts = np.bincount(instances.ravel().astype(np.int64))[1:]
     return counts[counts > 0] * float(np.prod(spacing))

@@ -97,12 +97,8 @@ def _with_instance_target(training: Sequence[Case], test: Sequence[Case], label_
                           instance_class: int) -> tuple[list[Case], list[Case], dict[str, str], dict]:
     """Training labels with the object class split into interior and a new boundary class; test cases keep their
     semantic labels and gain object ids."""
-    from reisoseg.instances.target import (
-        instance_target,
-        instances_from_semantic,
-        object_volumes_nm3,
-        training_settings,
-    )
+    from reisoseg.evaluation.instances import connected_instances
+    from reisoseg.instances.target import instance_target, object_volumes_nm3, training_settings
 
     if str(instance_class) not in label_names:
         raise ValueError(f"instance class {instance_class} is not one of the labels {label_names}")
@@ -117,7 +113,7 @@ def _with_instance_target(training: Sequence[Case], test: Sequence[Case], label_
     def objects(case: Case) -> np.ndarray:
         if case.instances is not None:
             return np.where(case.labels == instance_class, case.instances, 0)
-        return instances_from_semantic(case.labels == instance_class)
+        return connected_instances(case.labels == instance_class)  # the objects `evaluate` finds in such labels
 
     volumes, new_training, new_test = [], [], []
     for case in training:
