@@ -208,10 +208,13 @@ def halo_warning(job: InstanceJob) -> str | None:
     labelled = sum(sum(record["counts"]) for record in records)
     if sum(sensitive) <= HALO_TOLERANCE * labelled:
         return None
+    most, worst = max(zip(sensitive, job.indices()))
+    where = ", ".join(f"{axis} {lo}-{hi}" for axis, (lo, hi) in zip("zyx", block_box(worst, job.shape, job.block)))
     return (f"{sum(sensitive)} voxels ({100 * sum(sensitive) / labelled:.2g} % of the objects') in "
             f"{sum(map(bool, sensitive))} of {len(records)} blocks changed object when the instance halo "
-            f"{' x '.join(map(str, job.halo))} was halved: the boundary map is flat there (a model early in "
-            f"training?), so objects may differ from whole-volume decoding; a larger --instance_halo narrows the gap")
+            f"{' x '.join(map(str, job.halo))} was halved (most, {most}, in the block at {where}): the boundary map "
+            f"is flat there (a model early in training?), so objects may differ from whole-volume decoding; a larger "
+            f"--instance_halo narrows the gap")
 
 
 def final_ids(job: InstanceJob) -> dict[int, float]:

@@ -10,6 +10,7 @@ import pytest
 from reisoseg.evaluation.instances import adjusted_rand_index
 from reisoseg.inference import instances as blockwise
 from reisoseg.inference.store import LABELS, PROBABILITIES, BlockStore
+from reisoseg.inference.tiles import block_box
 from reisoseg.instances.decode import decode_instances
 from reisoseg.instances.target import InstanceSettings, instance_target
 from tests.instances.conftest import SPACING, ellipsoid, probabilities_from
@@ -76,6 +77,9 @@ def test_a_flat_boundary_map_is_reported_as_halo_sensitive(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"reisoseg: warning: {sum(sensitive)} voxels (")
     assert f"in {sum(map(bool, sensitive))} of 8 blocks changed object" in err
+    most, worst = max(zip(sensitive, job.indices()))
+    (z0, z1), (y0, y1), (x0, x1) = block_box(worst, SHAPE, BLOCK)
+    assert f"(most, {most}, in the block at z {z0}-{z1}, y {y0}-{y1}, x {x0}-{x1})" in err
     assert err.count("\n") == 1 and "--instance_halo" in err
 
 
