@@ -26,6 +26,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--pred_instances", default=None,
                         help="predicted object ids (e.g. predictions/instances), scores read from NAME.scores.json "
                              "or the OME-Zarr attributes")
+    parser.add_argument("--ignore_label", type=int, default=None, metavar="VALUE",
+                        help="reference value of unannotated voxels (sparse labels: the task's `ignore` label), "
+                             "left out of every metric")
     parser.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("Z", "Y", "X"),
                         help="voxel size in nm for volumes that carry none")
     parser.add_argument("--json", default=None, help="write the results as JSON")
@@ -50,7 +53,8 @@ def run(args: argparse.Namespace) -> dict:
 
     result = evaluate(args.ref, args.pred, classes=parse_classes(args.classes),
                       instance_classes=args.instance_classes, spacing=args.spacing,
-                      reference_instances=args.ref_instances, prediction_instances=args.pred_instances)
+                      reference_instances=args.ref_instances, prediction_instances=args.pred_instances,
+                      ignore_label=args.ignore_label)
     print(format_table(result))
     write_reports(result, args.json, args.csv)
     return result

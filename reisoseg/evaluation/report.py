@@ -41,11 +41,13 @@ def pair_cases(reference: Path, prediction: Path) -> list[tuple[str, Path, Path]
 def evaluate(reference: str | os.PathLike, prediction: str | os.PathLike, *,
              classes: Mapping[int, str] | None = None, instance_classes: Sequence[int] = (),
              spacing: Sequence[float] | None = None, reference_instances: str | os.PathLike | None = None,
-             prediction_instances: str | os.PathLike | None = None) -> dict:
+             prediction_instances: str | os.PathLike | None = None, ignore_label: int | None = None) -> dict:
     """Metrics per case and class, and their means over cases (NaN HD95 values are left out of the mean).
 
     Instance metrics use the instance label volumes (or folders, matched by case name) where given, with the
     predicted objects' scores found beside them (`reisoseg.instances.scores`); else 3D connected components.
+    Reference voxels of `ignore_label` (sparse annotation: nobody labelled them) count in no metric: whatever is
+    predicted there is neither right nor wrong.
     """
     from reisoseg.instances.scores import read_scores
     from reisoseg.io.volume import open_volume
@@ -70,6 +72,10 @@ def evaluate(reference: str | os.PathLike, prediction: str | os.PathLike, *,
                     raise ReIsoSegError(f"{paths[case]}: shape {volume.shape} differs from reference {ref_path} "
                                         f"shape {ref.shape}")
                 objects[key] = volume.read()
+        if ignore_label is not None:
+            unlabelled = ref == ignore_label
+            ref, pred = np.where(unlabelled, 0, ref), np.where(unlabelled, 0, pred)
+            objects = {key: np.where(unlabelled, 0, ids) for key, ids in objects.items()}
         if case in pred_objects:
             objects["scores"] = read_scores(pred_objects[case])
         case_classes = classes or {int(v): f"class_{int(v)}" for v in np.unique(ref) if v != 0}

@@ -96,3 +96,22 @@ def test_command_on_folders_writes_table_json_and_csv(tmp_path, capsys):
     assert result["mean"]["mitochondria"]["dice"] == pytest.approx(0.9)
     rows = list(csv.DictReader((tmp_path / "m.csv").open()))
     assert [r["case"] for r in rows] == ["a", "b", "mean"] and float(rows[1]["hd95_nm"]) == pytest.approx(10.0)
+
+
+def test_unannotated_voxels_count_in_no_metric(tmp_path, capsys):
+    """Sparse labels: sections 12-19 were never annotated (value 2), and an object predicted there is not false."""
+    reference, prediction = _cube(), _cube()
+    reference[12:] = 2
+    prediction[14:18, 25:35, 25:35] = 1  # a second object, in the unannotated sections only
+    write_volume(tmp_path / "ref.nii.gz", reference, SPACING)
+    write_volume(tmp_path / "pred.nii.gz", prediction, SPACING)
+    as_background = evaluate(tmp_path / "ref.nii.gz", tmp_path / "pred.nii.gz", classes={1: "mito"},
+                             instance_classes=(1,))["mean"]["mito"]
+    assert as_background["precision"] == 0.5 and as_background["f1_50"] == pytest.approx(2 / 3)
+    code = main(["evaluate", "--ref", str(tmp_path / "ref.nii.gz"), "--pred", str(tmp_path / "pred.nii.gz"),
+                 "--ignore_label", "2", "--json", str(tmp_path / "m.json")])
+    assert code == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())["mean"]
+    assert list(metrics) == ["class_1"]  # the ignore value is no class
+    assert metrics["class_1"]["dice"] == 1.0 and metrics["class_1"]["f1_50"] == 1.0
+    assert metrics["class_1"]["predicted_instances"] == 1
