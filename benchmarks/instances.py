@@ -14,6 +14,7 @@ their AP is a plain precision-recall point), F1@0.5, VOI split / merge, adjusted
 from them); summary: benchmarks/results/instances_quality.json and the tables in documentation/instances.md.
 
     python benchmarks/instances.py quality --iterations 1000 --seeds 0 --datasets synth8 gerhard
+    python benchmarks/instances.py quality --report_only     (the summary and tables of every committed cell)
 
 `cost`: blockwise `segment --instances` against semantic-only `segment`, wall time, CPU time (user + system, which a
 busy machine disturbs less than wall time) and peak memory, medians of interleaved repeats. Targets:
@@ -161,7 +162,33 @@ def _tables(summary: dict, iterations: int) -> list[str]:
     return lines
 
 
-def quality_benchmark(args: argparse.Namespace) -> None:
+def _row(key: str, method: str, seed: int, semantic: dict, decoded: dict, connected: dict) -> dict:
+    """One (dataset, method, seed) cell: per test volume metrics of both pipelines, and their models' convergence."""
+    return {"dataset": key, "method": quality.METHOD_NAMES[method], "seed": seed,
+            "connected_components": _per_case_rows(connected), "instances": _per_case_rows(decoded),
+            "converged": {"connected_components": quality.convergence_text(semantic),
+                          "instances": quality.convergence_text(decoded)}}
+
+
+def _rows_from_records(iterations: int, step_size: float) -> list[dict]:
+    """Every cell whose three records are committed: instance run, connected-components cache, semantic run."""
+    rows = []
+    for key, semantic_dataset in quality.DATASETS.items():
+        for record in sorted(quality.INSTANCE_RUNS.glob(f"{key}_instances_*_it{iterations}_step{step_size}.json")):
+            decoded = json.loads(record.read_text())
+            semantic_record = quality.record_path(semantic_dataset, decoded["method"], decoded["seed"], iterations,
+                                                  step_size)
+            connected = quality.INSTANCE_RUNS / f"{semantic_record.stem}_connected_components.json"
+            if not (semantic_record.is_file() and connected.is_file()):
+                print(f"{record.name}: no {connected.name} yet; run this cell without --report_only", flush=True)
+                continue
+            rows.append(_row(key, decoded["method"], decoded["seed"], json.loads(semantic_record.read_text()),
+                             decoded, json.loads(connected.read_text())))
+    return rows
+
+
+def _run_cells(args: argparse.Namespace) -> list[dict]:
+    """Train and score what is missing for the requested cells (records are reused)."""
     from reisoseg.devices import resolve_device
 
     args.work = args.work.resolve()
@@ -183,12 +210,17 @@ def quality_benchmark(args: argparse.Namespace) -> None:
                                       quality.trainer_for(method, instance_task), seed, args.iterations, args)
                 connected = _connected_components(semantic_dataset, semantic_task, instance_task, method,
                                                   seed, args)
-                rows.append({"dataset": key, "method": quality.METHOD_NAMES[method], "seed": seed,
-                             "connected_components": _per_case_rows(connected), "instances": _per_case_rows(decoded),
-                             "converged": {"connected_components": quality.convergence_text(semantic),
-                                           "instances": quality.convergence_text(decoded)}})
+                rows.append(_row(key, method, seed, semantic, decoded, connected))
                 print(f"[{key}] {method} seed {seed}: F1@0.5 {connected['metrics']['f1_50']:.3f} (connected "
                       f"components) -> {decoded['metrics']['f1_50']:.3f} (instance pipeline)", flush=True)
+    return rows
+
+
+def quality_benchmark(args: argparse.Namespace) -> None:
+    """Run the requested cells, then rewrite the summary and the tables from every committed cell."""
+    if not args.report_only:
+        _run_cells(args)
+    rows = _rows_from_records(args.iterations, args.step_size)
     summary = _summary(rows)
     results = Path(__file__).parent / "results" / "instances_quality.json"
     results.write_text(json.dumps({"iterations": args.iterations, "step_size": args.step_size, "summary": summary,
@@ -261,6 +293,8 @@ def main() -> None:
     quality_part.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
     quality_part.add_argument("--work", type=Path, default=Path("/tmp/reisoseg_quality"),
                               help="quality.py's work folder: tasks, models and predictions (default: %(default)s)")
+    quality_part.add_argument("--report_only", action="store_true",
+                              help="only rewrite the summary and tables from the committed records")
     cost = parts.add_parser("cost", help="wall time and peak memory of blockwise objects against semantic")
     cost.add_argument("--model", type=Path, default=demo_model_folder(),
                       help="a model folder trained on an instance target (default: the demo's)")

@@ -79,3 +79,31 @@ def test_real_data_connected_components_come_from_the_semantic_record_without_a_
     assert scored == {"semantic_record": semantic_record.name, **final}
     cached = quality.INSTANCE_RUNS / "gerhard_nnunet_seed0_it1000_step0.5_connected_components.json"
     assert json.loads(cached.read_text()) == scored
+
+
+def test_report_only_rows_are_the_cells_whose_three_records_exist(instances, tmp_path, monkeypatch, capsys):
+    import json
+
+    quality = instances.quality
+    monkeypatch.setattr(quality, "RUNS", tmp_path / "quality_runs")
+    monkeypatch.setattr(quality, "INSTANCE_RUNS", tmp_path / "instance_runs")
+    quality.RUNS.mkdir()
+    quality.INSTANCE_RUNS.mkdir()
+
+    def write(path, f1, change):
+        path.write_text(json.dumps({"per_case": {"a": _case(4, 5, f1)}, "metrics": {"f1_50": f1},
+                                    "convergence": {"converged": abs(change) < 0.02, "change": change}}))
+
+    for dataset, method in (("synth8", "auto"), ("gerhard", "nnunet")):
+        semantic = quality.record_path(quality.DATASETS[dataset], method, 0, 1000, 0.5)
+        twin = quality.record_path(quality.DATASETS[dataset].with_instance_target(), method, 0, 1000, 0.5)
+        write(semantic, 0.1, 0.001)
+        twin.write_text(json.dumps({"method": method, "seed": 0, **json.loads(semantic.read_text()),
+                                    "per_case": {"a": _case(5, 5, 0.8)}}))
+    write(quality.INSTANCE_RUNS / "synth8_auto_seed0_it1000_step0.5_connected_components.json", 0.1, 0.0)
+    rows = instances._rows_from_records(1000, 0.5)
+    assert [(r["dataset"], r["method"], r["seed"]) for r in rows] == [("synth8", "ReIsoSegTrainer", 0)]
+    assert rows[0]["instances"]["a"]["f1_50"] == 0.8 and rows[0]["connected_components"]["a"]["f1_50"] == 0.1
+    assert rows[0]["converged"]["instances"] == "yes (+0.001)"
+    assert "gerhard_instances_nnunet_seed0_it1000_step0.5.json: no gerhard_nnunet_seed0_it1000_step0.5_connected" \
+           in capsys.readouterr().out
