@@ -101,7 +101,7 @@ class Dataset:
     def scored_iterations(self, iterations: int) -> list[int]:
         """The snapshots to score: every SNAPSHOT_ITERATIONS for semantic runs (the figure and the equal-time view
         need them), only the final model for instance-target runs, whose tables compare final models (a real-data
-        snapshot takes about 11 minutes to predict on 2 cores)."""
+        snapshot takes 6-11 minutes to predict on 2 cores)."""
         if self.instances:
             return [iterations]
         return list(range(SNAPSHOT_ITERATIONS, iterations + 1, SNAPSHOT_ITERATIONS))

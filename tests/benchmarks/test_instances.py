@@ -52,7 +52,6 @@ def test_summary_averages_over_seeds_and_volumes(instances):
                          "| 0.900 | 0.100 | 0.800 | seed 0: yes (-0.010), seed 1: not converged (-0.030) |")
 
 
-
 def test_real_data_connected_components_come_from_the_semantic_record_without_a_model(instances, tmp_path,
                                                                                        monkeypatch):
     import argparse
