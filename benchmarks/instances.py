@@ -162,14 +162,6 @@ def _tables(summary: dict, iterations: int) -> list[str]:
     return lines
 
 
-def _row(key: str, method: str, seed: int, semantic: dict, decoded: dict, connected: dict) -> dict:
-    """One (dataset, method, seed) cell: per test volume metrics of both pipelines, and their models' convergence."""
-    return {"dataset": key, "method": quality.METHOD_NAMES[method], "seed": seed,
-            "connected_components": _per_case_rows(connected), "instances": _per_case_rows(decoded),
-            "converged": {"connected_components": quality.convergence_text(semantic),
-                          "instances": quality.convergence_text(decoded)}}
-
-
 def _rows_from_records(iterations: int, step_size: float) -> list[dict]:
     """Every cell whose three records are committed: instance run, connected-components cache, semantic run."""
     rows = []
@@ -182,19 +174,22 @@ def _rows_from_records(iterations: int, step_size: float) -> list[dict]:
             if not (semantic_record.is_file() and connected.is_file()):
                 print(f"{record.name}: no {connected.name} yet; run this cell without --report_only", flush=True)
                 continue
-            rows.append(_row(key, decoded["method"], decoded["seed"], json.loads(semantic_record.read_text()),
-                             decoded, json.loads(connected.read_text())))
+            semantic = json.loads(semantic_record.read_text())
+            rows.append({"dataset": key, "method": quality.METHOD_NAMES[decoded["method"]], "seed": decoded["seed"],
+                         "connected_components": _per_case_rows(json.loads(connected.read_text())),
+                         "instances": _per_case_rows(decoded),
+                         "converged": {"connected_components": quality.convergence_text(semantic),
+                                       "instances": quality.convergence_text(decoded)}})
     return rows
 
 
-def _run_cells(args: argparse.Namespace) -> list[dict]:
+def _run_cells(args: argparse.Namespace) -> None:
     """Train and score what is missing for the requested cells (records are reused)."""
     from reisoseg.devices import resolve_device
 
     args.work = args.work.resolve()
     workspace.use_folders(args.work)
     resolve_device(args.device)  # before nnU-Net starts
-    rows = []
     for key in args.datasets:
         semantic_dataset = quality.DATASETS[key]
         instance_dataset = semantic_dataset.with_instance_target()
@@ -203,17 +198,14 @@ def _run_cells(args: argparse.Namespace) -> list[dict]:
             continue
         for seed in args.seeds:
             for method in args.methods:
-                semantic = quality.run(semantic_dataset, semantic_task, method,
-                                       quality.trainer_for(method, semantic_task), seed, args.iterations,
-                                       args)  # (a)'s model: quality.py's run, trained here if missing
+                quality.run(semantic_dataset, semantic_task, method, quality.trainer_for(method, semantic_task), seed,
+                            args.iterations, args)  # (a)'s model: quality.py's run, trained here if missing
                 decoded = quality.run(instance_dataset, instance_task, method,
                                       quality.trainer_for(method, instance_task), seed, args.iterations, args)
                 connected = _connected_components(semantic_dataset, semantic_task, instance_task, method,
                                                   seed, args)
-                rows.append(_row(key, method, seed, semantic, decoded, connected))
                 print(f"[{key}] {method} seed {seed}: F1@0.5 {connected['metrics']['f1_50']:.3f} (connected "
                       f"components) -> {decoded['metrics']['f1_50']:.3f} (instance pipeline)", flush=True)
-    return rows
 
 
 def quality_benchmark(args: argparse.Namespace) -> None:

@@ -201,9 +201,8 @@ def _object_records(job: InstanceJob) -> list[dict]:
     return [json.loads(store.marker(index, OBJECTS)) for index in job.indices()]
 
 
-def halo_warning(job: InstanceJob) -> str | None:
-    """A warning when the halo check (pass 3) moved more than `HALO_TOLERANCE` of the objects' voxels."""
-    records = _object_records(job)
+def halo_warning(job: InstanceJob, records: list[dict]) -> str | None:
+    """A warning when the halo check (pass 3, `records`) moved more than `HALO_TOLERANCE` of the objects' voxels."""
     sensitive = [record.get("halo_sensitive", 0) for record in records]  # 0: a pass begun before the check existed
     labelled = sum(sum(record["counts"]) for record in records)
     if sum(sensitive) <= HALO_TOLERANCE * labelled:
@@ -217,12 +216,12 @@ def halo_warning(job: InstanceJob) -> str | None:
             f"--instance_halo narrows the gap")
 
 
-def final_ids(job: InstanceJob) -> dict[int, float]:
-    """Whole-volume counts from the pass-3 markers; writes `object_ids.npy` (global id -> final id, 0 if dropped)
-    and returns each final object's score."""
+def final_ids(job: InstanceJob, records: list[dict]) -> dict[int, float]:
+    """Whole-volume counts from the pass-3 markers (`records`); writes `object_ids.npy` (global id -> final id, 0 if
+    dropped) and returns each final object's score."""
     counts: dict[int, int] = {}
     sums: dict[int, float] = {}
-    for record in _object_records(job):
+    for record in records:
         for i, c, s in zip(record["ids"], record["counts"], record["sums"]):
             counts[i] = counts.get(i, 0) + c
             sums[i] = sums.get(i, 0.0) + s
@@ -254,10 +253,11 @@ def decode_blockwise(job: InstanceJob, run: Callable[[Callable, Any, list, str],
         if stage == OBJECTS:
             merge_seeds(job)
         if stage == "relabel":
-            scores = final_ids(job)
+            records = _object_records(job)  # pass 3's markers, read once for the ids and the halo check
+            scores = final_ids(job, records)
         done = store.finished(stage)
         run(function, job, [i for i in job.indices() if block_name(i) not in done], stage)
-    warning = halo_warning(job)
+    warning = halo_warning(job, records)
     if warning:
         print(f"reisoseg: warning: {warning}", file=sys.stderr)
     return scores
