@@ -27,9 +27,24 @@ def nnunet_environment(root: Path) -> dict[str, str]:
     return env
 
 
+def run_command(command: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """`subprocess.run` in a session of its own: on a timeout the whole process group is killed, so nnU-Net's
+    augmentation and preprocessing workers do not outlive the test and slow the rest of the suite."""
+    import signal
+
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 def run_reisoseg(args: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reisoseg.commands.main", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return run_command([sys.executable, "-m", "reisoseg.commands.main", *args], env, timeout)
 
 
 def kill_after_first_marker(command: list[str], env: dict[str, str], markers: Path, total: int) -> int:
@@ -57,9 +72,8 @@ def kill_after_first_marker(command: list[str], env: dict[str, str], markers: Pa
 def plan_and_preprocess(task_id: int, env: dict[str, str], verify_only: bool = False) -> subprocess.CompletedProcess:
     """nnU-Net v1's own planning with --verify_dataset_integrity (only the check and cropping if verify_only)."""
     extra = ["-no_pp", "-pl3d", "None", "-pl2d", "None"] if verify_only else []
-    result = subprocess.run([str(BIN / "nnUNet_plan_and_preprocess"), "-t", str(task_id),
-                             "--verify_dataset_integrity", "-tl", "1", "-tf", "1", *extra],
-                            env=env, capture_output=True, text=True, timeout=900)
+    result = run_command([str(BIN / "nnUNet_plan_and_preprocess"), "-t", str(task_id), "--verify_dataset_integrity",
+                          "-tl", "1", "-tf", "1", *extra], env, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
