@@ -10,9 +10,10 @@ from reisoseg.errors import ReIsoSegError
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "evaluate", help="compare predictions with reference labels (table, JSON, CSV)",
-        description="Per class: Dice, IoU, precision, recall and the 95 %% Hausdorff distance in nm (from the "
+        description="Per class: Dice, IoU, precision, recall and the 95 % Hausdorff distance in nm (from the "
                     "spacing); for instance classes also F1 at IoU 0.5, AP-50 and AP-75 ranked by object score, "
-                    "VOI split/merge and the adjusted Rand index, of the object ids in --ref_instances / "
+                    "VOI split/merge, the adjusted Rand index and the kinds of object errors (false, missed, "
+                    "merged, split: by majority overlap), of the object ids in --ref_instances / "
                     "--pred_instances or else of 3D connected components (26-connectivity). REF and PRED are two "
                     "volumes or two folders matched by case name, in any format reisoseg reads.")
     parser.add_argument("--ref", required=True, help="reference volume or folder")

@@ -4,7 +4,11 @@ Objects are the ids of instance label volumes; a semantic mask becomes objects t
 (`connected_instances`). AP ranks predicted objects by score (higher first; without scores all tie, and ties keep
 id order): each takes the unmatched reference object it overlaps most, a true positive if their IoU reaches the
 threshold. AP is the area under the precision envelope of that precision-recall curve (all-point interpolation).
-VOI (in bits) and the adjusted Rand index count every voxel, background as one segment.
+VOI (in bits) and the adjusted Rand index count every voxel, background as one segment. The error counts say what
+kind the unmatched objects are, by majority overlap: a *false* object has most of its voxels outside every reference
+object, a *missed* one most of its voxels outside every predicted object; a *merge* is a predicted object that holds
+most of each of two or more reference objects, a *split* a reference object that holds most of each of two or more
+predicted objects.
 """
 from __future__ import annotations
 
@@ -112,10 +116,28 @@ def adjusted_rand_index(reference: np.ndarray, prediction: np.ndarray) -> float:
     return 1.0 if largest == expected else (pairs(joint) - expected) / (largest - expected)
 
 
+def object_errors(reference: np.ndarray, prediction: np.ndarray) -> dict[str, float]:
+    """Counts of false, missed, merged and split objects of two instance label volumes (see module doc)."""
+    ref, pred = _compact(reference), _compact(prediction)
+    both = (ref > 0) & (pred > 0)
+    n_pred = int(pred.max())
+    pairs, intersections = np.unique(ref[both] * (n_pred + 1) + pred[both], return_counts=True)
+    ref_ids, pred_ids = pairs // (n_pred + 1), pairs % (n_pred + 1)
+    ref_sizes, pred_sizes = np.bincount(ref.ravel())[1:], np.bincount(pred.ravel())[1:]
+    ref_inside = np.bincount(ref_ids, weights=intersections, minlength=ref_sizes.size + 1)[1:]
+    pred_inside = np.bincount(pred_ids, weights=intersections, minlength=pred_sizes.size + 1)[1:]
+    most_of_ref = 2 * intersections > ref_sizes[ref_ids - 1]  # the pair holds most of the reference object
+    most_of_pred = 2 * intersections > pred_sizes[pred_ids - 1]
+    return {"false_objects": float((2 * pred_inside < pred_sizes).sum()),
+            "missed_objects": float((2 * ref_inside < ref_sizes).sum()),
+            "merges": float((np.bincount(pred_ids[most_of_ref]) >= 2).sum()),
+            "splits": float((np.bincount(ref_ids[most_of_pred]) >= 2).sum())}
+
+
 def instance_metrics(reference: np.ndarray, prediction: np.ndarray,
                      scores: Mapping[int, float] | None = None) -> dict[str, float]:
-    """F1@0.5, scored AP-50 and AP-75, VOI split/merge, ARI and the object counts of two instance label volumes
-    (pass `connected_instances(mask)` for semantic masks)."""
+    """F1@0.5, scored AP-50 and AP-75, VOI split/merge, ARI, the object counts and the kinds of errors of two
+    instance label volumes (pass `connected_instances(mask)` for semantic masks)."""
     ious, n_ref, n_pred = match_instances(reference, prediction)
     tp = float((ious >= 0.5).sum())
     split, merge = variation_of_information(reference, prediction)
@@ -123,4 +145,5 @@ def instance_metrics(reference: np.ndarray, prediction: np.ndarray,
             "f1_50": 1.0 if n_ref == n_pred == 0 else 2 * tp / (n_ref + n_pred),
             "ap_50": average_precision(reference, prediction, scores, 0.5),
             "ap_75": average_precision(reference, prediction, scores, 0.75),
-            "voi_split": split, "voi_merge": merge, "ari": adjusted_rand_index(reference, prediction)}
+            "voi_split": split, "voi_merge": merge, "ari": adjusted_rand_index(reference, prediction),
+            **object_errors(reference, prediction)}

@@ -1,4 +1,4 @@
-"""Scored AP, VOI and ARI against hand computations."""
+"""Scored AP, VOI, ARI and the kinds of object errors against hand computations."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,12 @@ import math
 import numpy as np
 import pytest
 
-from reisoseg.evaluation.instances import adjusted_rand_index, average_precision, variation_of_information
+from reisoseg.evaluation.instances import (
+    adjusted_rand_index,
+    average_precision,
+    object_errors,
+    variation_of_information,
+)
 from reisoseg.evaluation.report import evaluate
 from reisoseg.instances.scores import write_scores
 from reisoseg.io.volume import write_volume
@@ -51,6 +56,25 @@ def test_voi_and_ari_by_hand():
     assert variation_of_information(split, reference) == pytest.approx((0.0, 0.5))
 
 
+def test_object_errors_by_hand():
+    reference, prediction = np.zeros((1, 1, 100), np.uint16), np.zeros((1, 1, 100), np.uint16)
+    reference[0, 0, 0:10], reference[0, 0, 10:20] = 1, 2  # two touching objects ...
+    prediction[0, 0, 0:20] = 5  # ... predicted as one: a merge
+    reference[0, 0, 30:50] = 3  # one object ...
+    prediction[0, 0, 30:40], prediction[0, 0, 40:50] = 6, 7  # ... predicted as two: a split
+    reference[0, 0, 60:70] = 4  # an object with 3 of its 10 voxels predicted: missed, and its piece not false
+    prediction[0, 0, 60:63] = 8
+    prediction[0, 0, 80:90] = 9  # on background: false
+    prediction[0, 0, 91:95] = 10  # 1 of 4 voxels on a reference object: false as well
+    reference[0, 0, 94:100] = 11
+    errors = object_errors(reference, prediction)
+    assert errors == {"false_objects": 2.0, "missed_objects": 2.0, "merges": 1.0, "splits": 1.0}
+    assert object_errors(reference, reference) == {"false_objects": 0.0, "missed_objects": 0.0, "merges": 0.0,
+                                                   "splits": 0.0}
+    nothing = object_errors(reference, np.zeros_like(prediction))
+    assert nothing["missed_objects"] == 5.0 and nothing["false_objects"] == nothing["merges"] == 0.0
+
+
 def test_evaluate_uses_instance_files_and_their_scores(tmp_path):
     reference, prediction = _objects()
     semantic = (reference > 0).astype(np.uint8)
@@ -68,3 +92,4 @@ def test_evaluate_uses_instance_files_and_their_scores(tmp_path):
     connected = evaluate(tmp_path / "ref", tmp_path / "pred", classes={1: "mito"}, instance_classes=(1,))
     assert connected["per_case"]["case"]["mito"]["reference_instances"] == 1  # the three touch: one component
     assert not math.isnan(mito["voi_split"]) and 0 < mito["ari"] < 1
+    assert mito["false_objects"] == 1 and mito["missed_objects"] == mito["merges"] == mito["splits"] == 0
