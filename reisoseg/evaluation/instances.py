@@ -31,16 +31,21 @@ def _compact(labels: np.ndarray) -> np.ndarray:
     return inverse.reshape(labels.shape).astype(np.int64)
 
 
-def _overlaps(reference: np.ndarray, prediction: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
-    """(reference id, prediction id, IoU) of every overlapping pair of two compact label volumes, and the counts."""
+def _pairs(reference: np.ndarray, prediction: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(reference id, prediction id, voxels in common) of every overlapping pair of two compact label volumes, and
+    the sizes of every reference and predicted object (index = id; index 0 is the background)."""
     n_ref, n_pred = int(reference.max()), int(prediction.max())
     both = (reference > 0) & (prediction > 0)
     pairs, intersections = np.unique(reference[both] * (n_pred + 1) + prediction[both], return_counts=True)
-    ref_ids, pred_ids = pairs // (n_pred + 1), pairs % (n_pred + 1)
-    ref_sizes = np.bincount(reference.ravel(), minlength=n_ref + 1)
-    pred_sizes = np.bincount(prediction.ravel(), minlength=n_pred + 1)
+    return (pairs // (n_pred + 1), pairs % (n_pred + 1), intersections,
+            np.bincount(reference.ravel(), minlength=n_ref + 1), np.bincount(prediction.ravel(), minlength=n_pred + 1))
+
+
+def _overlaps(reference: np.ndarray, prediction: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """(reference id, prediction id, IoU) of every overlapping pair of two compact label volumes, and the counts."""
+    ref_ids, pred_ids, intersections, ref_sizes, pred_sizes = _pairs(reference, prediction)
     ious = intersections / (ref_sizes[ref_ids] + pred_sizes[pred_ids] - intersections)
-    return ref_ids, pred_ids, ious, n_ref, n_pred
+    return ref_ids, pred_ids, ious, ref_sizes.size - 1, pred_sizes.size - 1
 
 
 def match_instances(reference: np.ndarray, prediction: np.ndarray) -> tuple[np.ndarray, int, int]:
@@ -118,18 +123,13 @@ def adjusted_rand_index(reference: np.ndarray, prediction: np.ndarray) -> float:
 
 def object_errors(reference: np.ndarray, prediction: np.ndarray) -> dict[str, float]:
     """Counts of false, missed, merged and split objects of two instance label volumes (see module doc)."""
-    ref, pred = _compact(reference), _compact(prediction)
-    both = (ref > 0) & (pred > 0)
-    n_pred = int(pred.max())
-    pairs, intersections = np.unique(ref[both] * (n_pred + 1) + pred[both], return_counts=True)
-    ref_ids, pred_ids = pairs // (n_pred + 1), pairs % (n_pred + 1)
-    ref_sizes, pred_sizes = np.bincount(ref.ravel())[1:], np.bincount(pred.ravel())[1:]
-    ref_inside = np.bincount(ref_ids, weights=intersections, minlength=ref_sizes.size + 1)[1:]
-    pred_inside = np.bincount(pred_ids, weights=intersections, minlength=pred_sizes.size + 1)[1:]
-    most_of_ref = 2 * intersections > ref_sizes[ref_ids - 1]  # the pair holds most of the reference object
-    most_of_pred = 2 * intersections > pred_sizes[pred_ids - 1]
-    return {"false_objects": float((2 * pred_inside < pred_sizes).sum()),
-            "missed_objects": float((2 * ref_inside < ref_sizes).sum()),
+    ref_ids, pred_ids, intersections, ref_sizes, pred_sizes = _pairs(_compact(reference), _compact(prediction))
+    ref_inside = np.bincount(ref_ids, weights=intersections, minlength=ref_sizes.size)
+    pred_inside = np.bincount(pred_ids, weights=intersections, minlength=pred_sizes.size)
+    most_of_ref = 2 * intersections > ref_sizes[ref_ids]  # the pair holds most of the reference object
+    most_of_pred = 2 * intersections > pred_sizes[pred_ids]
+    return {"false_objects": float((2 * pred_inside < pred_sizes)[1:].sum()),
+            "missed_objects": float((2 * ref_inside < ref_sizes)[1:].sum()),
             "merges": float((np.bincount(pred_ids[most_of_ref]) >= 2).sum()),
             "splits": float((np.bincount(ref_ids[most_of_pred]) >= 2).sum())}
 
