@@ -5,10 +5,9 @@ Objects are the ids of instance label volumes; a semantic mask becomes objects t
 id order): each takes the unmatched reference object it overlaps most, a true positive if their IoU reaches the
 threshold. AP is the area under the precision envelope of that precision-recall curve (all-point interpolation).
 VOI (in bits) and the adjusted Rand index count every voxel, background as one segment. The error counts say what
-kind the unmatched objects are, by majority overlap: a *false* object has most of its voxels outside every reference
-object, a *missed* one most of its voxels outside every predicted object; a *merge* is a predicted object that holds
-most of each of two or more reference objects, a *split* a reference object that holds most of each of two or more
-predicted objects.
+went wrong, by majority overlap: a *false* object has most of its voxels outside every reference object, a *missed*
+one most of its voxels outside every predicted object; a *merge* is a predicted object that holds most of each of two
+or more reference objects, a *split* a reference object that holds most of each of two or more predicted objects.
 """
 from __future__ import annotations
 
