@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,8 +31,6 @@ def nnunet_environment(root: Path) -> dict[str, str]:
 def run_command(command: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
     """`subprocess.run` in a session of its own: on a timeout the whole process group is killed, so nnU-Net's
     augmentation and preprocessing workers do not outlive the test and slow the rest of the suite."""
-    import signal
-
     with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           start_new_session=True) as process:
         try:
@@ -50,7 +49,6 @@ def run_reisoseg(args: list[str], env: dict[str, str], timeout: float = 600) -> 
 def kill_after_first_marker(command: list[str], env: dict[str, str], markers: Path, total: int) -> int:
     """Start `reisoseg COMMAND`, SIGKILL it once a finished-block marker (not its temporary file) exists in
     `markers`; returns how many blocks were marked, asserted to be between 1 and total - 1."""
-    import signal
     import time
 
     process = subprocess.Popen([sys.executable, "-m", "reisoseg.commands.main", *command], env=env,
