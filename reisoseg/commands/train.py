@@ -14,6 +14,7 @@ from reisoseg.commands.options import add_output_options, engine_log
 from reisoseg.devices import DEVICE_CHOICES
 from reisoseg.errors import ReIsoSegError
 from reisoseg.layout import DEFAULT_PLANS
+from reisoseg.nnunet_v1.em_training import OPTIMIZERS
 
 DESCRIPTION = ("Train one fold with a ReIsoSeg trainer (ReIsoSegTrainer picks the pooling pattern from the planned "
                "spacing; ReIsoSegRMA1/2/4/8V6Trainer fix it), nnUNetTrainerV2EM (the nnU-Net baseline with our "
@@ -73,6 +74,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="also augment with serial-section defects: missing/blank, shifted (labels follow), "
                              "blurred and contrast-jumping sections, each in 15%% of the patches (ReIsoSeg trainers "
                              "and nnUNetTrainerV2EM; off by default, as in the reference method)")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
+                        help="sgd: nnU-Net's (momentum 0.99, Nesterov; the default, as in the reference method); "
+                             "adamw: learns more in short budgets of a few dozen iterations, e.g. a CPU demo "
+                             "(ReIsoSeg trainers and nnUNetTrainerV2EM; a run continues only with its own)")
+    parser.add_argument("--initial_lr", type=float, default=None,
+                        help="learning rate the poly schedule starts from (default: 0.01, nnU-Net's; about 0.003 "
+                             "suits adamw)")
     parser.add_argument("--gpus", type=int, default=1, metavar="N",
                         help="train on N GPUs of this machine: N processes started with torchrun, one rank each "
                              "(DistributedDataParallel, the plans' batch split over them); with --device cpu, N CPU "
@@ -131,7 +139,8 @@ def run(args: argparse.Namespace) -> str | None:
         run_validation=not args.disable_validation_inference,
         disable_postprocessing_on_folds=args.disable_postprocessing_on_folds, progress=not args.no_progress,
         patch_size=args.patch_size, batch_size=args.batch_size, gpu_memory_gb=args.gpu_memory_gb,
-        checkpoint_minutes=args.checkpoint_minutes, em_augmentation=args.em_augmentation)
+        checkpoint_minutes=args.checkpoint_minutes, em_augmentation=args.em_augmentation, optimizer=args.optimizer,
+        initial_lr=args.initial_lr)
     folder = fold_output_folder(args.configuration, args.trainer, args.task, args.fold,
                                 effective_plans_identifier(options))
     with engine_output(engine_log(folder, args.verbose), verbose=args.verbose):

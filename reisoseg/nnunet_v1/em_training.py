@@ -11,6 +11,9 @@
 - EM defect augmentation (reisoseg.augmentation), opt-in (`em_augmentation`, `reisoseg train --em_augmentation`)
   so that the reference method stays the default: missing, shifted, blurred and contrast-jumping sections, applied
   before nnU-Net's own augmentation of the training batches;
+- the optimizer: nnU-Net's SGD (momentum 0.99, Nesterov) by default, or AdamW (`optimizer_name`), which learns
+  more in a budget of a few dozen iterations (the demo's; documentation/instances.md), under the same poly schedule;
+  a checkpoint records which, and training continues only with the same one;
 - one writer in a distributed run: only rank 0 logs, plots and saves.
 """
 from __future__ import annotations
@@ -21,9 +24,10 @@ from time import time
 from typing import Any
 
 import numpy as np
+import torch
 
 from reisoseg.augmentation import em_defects
-from reisoseg.errors import TrainingStopped
+from reisoseg.errors import ReIsoSegError, TrainingStopped
 from reisoseg.io.atomic import atomic_file
 from reisoseg.layout import LATEST_CHECKPOINT, checkpoint_file
 from reisoseg.nnunet_v1.checkpoints import (
@@ -44,11 +48,14 @@ from reisoseg.nnunet_v1.sparse import (
     without_ignored,
 )
 
+OPTIMIZERS = ("sgd", "adamw")
+
 
 class EMTrainingMixin:
     """Mixed into nnU-Net v1 trainers (before `nnUNetTrainerV2`); see the module docstring."""
 
     em_augmentation: bool = False  # add reisoseg.augmentation.em_defects() to the training augmentation
+    optimizer_name: str = "sgd"  # one of OPTIMIZERS
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -140,6 +147,15 @@ class EMTrainingMixin:
             output, target = [logits, *output[1:]], [labels, *target[1:]]
         return super().run_online_evaluation(output, target)
 
+    def initialize_optimizer_and_scheduler(self):
+        """nnU-Net's SGD, or AdamW at `initial_lr` with nnU-Net's weight decay; the poly schedule sets both."""
+        if self.optimizer_name == "adamw":
+            self.optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr,
+                                               weight_decay=self.weight_decay)
+            self.lr_scheduler = None
+        else:
+            super().initialize_optimizer_and_scheduler()
+
     # checkpoints
 
     def checkpoint_state(self, completed_epochs: int, save_optimizer: bool = True) -> dict[str, Any]:
@@ -155,6 +171,7 @@ class EMTrainingMixin:
             "best_stuff": (self.best_epoch_based_on_MA_tr_loss, self.best_MA_tr_loss_for_patience,
                            self.best_val_eval_criterion_MA),
             "rng": rng_state(getattr(self, "device", None)),
+            "optimizer": self.optimizer_name,
         }
         if self.amp_grad_scaler is not None:
             state["amp_grad_scaler"] = self.amp_grad_scaler.state_dict()
@@ -174,7 +191,11 @@ class EMTrainingMixin:
                                f"({time() - started:.1f} s)")
 
     def load_checkpoint_ram(self, checkpoint, train=True):
-        """nnU-Net's loading, then the RNG state when training continues."""
+        """nnU-Net's loading, then the RNG state when training continues (with the checkpoint's optimizer only)."""
+        saved_with = checkpoint.get("optimizer", "sgd")
+        if train and saved_with != self.optimizer_name:
+            raise ReIsoSegError(f"this checkpoint was trained with the {saved_with} optimizer; continue it with "
+                                f"`optimizer` {saved_with}, not {self.optimizer_name}")
         super().load_checkpoint_ram(checkpoint, train)
         if train and "rng" in checkpoint:
             restore_rng_state(checkpoint["rng"], None if self.ranks is None else self.ranks.rank)

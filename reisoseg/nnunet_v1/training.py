@@ -50,6 +50,8 @@ class TrainingOptions:
     gpu_memory_gb: float | None = None  # ReIsoSeg trainers: fit the patch to this budget (default on CUDA: the GPU's)
     checkpoint_minutes: float | None = None  # model_latest at an epoch's end once this long since the last (0: every)
     em_augmentation: bool = False  # our trainers: add the EM section-defect augmentation (reisoseg.augmentation)
+    optimizer: str | None = None  # our trainers: "sgd" (nnU-Net's, the default) or "adamw"
+    initial_lr: float | None = None  # where the poly learning-rate schedule starts (nnU-Net: 0.01)
 
 
 def effective_plans_identifier(options: TrainingOptions) -> str:
@@ -79,6 +81,19 @@ def _configure(trainer, options: TrainingOptions, device) -> None:
             raise ReIsoSegError(f"`em_augmentation` needs one of our trainers (a ReIsoSeg trainer, or "
                                 f"nnUNetTrainerV2EM for the baseline), not {type(trainer).__name__}")
         trainer.em_augmentation = True
+    if options.optimizer is not None:
+        from reisoseg.nnunet_v1.em_training import OPTIMIZERS
+
+        if options.optimizer not in OPTIMIZERS:
+            raise ReIsoSegError(f"unknown `optimizer` {options.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if not isinstance(trainer, EMTrainingMixin):
+            raise ReIsoSegError(f"`optimizer` needs one of our trainers (a ReIsoSeg trainer, or nnUNetTrainerV2EM for "
+                                f"the baseline); {type(trainer).__name__} uses nnU-Net's SGD")
+        trainer.optimizer_name = options.optimizer
+    if options.initial_lr is not None:
+        if not options.initial_lr > 0:
+            raise ReIsoSegError(f"`initial_lr` must be positive, got {options.initial_lr}")
+        trainer.initial_lr = options.initial_lr
 
     if isinstance(trainer, ReIsoSegTrainer):
         trainer.device = device

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from reisoseg.errors import ReIsoSegError
 from reisoseg.layout import ENGINE_LOG, FINAL_CHECKPOINT, LATEST_CHECKPOINT, checkpoint_file, fold_folder
 from reisoseg.nnunet_v1.checkpoints import restore_rng_state, rng_state, write_checkpoint
 from tests.conftest import TASK, run_reisoseg
@@ -65,9 +66,12 @@ def test_rng_state_round_trips_through_a_checkpoint(tmp_path):
     assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1]) and expected[2] == again[2]
 
 
-def _ready(folder):
-    """A ReIsoSegTrainer on hand-made plans with its network and optimizer, as after initialize (no data)."""
+def _ready(folder, **settings):
+    """A ReIsoSegTrainer on hand-made plans with its network and optimizer, as after initialize (no data);
+    `settings` are trainer attributes set first."""
     trainer = _trainer(folder)
+    for name, value in settings.items():
+        setattr(trainer, name, value)
     trainer.device = torch.device("cpu")
     trainer.initialize_network()
     trainer.initialize_optimizer_and_scheduler()
@@ -113,6 +117,49 @@ def test_a_trainer_checkpoint_restores_weights_optimizer_curves_and_history(tmp_
                             zip(saved.optimizer.state_dict()["state"].values(), momentum))
     assert torch.equal(torch.rand(2), draws)  # the random stream goes on where the checkpoint was taken
 
+
+
+def test_adamw_starts_at_its_learning_rate_and_a_run_continues_only_with_the_same_optimizer(tmp_path):
+    saved = _ready(tmp_path / "a", optimizer_name="adamw", initial_lr=3e-3)
+    assert isinstance(saved.optimizer, torch.optim.AdamW)
+    assert saved.optimizer.param_groups[0]["lr"] == 3e-3
+    assert saved.optimizer.param_groups[0]["weight_decay"] == saved.weight_decay
+    saved.maybe_update_lr(epoch=50)  # nnU-Net's poly schedule, from this start
+    assert saved.optimizer.param_groups[0]["lr"] == pytest.approx(3e-3 * (1 - 50 / saved.max_num_epochs) ** 0.9)
+    saved.network(torch.rand(1, 1, 16, 64, 64))[3].mean().backward()
+    saved.optimizer.step()
+    path = tmp_path / "model_latest.model"
+    saved._save(path, completed_epochs=1)
+
+    loaded = _ready(tmp_path / "b", optimizer_name="adamw", initial_lr=3e-3)
+    loaded.load_checkpoint_ram(_load(path), train=True)
+    pairs = list(zip(saved.optimizer.state_dict()["state"].values(), loaded.optimizer.state_dict()["state"].values()))
+    assert pairs and all(torch.equal(a["exp_avg_sq"], b["exp_avg_sq"]) for a, b in pairs)
+    with pytest.raises(ReIsoSegError, match="trained with the adamw optimizer"):
+        _ready(tmp_path / "c").load_checkpoint_ram(_load(path), train=True)  # SGD would read Adam's state
+    predicting = _ready(tmp_path / "d")
+    predicting.load_checkpoint_ram(_load(path), train=False)  # prediction needs the weights only
+    assert torch.equal(predicting.network.state_dict()["net.conv0.conv.weight"],
+                       saved.network.state_dict()["net.conv0.conv.weight"])
+
+
+@pytest.mark.parametrize("options, error", [({"optimizer": "adam"}, "unknown `optimizer`"),
+                                            ({"initial_lr": 0.0}, "must be positive"),
+                                            ({"optimizer": "adamw", "trainer": "nnUNetTrainerV2"}, "nnU-Net's SGD")])
+def test_optimizer_options_are_checked(tmp_path, options, error):
+    from nnunet.training.network_training.nnUNetTrainerV2 import nnUNetTrainerV2
+
+    from reisoseg.nnunet_v1.training import TrainingOptions, _configure
+
+    trainer = _trainer(tmp_path)
+    if options.pop("trainer", None):
+        trainer = nnUNetTrainerV2(str(tmp_path / "plans.pkl"), 0, output_folder=str(tmp_path),
+                                  dataset_directory=str(tmp_path), stage=0, unpack_data=False)
+    with pytest.raises(ReIsoSegError, match=error):
+        _configure(trainer, TrainingOptions(**options), torch.device("cpu"))
+    _configure(trainer := _trainer(tmp_path), TrainingOptions(optimizer="adamw", initial_lr=3e-3),
+               torch.device("cpu"))
+    assert (trainer.optimizer_name, trainer.initial_lr) == ("adamw", 3e-3)
 
 # Real runs: fold 'all' of the tiny task (no other test trains it), two iterations an epoch, model_latest at every
 # epoch's end.
