@@ -65,30 +65,31 @@ def effective_plans_identifier(options: TrainingOptions) -> str:
     return "_".join(parts)
 
 
-def _configure(trainer, options: TrainingOptions, device) -> None:
+def _require_our_trainer(trainer, option: str, otherwise: str) -> None:
+    """ReIsoSegError unless `trainer` has our additions (EMTrainingMixin); `otherwise` says what it does instead."""
     from reisoseg.nnunet_v1.em_training import EMTrainingMixin
+
+    if not isinstance(trainer, EMTrainingMixin):
+        raise ReIsoSegError(f"`{option}` needs one of our trainers (a ReIsoSeg trainer, or nnUNetTrainerV2EM for the "
+                            f"baseline); {type(trainer).__name__} {otherwise}")
+
+
+def _configure(trainer, options: TrainingOptions, device) -> None:
+    from reisoseg.nnunet_v1.em_training import OPTIMIZERS
     from reisoseg.nnunet_v1.trainers import ReIsoSegTrainer
 
     if options.checkpoint_minutes is not None:
-        if not isinstance(trainer, EMTrainingMixin):
-            raise ReIsoSegError(f"`checkpoint_minutes` needs one of our trainers (a ReIsoSeg trainer, or "
-                                f"nnUNetTrainerV2EM for the baseline); {type(trainer).__name__} saves every 50 epochs")
+        _require_our_trainer(trainer, "checkpoint_minutes", "saves every 50 epochs")
         if options.checkpoint_minutes < 0:
             raise ReIsoSegError(f"`checkpoint_minutes` must be >= 0, got {options.checkpoint_minutes}")
         trainer.checkpoint_minutes = options.checkpoint_minutes
     if options.em_augmentation:
-        if not isinstance(trainer, EMTrainingMixin):
-            raise ReIsoSegError(f"`em_augmentation` needs one of our trainers (a ReIsoSeg trainer, or "
-                                f"nnUNetTrainerV2EM for the baseline), not {type(trainer).__name__}")
+        _require_our_trainer(trainer, "em_augmentation", "has no EM defect augmentation")
         trainer.em_augmentation = True
     if options.optimizer is not None:
-        from reisoseg.nnunet_v1.em_training import OPTIMIZERS
-
         if options.optimizer not in OPTIMIZERS:
             raise ReIsoSegError(f"unknown `optimizer` {options.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        if not isinstance(trainer, EMTrainingMixin):
-            raise ReIsoSegError(f"`optimizer` needs one of our trainers (a ReIsoSeg trainer, or nnUNetTrainerV2EM for "
-                                f"the baseline); {type(trainer).__name__} uses nnU-Net's SGD")
+        _require_our_trainer(trainer, "optimizer", "uses nnU-Net's SGD")
         trainer.optimizer_name = options.optimizer
     if options.initial_lr is not None:
         if not options.initial_lr > 0:

@@ -118,7 +118,6 @@ def test_a_trainer_checkpoint_restores_weights_optimizer_curves_and_history(tmp_
     assert torch.equal(torch.rand(2), draws)  # the random stream goes on where the checkpoint was taken
 
 
-
 def test_adamw_starts_at_its_learning_rate_and_a_run_continues_only_with_the_same_optimizer(tmp_path):
     saved = _ready(tmp_path / "a", optimizer_name="adamw", initial_lr=3e-3)
     assert isinstance(saved.optimizer, torch.optim.AdamW)
@@ -151,15 +150,15 @@ def test_optimizer_options_are_checked(tmp_path, options, error):
 
     from reisoseg.nnunet_v1.training import TrainingOptions, _configure
 
-    trainer = _trainer(tmp_path)
-    if options.pop("trainer", None):
-        trainer = nnUNetTrainerV2(str(tmp_path / "plans.pkl"), 0, output_folder=str(tmp_path),
-                                  dataset_directory=str(tmp_path), stage=0, unpack_data=False)
+    trainer = nnUNetTrainerV2(str(tmp_path / "plans.pkl"), 0, output_folder=str(tmp_path),
+                              dataset_directory=str(tmp_path), stage=0, unpack_data=False) \
+        if options.pop("trainer", None) else _trainer(tmp_path)
     with pytest.raises(ReIsoSegError, match=error):
         _configure(trainer, TrainingOptions(**options), torch.device("cpu"))
     _configure(trainer := _trainer(tmp_path), TrainingOptions(optimizer="adamw", initial_lr=3e-3),
                torch.device("cpu"))
     assert (trainer.optimizer_name, trainer.initial_lr) == ("adamw", 3e-3)
+
 
 # Real runs: fold 'all' of the tiny task (no other test trains it), two iterations an epoch, model_latest at every
 # epoch's end.
