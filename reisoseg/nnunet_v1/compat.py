@@ -8,10 +8,14 @@ Handled (see documentation/nnunet_v1_integration.md):
 5. `torch.cuda.amp` FutureWarnings are silenced; fp16 is used on CUDA only (our trainers use `torch.amp`).
 6. SciPy deprecation warnings of `scipy.ndimage.filters`/`interpolation` are silenced (scipy < 2 is pinned).
 7. `.model.pkl` and `plans.pkl` of model folders are read with a restricted unpickler.
+(8 and 9 of the guide's table live in em_training.py and sparse.py.)
+10. nnU-Net binds its folders (`nnunet.paths`) when first imported; every `install()` points the loaded modules at the
+    folders the environment names now, so setting them after an import (a second demo, a notebook) takes effect.
 """
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from typing import Any
 
@@ -46,10 +50,30 @@ def _find_trainer(folder: Any, trainer_name: str, current_module: str) -> Any:
 _original_find: Any = None
 
 
+def _follow_environment() -> None:
+    import nnunet.paths as v1_paths
+
+    raw, results = os.environ.get("nnUNet_raw_data_base") or None, os.environ.get("RESULTS_FOLDER") or None
+    current = {"base": raw, "preprocessing_output_dir": os.environ.get("nnUNet_preprocessed") or None,
+               "network_training_output_dir_base": results,
+               "network_training_output_dir": os.path.join(results, v1_paths.my_output_identifier) if results else None,
+               "nnUNet_raw_data": os.path.join(raw, "nnUNet_raw_data") if raw else None,
+               "nnUNet_cropped_data": os.path.join(raw, "nnUNet_cropped_data") if raw else None}
+    bound = {name: getattr(v1_paths, name) for name in current}
+    for module_name, module in list(sys.modules.items()):
+        if module is None or not (module_name == "nnunet" or module_name.startswith("nnunet.")):
+            continue
+        names = vars(module)
+        for name, value in current.items():
+            if name in names and names[name] is bound[name]:  # the object imported from nnunet.paths
+                setattr(module, name, value)
+
+
 def install() -> None:
-    """Apply the redirections (idempotent)."""
+    """Apply the redirections (idempotent) and point nnU-Net at the folders the environment names now."""
     global _installed, _original_find
     if _installed:
+        _follow_environment()
         return
     configure_environment()
     import nnunet.inference.predict as v1_predict
@@ -65,6 +89,7 @@ def install() -> None:
     v1_restore.load_pickle = safe_load_pickle
     v1_predict.load_pickle = safe_load_pickle
     _installed = True
+    _follow_environment()
 
 
 def finish_augmenters(trainer: Any) -> None:

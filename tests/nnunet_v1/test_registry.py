@@ -1,10 +1,14 @@
+import os
 import pickle
+import subprocess
+import sys
 from collections import OrderedDict
 
 import numpy as np
 import pytest
 
 from reisoseg.nnunet_v1.registry import UnsafePickleError, safe_load_pickle
+from tests.conftest import NNUNET_VARIABLES
 
 
 class _RunsCode:
@@ -56,3 +60,32 @@ def test_rma_trainers_differ_by_pattern_only():
     for cls in ours.values():
         own = {name for name in vars(cls) if not (name.startswith("__") and name.endswith("__"))}  # not Python's
         assert cls is ReIsoSegTrainer or (cls.__bases__ == (ReIsoSegTrainer,) and own == {"ani_scale"})
+
+
+def test_folders_set_after_nnunet_was_imported_take_effect(tmp_path):
+    """nnU-Net reads its folders at import; a demo or notebook that sets them later must not train elsewhere."""
+    script = """
+import os, sys
+for name in ("nnUNet_raw_data_base", "nnUNet_preprocessed", "RESULTS_FOLDER"):
+    os.environ.pop(name, None)
+import nnunet.run.default_configuration as config
+import nnunet.experiment_planning.experiment_planner_baseline_2DUNet as planner  # `from nnunet.paths import *`
+import nnunet.training.dataloading.dataset_loading as loading
+from reisoseg.nnunet_v1.compat import install
+for run in sys.argv[1:]:
+    os.environ.update(nnUNet_raw_data_base=run + "/raw", nnUNet_preprocessed=run + "/preprocessed",
+                      RESULTS_FOLDER=run + "/results")
+    install()
+    folder = run + "/results/nnUNet/3d_fullres/Task001_X/ReIsoSegTrainer__nnUNetPlansv2.1"
+    print(config.get_configuration_from_output_folder(folder), loading.preprocessing_output_dir,
+          planner.network_training_output_dir, planner.nnUNet_cropped_data)
+"""
+    first, second = tmp_path / "first", tmp_path / "second"
+    env = {k: v for k, v in os.environ.items() if k not in NNUNET_VARIABLES}
+    result = subprocess.run([sys.executable, "-c", script, str(first), str(second)], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("(")]
+    for line, run in zip(lines, (first, second), strict=True):
+        assert line == (f"('3d_fullres', 'Task001_X', 'ReIsoSegTrainer', 'nnUNetPlansv2.1') {run}/preprocessed "
+                        f"{run}/results/nnUNet {run}/raw/nnUNet_cropped_data")
