@@ -11,12 +11,16 @@ Handled (see documentation/nnunet_v1_integration.md):
 (8 and 9 of the guide's table live in em_training.py and sparse.py.)
 10. nnU-Net binds its folders (`nnunet.paths`) when first imported; every `install()` points the loaded modules at the
     folders the environment names now, so setting them after an import (a second demo, a notebook) takes effect.
+11. The fold validation scores every voxel: `scoring_annotated_voxels` makes it (and the postprocessing it
+    determines) leave out the voxels of a sparse task's ignore label.
 """
 from __future__ import annotations
 
 import os
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 _installed = False
@@ -90,6 +94,28 @@ def install() -> None:
     v1_predict.load_pickle = safe_load_pickle
     _installed = True
     _follow_environment()
+
+
+@contextmanager
+def scoring_annotated_voxels(ignore: int) -> Iterator[None]:
+    """Within: nnU-Net's validation and postprocessing search evaluate with `AnnotatedNiftiEvaluator(ignore)`."""
+    import nnunet.postprocessing.connected_components as v1_postprocessing
+    import nnunet.training.network_training.nnUNetTrainer as v1_trainer
+    from nnunet.evaluation.evaluator import aggregate_scores
+
+    from reisoseg.nnunet_v1.sparse import AnnotatedNiftiEvaluator
+
+    def annotated_scores(pairs, *args, **kwargs):
+        return aggregate_scores(pairs, *args, **{**kwargs, "evaluator": AnnotatedNiftiEvaluator(ignore)})
+
+    modules = (v1_trainer, v1_postprocessing)
+    for module in modules:
+        module.aggregate_scores = annotated_scores
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.aggregate_scores = aggregate_scores
 
 
 def finish_augmenters(trainer: Any) -> None:

@@ -147,6 +147,15 @@ class EMTrainingMixin:
             output, target = [logits, *output[1:]], [labels, *target[1:]]
         return super().run_online_evaluation(output, target)
 
+    def validate(self, *args, **kwargs):
+        """nnU-Net's fold validation; with an ignore label, unannotated voxels count in no score."""
+        if self.ignore_label is None:
+            return super().validate(*args, **kwargs)
+        from reisoseg.nnunet_v1.compat import scoring_annotated_voxels
+
+        with scoring_annotated_voxels(self.ignore_label):
+            return super().validate(*args, **kwargs)
+
     def initialize_optimizer_and_scheduler(self):
         """nnU-Net's SGD, or AdamW at `initial_lr` with nnU-Net's weight decay; the poly schedule sets both."""
         if self.optimizer_name == "adamw":

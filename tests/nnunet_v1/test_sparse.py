@@ -13,6 +13,7 @@ from nnunet.training.data_augmentation.downsampling import downsample_seg_for_ds
 from nnunet.training.loss_functions.dice_loss import DC_and_CE_loss
 
 from reisoseg.commands.main import main
+from reisoseg.evaluation.report import evaluate
 from reisoseg.io.nifti import read_nifti
 from reisoseg.io.volume import write_volume
 from reisoseg.loss import DS_WEIGHTS, ReIsoLoss
@@ -104,6 +105,33 @@ def test_sampling_locations_are_annotated_voxels():
     values = segmentation[tuple(found.T)]
     assert set(np.unique(values)) == {0, 1} and set(found[:, 0]) == {2, 4}
     assert annotated_locations(np.full((2, 3, 3), IGNORE), IGNORE).shape == (0, 3)
+
+
+def test_fold_validation_scores_annotated_voxels_only(tmp_path):
+    import nnunet.postprocessing.connected_components as v1_postprocessing
+    import nnunet.training.network_training.nnUNetTrainer as v1_trainer
+
+    from reisoseg.io.nifti import write_nifti
+    from reisoseg.nnunet_v1.compat import scoring_annotated_voxels
+
+    reference = np.zeros((4, 8, 8), np.uint8)
+    reference[2:] = IGNORE  # sections 2 and 3 unlabelled
+    reference[:2, 2:5, 2:5] = 1
+    prediction = np.zeros_like(reference)
+    prediction[:2, 2:5, 2:5] = 1
+    prediction[2:, 5:7, 5:7] = 1  # an object in the unlabelled sections: neither right nor wrong
+    pairs = [(str(tmp_path / "pred.nii.gz"), str(tmp_path / "ref.nii.gz"))]
+    write_nifti(pairs[0][0], prediction, (40.0, 5.0, 5.0))
+    write_nifti(pairs[0][1], reference, (40.0, 5.0, 5.0))
+
+    def dice(aggregate):
+        return aggregate(pairs, labels=[0, 1], num_threads=1)["mean"]["1"]["Dice"]
+
+    plain = dice(v1_trainer.aggregate_scores)
+    with scoring_annotated_voxels(IGNORE):
+        assert dice(v1_trainer.aggregate_scores) == dice(v1_postprocessing.aggregate_scores) == 1.0
+    assert plain == pytest.approx(2 * 18 / (2 * 18 + 8))  # the 8 voxels counted as false positives
+    assert dice(v1_trainer.aggregate_scores) == dice(v1_postprocessing.aggregate_scores) == plain  # restored
 
 
 def test_a_model_predicts_its_classes_without_the_ignore_label():
@@ -200,6 +228,13 @@ def test_sparse_training_predicts_the_real_classes(sparse_task, trainer):
     fraction = re.search(r"sparse labels: ([\d.]+)% of the training voxels annotated", log)
     assert fraction and 45 < float(fraction.group(1)) <= 50 and "EM defect augmentation" in log
     assert NnunetV1Model.from_folder(model, folds=["0"]).num_classes == 2  # background and the one real class
+    # the fold validation scores annotated voxels only, as `reisoseg evaluate --ignore_label` does
+    validation = fold_folder(model, 0) / "validation_raw"
+    summary = json.loads((validation / "summary.json").read_text())["results"]
+    assert sorted(summary["mean"]) == ["0", "1"] and summary["all"]
+    for case in summary["all"]:
+        ours = evaluate(case["reference"], case["test"], classes={1: "mitochondria"}, ignore_label=IGNORE)
+        assert case["1"]["Dice"] == pytest.approx(ours["mean"]["mitochondria"]["dice"], abs=1e-6, nan_ok=True)
     out = root / f"sparse_predictions_{trainer}"
     result = run_reisoseg(["predict", "-i", str(task / "imagesTs"), "-o", str(out), "-t", "506", "-tr", trainer,
                            "-f", "0", "--disable_tta", "--device", "cpu"], env)
