@@ -50,3 +50,21 @@ def test_semantic_runs_score_every_snapshot_and_instance_runs_only_the_final_mod
 def test_only_the_synthetic_datasets_know_their_object_ids(quality):
     assert [key for key, dataset in quality.DATASETS.items() if dataset.synthetic] == ["synth1", "synth4", "synth8"]
     assert quality.DATASETS["synth4"].with_instance_target().synthetic
+
+
+def _run(iterations_and_seconds, method):
+    return {"method": method, "iterations": iterations_and_seconds[-1][0],
+            "snapshots": [{"iterations": i, "train_s": t} for i, t in iterations_and_seconds]}
+
+
+def test_equal_wall_time_pairs_the_runs_at_their_idle_pace(quality):
+    # ReIsoSeg: 100 s per 250 iterations, its first stretch slowed 3x by other work (recorded 500 s in all);
+    # nnU-Net: 60 s per 250 iterations (240 s). At idle pace ReIsoSeg's 500 snapshot (200 s) fits, 750 (300 s) not
+    ours = _run([(250, 300.0), (500, 400.0), (750, 500.0), (1000, 600.0)], "auto")
+    theirs = _run([(250, 60.0), (500, 120.0), (750, 180.0), (1000, 240.0)], "nnunet")
+    assert quality.idle_seconds_per_iteration(ours) == pytest.approx(0.4)
+    mine, other = quality.equal_time_snapshots(ours, theirs)
+    assert (mine["iterations"], other["iterations"]) == (500, 1000)
+    assert [s["iterations"] for s in quality.equal_time_snapshots(theirs, ours)] == [1000, 500]
+    slower_baseline = _run([(250, 200.0), (500, 400.0), (750, 600.0), (1000, 800.0)], "nnunet")
+    assert [s["iterations"] for s in quality.equal_time_snapshots(ours, slower_baseline)] == [1000, 500]
