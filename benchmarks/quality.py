@@ -372,7 +372,8 @@ def _report_lines(results: list[dict]) -> list[str]:
                       "Mean ± sd over seeds of the per-run mean over test volumes; wall time of training on "
                       f"{runs[0]['machine']}: recorded (idle estimate: the run's fastest stretch between "
                       "snapshots, scaled to the whole run).", "",
-                      "| method | seeds | train min (idle) | " + " | ".join(t for _, t, _ in METRICS) + " | converged |",
+                      "| method | seeds | train min (idle) | " + " | ".join(t for _, t, _ in METRICS)
+                      + " | converged |",
                       "|---|---|---|" + "---|" * len(METRICS) + "---|"]
             for method in methods:
                 mine = [r for r in runs if r["method"] == method]
