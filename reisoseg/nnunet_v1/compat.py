@@ -103,7 +103,7 @@ def scoring_annotated_voxels(ignore: int) -> Iterator[None]:
     import nnunet.training.network_training.nnUNetTrainer as v1_trainer
     from nnunet.evaluation.evaluator import aggregate_scores
 
-    from reisoseg.nnunet_v1.sparse import AnnotatedNiftiEvaluator
+    from reisoseg.nnunet_v1.annotated_evaluation import AnnotatedNiftiEvaluator
 
     def annotated_scores(pairs, *args, **kwargs):
         return aggregate_scores(pairs, *args, **{**kwargs, "evaluator": AnnotatedNiftiEvaluator(ignore)})

@@ -7,7 +7,7 @@ nobody labelled. nnU-Net v1 plans it as one more class; `EMTrainingMixin` then u
 - nnU-Net's foreground oversampling, which would aim a third of the patches at the "ignore class", aims them at
   annotated voxels instead (`annotated_locations`);
 - the fold validation after training (its summary.json and the postprocessing it determines) scores annotated
-  voxels only (`AnnotatedNiftiEvaluator`).
+  voxels only (`compat.scoring_annotated_voxels`).
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from nnunet.evaluation.evaluator import NiftiEvaluator
 
 from reisoseg.io.nnunet_task import ignore_label
 
@@ -71,25 +70,6 @@ def without_ignored(output: torch.Tensor, target: torch.Tensor, ignore: int) -> 
     logits = output.detach().clone()
     logits[:, :1] = torch.where(annotated, logits[:, :1], torch.finfo(logits.dtype).max)
     return logits, torch.where(annotated, target, torch.zeros_like(target))
-
-
-class AnnotatedNiftiEvaluator(NiftiEvaluator):
-    """nnU-Net's per-case evaluation of a prediction file against its reference file, with the voxels the reference
-    marks `ignore` made background in both: a prediction there is neither right nor wrong (as `reisoseg evaluate
-    --ignore_label` scores it). Without this, every object found in an unlabelled section is a false positive."""
-
-    def __init__(self, ignore: int, *args, **kwargs):
-        self.ignore = ignore
-        super().__init__(*args, **kwargs)
-
-    def evaluate(self, test=None, reference=None, voxel_spacing=None, **metric_kwargs):
-        if test is not None:
-            self.set_test(test)
-        if reference is not None:
-            self.set_reference(reference)
-        unlabelled = self.reference == self.ignore
-        self.test, self.reference = np.where(unlabelled, 0, self.test), np.where(unlabelled, 0, self.reference)
-        return super().evaluate(None, None, voxel_spacing, **metric_kwargs)
 
 
 def _annotated(section: np.ndarray, ignore: int) -> np.ndarray:

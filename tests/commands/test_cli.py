@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -13,6 +15,14 @@ def test_every_command_has_help(command, capsys):
         build_parser().parse_args([command, "--help"])
     assert exit_info.value.code == 0
     assert "usage: reisoseg" in capsys.readouterr().out
+
+
+def test_commands_start_without_importing_nnunet():
+    """Importing nnU-Net prints its banner: only the commands that run it may import it, and only once they do."""
+    script = ("import sys; from reisoseg.commands.main import build_parser; build_parser(); "
+              "print(sorted(name for name in sys.modules if name.split('.')[0] == 'nnunet'))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
 
 
 def test_reference_positional_form_parses():
