@@ -19,7 +19,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--ref", required=True, help="reference volume or folder")
     parser.add_argument("--pred", required=True, help="prediction volume or folder")
     parser.add_argument("--classes", nargs="+", default=None, metavar="VALUE=NAME",
-                        help="classes to evaluate, e.g. 1=mitochondria (default: every value in the reference)")
+                        help="classes to evaluate, e.g. 1=mitochondria (default: every nonzero value in the "
+                             "reference or the prediction)")
     parser.add_argument("--instance_classes", nargs="+", type=int, default=(1,), metavar="VALUE",
                         help="label values evaluated as instances too (default: 1)")
     parser.add_argument("--ref_instances", default=None,

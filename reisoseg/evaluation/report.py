@@ -13,7 +13,7 @@ import numpy as np
 
 from reisoseg.errors import ReIsoSegError
 from reisoseg.evaluation.metrics import per_class_metrics
-from reisoseg.io.validation import resolve_spacing
+from reisoseg.io.validation import check_label_values, resolve_spacing
 
 CASE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".tif", ".tiff", ".h5", ".zarr")
 
@@ -64,6 +64,8 @@ def evaluate(reference: str | os.PathLike, prediction: str | os.PathLike, *,
             raise ReIsoSegError(f"{pred_path}: shape {pred_volume.shape} differs from reference {ref_path} "
                                 f"shape {ref_volume.shape}")
         ref, pred = ref_volume.read(), pred_volume.read()
+        check_label_values(str(ref_path), ref)
+        check_label_values(str(pred_path), pred)
         objects = {}
         for key, paths in (("reference_instances", ref_objects), ("prediction_instances", pred_objects)):
             if case in paths:
@@ -72,13 +74,15 @@ def evaluate(reference: str | os.PathLike, prediction: str | os.PathLike, *,
                     raise ReIsoSegError(f"{paths[case]}: shape {volume.shape} differs from reference {ref_path} "
                                         f"shape {ref.shape}")
                 objects[key] = volume.read()
+                check_label_values(str(paths[case]), objects[key])
         if ignore_label is not None:
             unlabelled = ref == ignore_label
             ref, pred = np.where(unlabelled, 0, ref), np.where(unlabelled, 0, pred)
             objects = {key: np.where(unlabelled, 0, ids) for key, ids in objects.items()}
         if case in pred_objects:
             objects["scores"] = read_scores(pred_objects[case])
-        case_classes = classes or {int(v): f"class_{int(v)}" for v in np.unique(ref) if v != 0}
+        case_classes = classes or {int(v): f"class_{int(v)}" for v in np.union1d(np.unique(ref), np.unique(pred))
+                                   if v != 0}
         case_spacing = resolve_spacing(str(ref_path), ref_volume.spacing, spacing)
         per_case[case] = per_class_metrics(ref, pred, case_classes, spacing=case_spacing,
                                            instance_classes=instance_classes, **objects)

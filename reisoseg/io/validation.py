@@ -26,14 +26,20 @@ def check_image(source: str, data: np.ndarray) -> None:
         raise ReIsoSegError(f"{source}: constant image (every voxel is {low}): nothing to segment")
 
 
-def check_labels(source: str, data: np.ndarray, declared: Iterable[int]) -> None:
-    """Labels must be integers from the declared values."""
+def check_label_values(source: str, data: np.ndarray) -> None:
+    """A label volume holds whole numbers: integers, or floats without NaN, Inf or fractions (NIfTI files often store
+    labels as floats)."""
     if data.size == 0:
         raise ReIsoSegError(f"{source}: empty label volume (shape {data.shape})")
     if data.dtype.kind not in "biuf":
         raise ReIsoSegError(f"{source}: unsupported label dtype {data.dtype}")
     if data.dtype.kind == "f" and (not np.isfinite(data).all() or not np.array_equal(data, np.round(data))):
         raise ReIsoSegError(f"{source}: label values must be whole numbers")
+
+
+def check_labels(source: str, data: np.ndarray, declared: Iterable[int]) -> None:
+    """Labels must be integers from the declared values."""
+    check_label_values(source, data)
     found = set(np.unique(data).astype(np.int64).tolist())
     unknown = sorted(found - set(int(v) for v in declared))
     if unknown:

@@ -80,6 +80,27 @@ def test_shape_mismatch_is_an_error(tmp_path):
         evaluate(tmp_path / "ref.nii.gz", tmp_path / "pred.nii.gz")
 
 
+@pytest.mark.parametrize("value", [np.nan, np.inf, 0.5])
+def test_labels_that_are_not_whole_numbers_are_an_error_naming_the_file(tmp_path, capsys, value):
+    prediction = _cube().astype(np.float32)
+    prediction[0, 0, 0] = value
+    write_volume(tmp_path / "ref.tif", _cube(), SPACING)
+    write_volume(tmp_path / "pred.tif", prediction, SPACING)  # TIFF keeps NaN and Inf (NIfTI reads them as 0)
+    assert main(["evaluate", "--ref", str(tmp_path / "ref.tif"), "--pred", str(tmp_path / "pred.tif")]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "pred.tif" in error and "whole numbers" in error
+
+
+def test_whole_float_labels_are_read_and_classes_default_to_both_volumes(tmp_path):
+    prediction = _cube().astype(np.float32)  # labels stored as floats, as NIfTI files often have them
+    prediction[0, :4, :4] = 7  # a class the reference does not hold: all false positives, not left out
+    write_volume(tmp_path / "ref.nii.gz", _cube(), SPACING)
+    write_volume(tmp_path / "pred.nii.gz", prediction, SPACING)
+    mean = evaluate(tmp_path / "ref.nii.gz", tmp_path / "pred.nii.gz")["mean"]
+    assert sorted(mean) == ["class_1", "class_7"]
+    assert mean["class_1"]["dice"] == 1.0 and mean["class_7"]["dice"] == 0.0 and mean["class_7"]["precision"] == 0.0
+
+
 def test_command_on_folders_writes_table_json_and_csv(tmp_path, capsys):
     for folder in ("ref", "pred"):
         (tmp_path / folder).mkdir()
