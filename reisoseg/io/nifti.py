@@ -27,4 +27,23 @@ def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float,
         raise ReIsoSegError(f"{path}: cannot read ({str(error).strip().splitlines()[-1]})") from None
     # NIfTI headers hold float32: 4.6 comes back as 4.5999999; 6 decimals of a nm are far below any physical meaning
     spacing = tuple(round(float(s), 6) for s in reversed(image.GetSpacing()))
-    return sitk.GetArrayFromImage(image), spacing  # type: ignore[return-value]
+    array = sitk.GetArrayFromImage(image)
+    if array.dtype.kind == "f" and str(path).lower().endswith((".nii", ".nii.gz")):
+        array = _with_non_finite_values(path, array)
+    return array, spacing  # type: ignore[return-value]
+
+
+def _with_non_finite_values(path: str | os.PathLike, array: np.ndarray) -> np.ndarray:
+    """ITK before 6 reads NaN and ±Inf in a NIfTI file as 0, silently (ITK pull request 6683): put the file's own
+    values back, read with nibabel, so that validation rejects them instead of training on zeros."""
+    import nibabel
+
+    stored = np.asarray(nibabel.load(str(path)).dataobj)  # (x, y, z) in the file's voxel order, as ITK keeps it
+    stored = stored.transpose(tuple(reversed(range(stored.ndim))))
+    if stored.shape != array.shape:
+        return array
+    non_finite = ~np.isfinite(stored)
+    if non_finite.any():
+        array = array.copy()
+        array[non_finite] = stored[non_finite]
+    return array

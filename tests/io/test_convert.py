@@ -93,6 +93,7 @@ def _bad_cases(tmp):
     inf[1, 1, 1] = np.inf
     write_volume(tmp / "nan.h5", nan, SPACING)
     write_volume(tmp / "inf.h5", inf, SPACING)
+    write_volume(tmp / "nan.nii.gz", nan, SPACING)  # ITK < 6 alone would read the NaN as 0
     write_volume(tmp / "const.h5", np.full((6, 16, 16), 7, np.uint8), SPACING)
     write_volume(tmp / "small_lab.tif", _labels((6, 16, 12)), SPACING)
     write_volume(tmp / "other_spacing_lab.tif", _labels(), (50.0, 5.0, 5.0))
@@ -130,6 +131,7 @@ def _bad_cases(tmp):
          "label values must be whole numbers"),
         ("NaN", ["--image", str(tmp / "nan.h5"), "--labels", lab, *mito], "image contains NaN or Inf"),
         ("Inf", ["--image", str(tmp / "inf.h5"), "--labels", lab, *mito], "image contains NaN or Inf"),
+        ("NaN in NIfTI", ["--image", str(tmp / "nan.nii.gz"), "--labels", lab, *mito], "image contains NaN or Inf"),
         ("constant image", ["--image", str(tmp / "const.h5"), "--labels", lab, *mito], "constant image"),
         ("empty volume", ["--image", str(tmp / "empty.h5"), "--labels", str(tmp / "empty_lab.h5"), *mito, *given],
          "empty volume"),

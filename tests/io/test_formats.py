@@ -95,3 +95,15 @@ def test_compressed_tiff_is_read_lazily(tmp_path, data):
     np.testing.assert_array_equal(volume.data[1:3, 2:5], data[1:3, 2:5])
     np.testing.assert_array_equal(volume.read(), data)
     assert open_volume(tmp_path / "plane.tif").shape == (1, *data.shape[1:])
+
+
+@pytest.mark.parametrize("name", ["v.nii.gz", "v.nii"])
+def test_nifti_keeps_nan_and_inf_where_the_file_has_them(tmp_path, name):
+    data = np.arange(3 * 4 * 5, dtype=np.float32).reshape(3, 4, 5)
+    data[1, 2, 4], data[2, 0, 1], data[0, 3, 0] = np.nan, np.inf, -np.inf
+    write_volume(tmp_path / name, data, (40.0, 5.0, 5.0))
+    read = open_volume(tmp_path / name).read()
+    assert np.isnan(read[1, 2, 4]) and read[2, 0, 1] == np.inf and read[0, 3, 0] == -np.inf
+    finite = np.isfinite(data)
+    assert np.array_equal(read[finite], data[finite]) and np.isfinite(read).sum() == finite.sum()
+
