@@ -326,16 +326,19 @@ def idle_seconds_per_iteration(run: dict) -> float:
     return min((t1 - t0) / (i1 - i0) for (i0, t0), (i1, t1) in zip(points, points[1:]))
 
 
+def idle_train_s(run: dict, iterations: int | None = None) -> float:
+    """Seconds the run's first `iterations` (default: all) take at its idle pace."""
+    return (run["iterations"] if iterations is None else iterations) * idle_seconds_per_iteration(run)
+
+
 def equal_time_snapshots(ours: dict, theirs: dict) -> tuple[dict, dict]:
     """The two runs' snapshots at equal wall time, each run at its idle pace: the slower run's last snapshot that
     takes no longer than the faster run's whole training (its first snapshot if none does)."""
-    pace = {id(run): idle_seconds_per_iteration(run) for run in (ours, theirs)}
-
     def at_time(run: dict, seconds: float) -> dict:
-        fitting = [s for s in run["snapshots"] if s["iterations"] * pace[id(run)] <= seconds]
+        fitting = [s for s in run["snapshots"] if idle_train_s(run, s["iterations"]) <= seconds]
         return fitting[-1] if fitting else run["snapshots"][0]
 
-    ours_s, theirs_s = (run["iterations"] * pace[id(run)] for run in (ours, theirs))
+    ours_s, theirs_s = idle_train_s(ours), idle_train_s(theirs)
     if ours_s <= theirs_s:
         return ours["snapshots"][-1], at_time(theirs, ours_s)
     return at_time(ours, theirs_s), theirs["snapshots"][-1]
@@ -381,7 +384,7 @@ def _report_lines(results: list[dict]) -> list[str]:
                 converged = ", ".join(f"seed {r['seed']}: {convergence_text(r)}" for r in mine)
                 lines.append(f"| {METHOD_NAMES[method]} | {', '.join(str(r['seed']) for r in mine)} | "
                              f"{_mean_sd([r['train_s'] / 60 for r in mine])} "
-                             f"({_mean_sd([r['iterations'] * idle_seconds_per_iteration(r) / 60 for r in mine])}) | "
+                             f"({_mean_sd([idle_train_s(r) / 60 for r in mine])}) | "
                              + " | ".join(cells)
                              + f" | {converged} |")
             ours = {r["seed"]: r for r in runs if r["method"] == "auto"}

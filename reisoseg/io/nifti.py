@@ -28,8 +28,8 @@ def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float,
     # NIfTI headers hold float32: 4.6 comes back as 4.5999999; 6 decimals of a nm are far below any physical meaning
     spacing = tuple(round(float(s), 6) for s in reversed(image.GetSpacing()))
     array = sitk.GetArrayFromImage(image)
-    if array.dtype.kind == "f" and str(path).lower().endswith((".nii", ".nii.gz")):
-        array = _with_non_finite_values(path, array)
+    if array.dtype.kind == "f" and str(path).lower().endswith((".nii", ".nii.gz")) and not array.all():
+        array = _with_non_finite_values(path, array)  # only a file with zeros can have lost a NaN or Inf
     return array, spacing  # type: ignore[return-value]
 
 

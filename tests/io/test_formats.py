@@ -106,4 +106,3 @@ def test_nifti_keeps_nan_and_inf_where_the_file_has_them(tmp_path, name):
     assert np.isnan(read[1, 2, 4]) and read[2, 0, 1] == np.inf and read[0, 3, 0] == -np.inf
     finite = np.isfinite(data)
     assert np.array_equal(read[finite], data[finite]) and np.isfinite(read).sum() == finite.sum()
-
