@@ -1,0 +1,33 @@
+"""The demo-contact analysis: touching pairs and their faces, contact intensities, and the merged-groups ceiling."""
+from __future__ import annotations
+
+import numpy as np
+
+from tests.benchmarks import load_benchmark
+
+
+def _stacked_pair_and_a_loner() -> tuple[np.ndarray, np.ndarray]:
+    ids = np.zeros((6, 12, 24), np.int64)
+    ids[1:3, 2:10, 2:10], ids[3:5, 2:10, 2:10] = 1, 2  # stacked: they touch across sections 2 | 3
+    ids[1:5, 2:10, 14:22] = 3  # alone
+    image = np.full(ids.shape, 100.0, np.float32)
+    image[ids > 0] = 20.0
+    image[2:4, 2:10, 2:10] = 30.0  # the two contact sections
+    return ids, image
+
+
+def test_touching_objects_faces_and_contact_intensity():
+    contacts = load_benchmark("demo_contacts")
+    ids, image = _stacked_pair_and_a_loner()
+    found = contacts._analyse(ids, image)
+    assert found["objects"] == 3
+    assert found["touching_pairs"] == {"1-2": {"faces_across_sections": 64, "faces_in_plane": 0}}
+    assert found["intensity"] == {"z_contacts": 30.0, "in_plane_contacts": None, "inside": 20.0, "background": 100.0}
+
+
+def test_each_group_of_touching_objects_becomes_one_object():
+    contacts = load_benchmark("demo_contacts")
+    ids, _ = _stacked_pair_and_a_loner()
+    merged = contacts._touching_groups_merged(ids)
+    assert merged[1, 5, 5] == merged[4, 5, 5] != merged[1, 5, 15] > 0
+    assert len(np.unique(merged[merged > 0])) == 2 and (merged[ids == 0] == 0).all()
