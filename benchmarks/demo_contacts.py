@@ -51,10 +51,10 @@ def _analyse(ids: np.ndarray, image: np.ndarray) -> dict:
         for pair, count in zip(pairs.T, counts):
             faces.setdefault(tuple(int(v) for v in pair), [0, 0, 0])[axis] += int(count)
     in_plane = masks[1] | masks[2]
-    deep = ndimage.binary_erosion(ids > 0, np.ones((1, 5, 5))) & ~masks[0] & ~in_plane
-    for other in np.unique(ids[ids > 0]):  # no other object within 2 px in-plane either
-        near_other = ndimage.binary_dilation((ids > 0) & (ids != other), np.ones((1, 5, 5)))
-        deep &= ~((ids == other) & near_other)
+    # deep: only the voxel's own object within 2 px in-plane (beyond the volume counts as background), no z-contact
+    window = (1, 5, 5)
+    deep = (ids > 0) & (ndimage.minimum_filter(ids, window, mode="constant") == ids) & \
+        (ndimage.maximum_filter(ids, window, mode="constant") == ids) & ~masks[0]
 
     def mean(mask: np.ndarray) -> float | None:
         return round(float(image[mask].mean()), 1) if mask.any() else None
