@@ -1,7 +1,8 @@
 """Why the demo's touching mitochondria merge (issue #10): where they touch, and what the image shows there.
 
-For the demo's volumes (training: generator seeds 0-5, test: 6-7, as `reisoseg demo` makes them) and the four
-validation volumes used to choose its settings (seeds 100-103, documentation/instances.md), per set:
+For the demo's volumes (training: generator seeds 0-5, test: 6-7, as `reisoseg demo` makes them), the four
+validation volumes used to choose its settings (seeds 100-103, documentation/instances.md) and the test volumes of
+the quality benchmark's synthetic datasets (ratios 4 and 8, as quality.py makes them), per set:
 - touching pairs of objects, and their shared faces as voxel pairs across sections (z) and within sections (y, x);
 - the mean image intensity at z-contact voxels (two different objects on adjacent sections), at in-plane contact
   voxels, deep inside objects (no background or other object within 2 px in-plane, no contact) and in background;
@@ -25,9 +26,26 @@ from scipy.sparse.csgraph import connected_components
 
 from reisoseg.demo import DemoSettings
 from reisoseg.synthetic.generator import CLASSES, generate_volume
+from reisoseg.synthetic.task import volume_seed
 
-SETS = {"training": range(0, 6), "test": range(6, 8), "validation": range(100, 104)}
+sys.path.insert(0, str(Path(__file__).parent))
+import quality  # noqa: E402
+
 RECORD = Path(__file__).parent / "results" / "demo_contacts.json"
+
+
+def volume_sets() -> dict[str, dict]:
+    """Per set: the shape, ratio and generator seeds of its volumes."""
+    demo = DemoSettings()
+    sets = {name: {"shape": demo.shape, "ratio": demo.ratio, "seeds": list(seeds)} for name, seeds in
+            [("training", range(0, 6)), ("test", range(6, 8)), ("validation", range(100, 104))]}
+    for ratio in (4, 8):
+        first_test = quality.SYNTH_TRAINING
+        sets[f"quality_synth{ratio}_test"] = {
+            "shape": quality.SYNTH_SHAPES[ratio], "ratio": ratio,
+            "seeds": [volume_seed(quality.synthetic_task_seed(ratio), index)
+                      for index in range(first_test, first_test + quality.SYNTH_TEST)]}
+    return sets
 
 
 def _contacts(ids: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -98,19 +116,18 @@ def _ceiling(volumes: dict[str, tuple[np.ndarray, tuple[float, ...]]]) -> dict:
 
 
 def main() -> None:
-    settings = DemoSettings()
-    record = {"shape": list(settings.shape), "ratio": settings.ratio, "sets": {}}
-    for name, seeds in SETS.items():
+    record = {"sets": {}}
+    for name, chosen in volume_sets().items():
         volumes, cases = {}, {}
-        for seed in seeds:
-            volume = generate_volume(settings.shape, settings.ratio, seed=seed)
+        for seed in chosen["seeds"]:
+            volume = generate_volume(chosen["shape"], chosen["ratio"], seed=seed)
             ids = np.where(volume.labels == CLASSES["mitochondria"], volume.instances, 0).astype(np.int64)
             volumes[f"seed_{seed}"] = (ids, tuple(float(s) for s in volume.spacing))
             cases[f"seed_{seed}"] = _analyse(ids, volume.image.astype(np.float32))
         everything = {kind: [c["intensity"][kind] for c in cases.values() if c["intensity"][kind] is not None]
                       for kind in ("z_contacts", "in_plane_contacts", "inside", "background")}
         record["sets"][name] = {
-            "seeds": list(seeds), "cases": cases,
+            "shape": list(chosen["shape"]), "ratio": chosen["ratio"], "seeds": chosen["seeds"], "cases": cases,
             "mean_intensity_over_cases": {k: round(float(np.mean(v)), 1) if v else None for k, v in everything.items()},
             "ceiling_touching_objects_merged": _ceiling(volumes)}
         summary = record["sets"][name]

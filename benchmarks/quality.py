@@ -116,9 +116,9 @@ class Dataset:
                 from reisoseg.synthetic import make_synthetic_task
 
                 ratio = int(self.key[len("synth"):].removesuffix("_instances"))
-                make_synthetic_task(raw, self.task_id, self.name, num_training=6, num_test=2,
-                                    shape=SYNTH_SHAPES[ratio], ratio=ratio, seed=1000 + ratio, overwrite=True,
-                                    instances=self.instances)
+                make_synthetic_task(raw, self.task_id, self.name, num_training=SYNTH_TRAINING, num_test=SYNTH_TEST,
+                                    shape=SYNTH_SHAPES[ratio], ratio=ratio, seed=synthetic_task_seed(ratio),
+                                    overwrite=True, instances=self.instances)
             elif not self._convert_real(raw):
                 return None
         if not plans_file(os.environ["nnUNet_preprocessed"], task).is_file():
@@ -152,6 +152,13 @@ class Dataset:
 
 
 SYNTH_SHAPES = {1: (64, 96, 96), 4: (48, 128, 128), 8: (32, 160, 160)}
+SYNTH_TRAINING, SYNTH_TEST = 6, 2  # volumes per synthetic task: the first 6 train, the last 2 test
+
+
+def synthetic_task_seed(ratio: int) -> int:
+    return 1000 + ratio
+
+
 DATASETS = {d.key: d for d in [
     Dataset("synth1", 511, "QualitySynth1", (32, 48, 48), "synthetic, 5 x 5 x 5 nm (ratio 1), 6 train / 2 test"),
     Dataset("synth4", 514, "QualitySynth4", (16, 64, 64), "synthetic, 20 x 5 x 5 nm (ratio 4), 6 train / 2 test"),

@@ -20,6 +20,12 @@ def select_classes(labels: np.ndarray, classes: Sequence[str]) -> np.ndarray:
     return out
 
 
+def volume_seed(task_seed: int, index: int) -> int:
+    """The generator seed of a synthetic task's `index`-th volume (training volumes first, then test), so that
+    anyone can regenerate one volume of a task without writing the task."""
+    return task_seed * 1000 + index
+
+
 def make_synthetic_task(raw_data_base: str | os.PathLike, task_id: int, name: str = "SynthEM", *,
                         num_training: int = 6, num_test: int = 2, shape: Sequence[int] = (32, 192, 192),
                         ratio: int = 8, seed: int = 0, classes: Sequence[str] = ("mitochondria",),
@@ -36,7 +42,7 @@ def make_synthetic_task(raw_data_base: str | os.PathLike, task_id: int, name: st
     cases = []
     names = [f"synth_{i:03d}" for i in range(num_training + num_test)]
     for index, case_name in enumerate(tqdm(names, desc="generating volumes", disable=not progress)):
-        volume = generate_volume(tuple(shape), ratio, seed=seed * 1000 + index, params=params)
+        volume = generate_volume(tuple(shape), ratio, seed=volume_seed(seed, index), params=params)
         cases.append(Case(case_name, volume.image, select_classes(volume.labels, classes), volume.spacing,
                           volume.instances))
     labels = {i: c for i, c in enumerate(classes, start=1)}

@@ -3,7 +3,8 @@ import json
 import numpy as np
 
 from reisoseg.io.nifti import read_nifti
-from reisoseg.synthetic import make_synthetic_task
+from reisoseg.synthetic import generate_volume, make_synthetic_task
+from reisoseg.synthetic.task import volume_seed
 
 
 def test_task_layout_dataset_json_and_spacing(tmp_path):
@@ -22,3 +23,14 @@ def test_task_layout_dataset_json_and_spacing(tmp_path):
     assert (folder / "labelsTs" / "synth_002.nii.gz").is_file()
     assert set(np.unique(labels)) <= {0, 1, 2}
     assert not [p for p in tmp_path.joinpath("nnUNet_raw_data").iterdir() if p.name.startswith(".")]
+
+
+def test_one_test_volume_of_a_task_regenerates_from_its_seed_alone(tmp_path):
+    folder = make_synthetic_task(tmp_path, 504, "Seeds", num_training=2, num_test=1, shape=(6, 32, 48), ratio=4,
+                                 seed=7, instances=True, progress=False)
+    volume = generate_volume((6, 32, 48), 4, seed=volume_seed(7, 2))  # index 2: the test volume, after 2 training
+    image, _ = read_nifti(folder / "imagesTs" / "synth_002_0000.nii.gz")
+    objects, _ = read_nifti(folder / "instancesTs" / "synth_002.nii.gz")
+    np.testing.assert_array_equal(image, volume.image)
+    assert objects.any()
+    np.testing.assert_array_equal(objects > 0, volume.labels == 1)
