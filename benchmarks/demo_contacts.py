@@ -39,12 +39,11 @@ def volume_sets() -> dict[str, dict]:
     demo = DemoSettings()
     sets = {name: {"shape": demo.shape, "ratio": demo.ratio, "seeds": list(seeds)} for name, seeds in
             [("training", range(0, 6)), ("test", range(6, 8)), ("validation", range(100, 104))]}
+    test_indices = range(quality.SYNTH_TRAINING, quality.SYNTH_TRAINING + quality.SYNTH_TEST)
     for ratio in (4, 8):
-        first_test = quality.SYNTH_TRAINING
         sets[f"quality_synth{ratio}_test"] = {
             "shape": quality.SYNTH_SHAPES[ratio], "ratio": ratio,
-            "seeds": [volume_seed(quality.synthetic_task_seed(ratio), index)
-                      for index in range(first_test, first_test + quality.SYNTH_TEST)]}
+            "seeds": [volume_seed(quality.synthetic_task_seed(ratio), index) for index in test_indices]}
     return sets
 
 

@@ -156,6 +156,7 @@ SYNTH_TRAINING, SYNTH_TEST = 6, 2  # volumes per synthetic task: the first 6 tra
 
 
 def synthetic_task_seed(ratio: int) -> int:
+    """One seed per ratio, so that no two synthetic datasets share a volume."""
     return 1000 + ratio
 
 

@@ -3,7 +3,7 @@ import json
 import numpy as np
 
 from reisoseg.io.nifti import read_nifti
-from reisoseg.synthetic import generate_volume, make_synthetic_task
+from reisoseg.synthetic import CLASSES, generate_volume, make_synthetic_task
 from reisoseg.synthetic.task import volume_seed
 
 
@@ -33,4 +33,4 @@ def test_one_test_volume_of_a_task_regenerates_from_its_seed_alone(tmp_path):
     objects, _ = read_nifti(folder / "instancesTs" / "synth_002.nii.gz")
     np.testing.assert_array_equal(image, volume.image)
     assert objects.any()
-    np.testing.assert_array_equal(objects > 0, volume.labels == 1)
+    np.testing.assert_array_equal(objects > 0, volume.labels == CLASSES["mitochondria"])
