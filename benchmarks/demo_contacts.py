@@ -34,16 +34,22 @@ import quality  # noqa: E402
 RECORD = Path(__file__).parent / "results" / "demo_contacts.json"
 
 
+def _set(shape: tuple[int, ...], ratio: int, seeds: list[int]) -> dict:
+    return {"shape": tuple(shape), "ratio": ratio, "seeds": seeds}
+
+
 def volume_sets() -> dict[str, dict]:
-    """Per set: the shape, ratio and generator seeds of its volumes."""
+    """Per set: the shape, ratio and generator seeds of its volumes (a task's, as its writer derives them)."""
     demo = DemoSettings()
-    sets = {name: {"shape": demo.shape, "ratio": demo.ratio, "seeds": list(seeds)} for name, seeds in
-            [("training", range(0, 6)), ("test", range(6, 8)), ("validation", range(100, 104))]}
+    demo_seeds = [volume_seed(demo.seed, index) for index in range(demo.num_training + demo.num_test)]
+    sets = {"training": _set(demo.shape, demo.ratio, demo_seeds[:demo.num_training]),
+            "test": _set(demo.shape, demo.ratio, demo_seeds[demo.num_training:]),
+            "validation": _set(demo.shape, demo.ratio, list(range(100, 104)))}  # fresh volumes, in no task
     test_indices = range(quality.SYNTH_TRAINING, quality.SYNTH_TRAINING + quality.SYNTH_TEST)
     for ratio in (4, 8):
-        sets[f"quality_synth{ratio}_test"] = {
-            "shape": quality.SYNTH_SHAPES[ratio], "ratio": ratio,
-            "seeds": [volume_seed(quality.synthetic_task_seed(ratio), index) for index in test_indices]}
+        task_seed = quality.synthetic_task_seed(ratio)
+        sets[f"quality_synth{ratio}_test"] = _set(quality.SYNTH_SHAPES[ratio], ratio,
+                                                  [volume_seed(task_seed, index) for index in test_indices])
     return sets
 
 

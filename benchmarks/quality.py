@@ -160,10 +160,11 @@ def synthetic_task_seed(ratio: int) -> int:
     return 1000 + ratio
 
 
+SYNTH_SPLIT = f"{SYNTH_TRAINING} train / {SYNTH_TEST} test"
 DATASETS = {d.key: d for d in [
-    Dataset("synth1", 511, "QualitySynth1", (32, 48, 48), "synthetic, 5 x 5 x 5 nm (ratio 1), 6 train / 2 test"),
-    Dataset("synth4", 514, "QualitySynth4", (16, 64, 64), "synthetic, 20 x 5 x 5 nm (ratio 4), 6 train / 2 test"),
-    Dataset("synth8", 518, "QualitySynth8", (16, 64, 64), "synthetic, 40 x 5 x 5 nm (ratio 8), 6 train / 2 test"),
+    Dataset("synth1", 511, "QualitySynth1", (32, 48, 48), f"synthetic, 5 x 5 x 5 nm (ratio 1), {SYNTH_SPLIT}"),
+    Dataset("synth4", 514, "QualitySynth4", (16, 64, 64), f"synthetic, 20 x 5 x 5 nm (ratio 4), {SYNTH_SPLIT}"),
+    Dataset("synth8", 518, "QualitySynth8", (16, 64, 64), f"synthetic, 40 x 5 x 5 nm (ratio 8), {SYNTH_SPLIT}"),
     Dataset("gerhard", 521, "QualityGerhard", (16, 64, 64),
             "Gerhard 2013 ssTEM, 50 x 4.6 x 4.6 nm, sections 0-15 train / 16-19 test"),
     Dataset("cdeep3m", 522, "QualityCDeep3M", (16, 64, 64),
