@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from typing import Callable, Sequence
 
 from reisoseg import __version__
 from reisoseg.errors import ReIsoSegError
 
+DEBUG_VARIABLE = "REISOSEG_DEBUG"  # set to 1: as --debug, for runs whose command line is hard to change
 COMMANDS = ("train", "predict", "segment", "measure", "synth", "demo", "convert", "check", "evaluate")
 
 
@@ -17,6 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reisoseg", description="Anisotropy-aware 3D segmentation of EM volumes (ReIsoSeg on nnU-Net v1).")
     parser.add_argument("--version", action="version", version=f"reisoseg {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"after a one-line error, also print its full traceback and cause (or set "
+                             f"{DEBUG_VARIABLE}=1)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"reisoseg.commands.{name}").add_parser(subparsers)
@@ -37,12 +43,23 @@ def run_command(handler: Callable[[argparse.Namespace], object], args: argparse.
     try:
         handler(args)
     except ReIsoSegError as error:
+        if getattr(args, "debug", False) or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
+            print_traceback_and_cause(error)
         print(f"reisoseg: {error.label}: {error.in_terms_of(getattr(args, 'flags', {}))}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print("reisoseg: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def print_traceback_and_cause(error: BaseException) -> None:
+    """The whole chain on standard error, the cause too where a one-line error hid it (`raise ... from None`)."""
+    hidden = error.__context__ if error.__suppress_context__ and error.__cause__ is None else None
+    if hidden is not None:
+        traceback.print_exception(hidden, file=sys.stderr)
+        print("\nwhich was reported as:\n", file=sys.stderr)
+    traceback.print_exception(error, file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

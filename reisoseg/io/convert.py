@@ -133,6 +133,7 @@ def convert_to_task(images: Sequence[str | os.PathLike], labels: Sequence[str | 
     if bad:
         raise ReIsoSegError(f"`test_volumes` {bad}: there are {len(images)} volumes (0-{len(images) - 1})")
     training, test = [], []
+    present: set[int] = set()  # the label values written, to refuse a declared class that occurs nowhere
     for index, (image_path, label_path) in enumerate(zip(images, labels)):
         image_volume = open_volume(image_path)
         label_volume = open_volume(label_path)
@@ -158,6 +159,7 @@ def convert_to_task(images: Sequence[str | os.PathLike], labels: Sequence[str | 
             label, objects = mapping.apply(label_volume.source, raw, also_allowed=ignore_value), None
             if unannotated is not None:
                 label[unannotated] = len(mapping.classes) + 1
+        present.update(int(value) for value in np.unique(label))
         stem = f"vol{index:02d}"
         if sparse:
             held_out = slice(None) if index in test_volumes else slice(*(test_sections or (0, 0)))
@@ -180,11 +182,17 @@ def convert_to_task(images: Sequence[str | os.PathLike], labels: Sequence[str | 
             if image[part].shape[0] > 0:
                 training.append(Case(f"{stem}_train{suffix}", image[part], label[part], volume_spacing,
                                      None if objects is None else objects[part]))
+    names = [instance_class] if instance_labels else list(mapping.classes)
+    for value, class_name in enumerate(names, start=1):
+        if value not in present:
+            source_values = "object ids > 0" if instance_labels else \
+                "value " + ",".join(str(v) for v in mapping.classes[class_name])
+            raise ReIsoSegError(f"class {class_name!r} ({source_values}) occurs in none of the label files "
+                                f"({', '.join(map(str, labels))}); check `label_map`")
     if not training:
         raise ReIsoSegError("no training volume left after the test split")
     for case in training + test:  # split parts must still be usable on their own
         check_image(f"{case.name} (after the split)", case.image)
-    names = [instance_class] if instance_labels else list(mapping.classes)
     labels_out = {i: n for i, n in enumerate(names, start=1)}
     if sparse:
         labels_out[len(names) + 1] = IGNORE_LABEL_NAME

@@ -112,8 +112,22 @@ def read_sections(folder: str | os.PathLike) -> Volume:
     return Volume(np.stack(sections), None, str(folder), "sections")
 
 
+IMAGEJ_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))  # the types ImageJ TIFF holds
+
+
 def write_tiff(path: str | os.PathLike, data: np.ndarray, spacing: Sequence[float]) -> None:
-    """ImageJ hyperstack with spacing in nm (Fiji and napari read it back)."""
+    """An ImageJ hyperstack with spacing in nm (Fiji and napari read it back) for the types ImageJ holds, integers
+    whose values fit included (stored as uint16: object ids); otherwise (object ids beyond 65535, int16, float64)
+    an OME-TIFF, which keeps the type and the spacing."""
     z, y, x = (float(s) for s in spacing)
-    tifffile.imwrite(path, np.ascontiguousarray(data), imagej=True, resolution=(1.0 / x, 1.0 / y),
-                     metadata={"spacing": z, "unit": "nm", "axes": "ZYX"})
+    data = np.ascontiguousarray(data)
+    if data.dtype.kind in "iu" and data.dtype not in IMAGEJ_DTYPES and data.size and \
+            0 <= data.min() and data.max() <= np.iinfo(np.uint16).max:
+        data = data.astype(np.uint16)
+    if data.dtype in IMAGEJ_DTYPES:
+        tifffile.imwrite(path, data, imagej=True, resolution=(1.0 / x, 1.0 / y),
+                         metadata={"spacing": z, "unit": "nm", "axes": "ZYX"})
+        return
+    tifffile.imwrite(path, data, ome=True, metadata={
+        "axes": "ZYX", **{f"PhysicalSize{axis}": size for axis, size in zip("ZYX", (z, y, x))},
+        **{f"PhysicalSize{axis}Unit": "nm" for axis in "ZYX"}})

@@ -28,6 +28,7 @@ from reisoseg.errors import ReIsoSegError
 from reisoseg.inference.model import CroppedVolume
 from reisoseg.inference.tiles import clipped, windows_touching, zero_padded
 from reisoseg.layout import FINAL_CHECKPOINT
+from reisoseg.nnunet_v1.model_files import restore_trainer, safe_load_pickle
 from reisoseg.nnunet_v1.resampling import axis_maps, resample_back, resample_box
 
 
@@ -84,8 +85,6 @@ class NnunetV1Model:
 @functools.lru_cache(maxsize=8)
 def _plans(folder: str) -> dict:
     """The plans the model was trained with (its folder's plans.pkl), read without unrestricted pickle."""
-    from reisoseg.nnunet_v1.registry import safe_load_pickle
-
     path = Path(folder) / "plans.pkl"
     if not path.is_file():
         raise ReIsoSegError(f"{path}: not found; is {folder} a trained nnU-Net v1 model folder?")
@@ -142,12 +141,9 @@ class BlockPredictor:
         from reisoseg.nnunet_v1.compat import install
 
         install()
-        from nnunet.training.model_restore import load_model_and_checkpoint_files
-
         try:
-            trainer, parameters = load_model_and_checkpoint_files(
-                reference.folder, list(reference.folds), mixed_precision=reference.mixed_precision,
-                checkpoint_name=reference.checkpoint)
+            trainer, parameters = restore_trainer(reference.folder, list(reference.folds), reference.checkpoint,
+                                                  mixed_precision=reference.mixed_precision)
         except pickle.UnpicklingError as error:
             message = str(error).strip().splitlines()[0]
             raise ReIsoSegError(f"refusing to load a model file of {reference.folder}: {message}") from None

@@ -1,13 +1,13 @@
 """Every redirection of nnU-Net v1 (`nnunet==1.7.1`) lives here; the installed package is never edited.
 
 Handled (see documentation/nnunet_v1_integration.md):
-1. torch >= 2.6 loads checkpoints with `weights_only=True`: the numpy types nnU-Net stores are allow-listed.
+1. Prediction restores trainers and checkpoints through model_files.py (weights-only, whatever the environment).
 2. Trainer lookup by name searches our registry first, then nnU-Net's package (training and prediction).
 3. batchgenerators 0.25.5 can hang at exit: `finish_augmenters` stops the workers explicitly.
 4. Augmentation workers default to the CPU count instead of nnU-Net's hostname table (12 + 6).
 5. `torch.cuda.amp` FutureWarnings are silenced; fp16 is used on CUDA only (our trainers use `torch.amp`).
 6. SciPy deprecation warnings of `scipy.ndimage.filters`/`interpolation` are silenced (scipy < 2 is pinned).
-7. `.model.pkl` and `plans.pkl` of model folders are read with a restricted unpickler.
+7. `.model.pkl` and `plans.pkl` of model folders are read with a restricted unpickler (model_files.py).
 (8 and 9 of the guide's table live in em_training.py and sparse.py.)
 10. nnU-Net binds its folders (`nnunet.paths`) when first imported; every `install()` points the loaded modules at the
     folders the environment names now, so setting them after an import (a second demo, a notebook) takes effect.
@@ -32,16 +32,6 @@ def configure_environment() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.cuda\.amp.*")
     warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*scipy\.ndimage\..*")
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"scipy\.ndimage")
-
-
-def _allow_numpy_in_checkpoints() -> None:
-    import numpy as np
-    import torch
-
-    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray  # numpy 2, numpy 1
-    safe: list[Any] = [np.ndarray, np.dtype, multiarray.scalar, multiarray._reconstruct]
-    safe += [type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDG"]
-    torch.serialization.add_safe_globals(safe)
 
 
 def _find_trainer(folder: Any, trainer_name: str, current_module: str) -> Any:
@@ -84,14 +74,14 @@ def install() -> None:
     import nnunet.run.default_configuration as v1_config
     import nnunet.training.model_restore as v1_restore
 
-    from reisoseg.nnunet_v1.registry import safe_load_pickle
+    from reisoseg.nnunet_v1.model_files import restore_trainer, safe_load_pickle
 
-    _allow_numpy_in_checkpoints()
     _original_find = v1_restore.recursive_find_python_class
     v1_restore.recursive_find_python_class = _find_trainer
     v1_config.recursive_find_python_class = _find_trainer
     v1_restore.load_pickle = safe_load_pickle
     v1_predict.load_pickle = safe_load_pickle
+    v1_predict.load_model_and_checkpoint_files = restore_trainer  # same positional order; folds always given
     _installed = True
     _follow_environment()
 

@@ -38,6 +38,7 @@ from reisoseg.nnunet_v1.checkpoints import (
     rng_state,
     write_checkpoint,
 )
+from reisoseg.nnunet_v1.model_files import load_checkpoint_into
 from reisoseg.nnunet_v1.sparse import (
     IGNORE_KEY,
     DiceCEWithIgnore,
@@ -198,6 +199,10 @@ class EMTrainingMixin:
         write_checkpoint(path, self.checkpoint_state(completed_epochs, save_optimizer), info)
         self.print_to_log_file(f"saved {os.path.basename(path)} after {completed_epochs} epochs "
                                f"({time() - started:.1f} s)")
+
+    def load_checkpoint(self, fname, train=True):
+        """nnU-Net's, with the file read by torch's weights-only loader whatever the environment says."""
+        load_checkpoint_into(self, fname, train)
 
     def load_checkpoint_ram(self, checkpoint, train=True):
         """nnU-Net's loading, then the RNG state when training continues (with the checkpoint's optimizer only)."""

@@ -17,6 +17,7 @@ from reisoseg.layout import (
     model_folder,
 )
 from reisoseg.layout import plans_file as layout_plans_file
+from reisoseg.nnunet_v1.model_files import UnsafePickleError, load_checkpoint_into
 from reisoseg.nnunet_v1.tasks import parse_fold, require_environment, resolve_task
 
 CONFIGURATIONS = ("2d", "3d_lowres", "3d_fullres", "3d_cascade_fullres")
@@ -234,13 +235,14 @@ def run_training(configuration: str, trainer_name: str, task: str, fold: str | i
             path = str(checkpoint_file(trainer.output_folder, BEST_CHECKPOINT if options.valbest else FINAL_CHECKPOINT))
             if not os.path.isfile(path):
                 raise ReIsoSegError(f"{path}: checkpoint not found; train fold {fold} first")
-            trainer.load_checkpoint(path, train=False)
+            _load_checkpoint(trainer, path, train=False)
         else:
             if options.continue_training:
-                if not any(checkpoint_file(trainer.output_folder, name).is_file() for name in
-                           (FINAL_CHECKPOINT, LATEST_CHECKPOINT, BEST_CHECKPOINT)):
+                found = [path for name in (FINAL_CHECKPOINT, LATEST_CHECKPOINT, BEST_CHECKPOINT)
+                         if (path := checkpoint_file(trainer.output_folder, name)).is_file()]
+                if not found:
                     raise ReIsoSegError(f"{trainer.output_folder}: no checkpoint to continue from")
-                trainer.load_latest_checkpoint()
+                _load_checkpoint(trainer, found[0], train=True)  # nnU-Net's order of preference
             with progress_bar(trainer.max_num_epochs, "training", "epoch", enabled=options.progress and main_process,
                               initial=trainer.epoch) as bar:
                 _show_epochs(trainer, bar)
@@ -254,6 +256,14 @@ def run_training(configuration: str, trainer_name: str, task: str, fold: str | i
         if ranks is not None:
             distributed.stop()
     return trainer.output_folder
+
+
+def _load_checkpoint(trainer, path: str | os.PathLike, train: bool) -> None:
+    """Any trainer's checkpoint, read weights-only (never through nnU-Net's own `torch.load`)."""
+    try:
+        load_checkpoint_into(trainer, path, train)
+    except UnsafePickleError as error:
+        raise ReIsoSegError(f"refusing to load a model file: {error}") from error
 
 
 def _seed(seed: int | None, ranks) -> None:

@@ -101,3 +101,25 @@ def test_library_errors_name_parameters_and_commands_name_their_flags(tmp_path, 
                  *common]) == 1
     assert capsys.readouterr().err.strip() == "reisoseg: error: --test-sections '9-3': last section before first"
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("switch", ["flag", "environment"])
+def test_debug_shows_the_traceback_and_the_cause_a_one_line_error_hides(tmp_path, capsys, monkeypatch, switch):
+    from reisoseg.commands.main import main
+
+    corrupt = tmp_path / "corrupt.h5"
+    corrupt.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 64)
+    arguments = ["convert", "--image", str(corrupt), "--labels", str(corrupt), "--classes", "m", "--task", "510",
+                 "--name", "X", "--raw_data_base", str(tmp_path / "raw")]
+    assert main(arguments) == 1
+    plain = capsys.readouterr().err
+    assert "Traceback" not in plain and plain.startswith("reisoseg: error: ") and "corrupt.h5" in plain
+    if switch == "flag":
+        arguments.insert(0, "--debug")
+    else:
+        monkeypatch.setenv("REISOSEG_DEBUG", "1")
+    assert main(arguments) == 1
+    debug = capsys.readouterr().err
+    assert debug.count("Traceback") == 2 and "which was reported as:" in debug  # the hidden cause, then ours
+    assert "OSError" in debug.split("which was reported as:")[0]  # h5py's own error
+    assert debug.strip().splitlines()[-1] == plain.strip()  # the one line still comes last

@@ -96,3 +96,21 @@ def test_a_semantic_model_refuses_instances_in_one_line(trained, tmp_path):
     result = run_reisoseg(["predict", "-i", str(tmp_path / "raw.zarr"), "-o", str(tmp_path / "p.zarr"), "-t", "501",
                            "-f", "0", "--device", "cpu", "--instances"], env)
     assert_one_line_error(result, "without an instance target")
+
+
+def test_predict_instances_writes_objects_in_every_em_format(case):
+    """TIFF holds no uint32 in ImageJ's format: objects come back identical from TIFF, HDF5, OME-Zarr and NIfTI."""
+    env, folder, volume, whole = case
+    inputs = folder / "em_formats"
+    inputs.mkdir()
+    for name in ("stack.tif", "volume.h5", "volume.zarr", "volume.nii.gz"):
+        write_volume(inputs / name, volume.image, volume.spacing)
+    out = folder / "em_formats_out"
+    result = run_reisoseg(["predict", "-i", str(inputs), "-o", str(out), *OPTIONS], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert int(whole.max()) >= 3  # not a comparison of empty volumes
+    for name in ("stack_segmentation_instances.tif", "volume_segmentation_instances.h5",
+                 "volume_segmentation_instances.zarr", "volume_segmentation_instances.nii.gz"):
+        objects = open_volume(out / name)
+        assert objects.spacing == pytest.approx(volume.spacing), name
+        np.testing.assert_array_equal(objects.read(), whole, err_msg=name)

@@ -156,6 +156,10 @@ def _bad_cases(tmp):
         ("image/label count", ["--image", img, img, "--labels", lab, *mito], "give one label volume per image"),
         ("test volume index", ["--image", img, "--labels", lab, *mito, "--test-volumes", "3"],
          "--test-volumes [3]"),
+        ("class that occurs nowhere", ["--image", img, "--labels", lab, "--label-map", "mitochondria=77"],
+         "class 'mitochondria' (value 77) occurs in none of the label files"),
+        ("one of two classes absent", ["--image", img, "--labels", lab, "--label-map", "mitochondria=191",
+                                       "synapse=5,6"], "class 'synapse' (value 5,6) occurs in none"),
     ]
 
 

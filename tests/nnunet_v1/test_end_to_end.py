@@ -107,20 +107,66 @@ class _TouchesMarker:
         return (os.system, (f"touch {self.marker}",))
 
 
-@pytest.mark.parametrize("poisoned", [f"fold_0/{FINAL_CHECKPOINT}.model.pkl", "plans.pkl",
-                                      f"fold_0/{FINAL_CHECKPOINT}.model"])
-def test_model_files_that_would_run_code_are_refused(trained, poisoned):
-    env, root, model = trained
-    evil = model_folder(env["RESULTS_FOLDER"], TASK, "EvilTrainer")
+POISONED_FILES = [f"fold_0/{FINAL_CHECKPOINT}.model.pkl", "plans.pkl", f"fold_0/{FINAL_CHECKPOINT}.model"]
+PERMISSIVE_TORCH = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}  # what many v1 users set: no protection from torch
+
+
+def _poisoned_copy(model: Path, root: Path, poisoned: str, trainer: str) -> tuple[Path, Path]:
+    """A copy of `model` under another trainer's name whose file `poisoned` runs `touch MARKER` when unpickled."""
+    evil = model.parent / f"{trainer}__{model.name.split('__', 1)[1]}"
     shutil.rmtree(evil, ignore_errors=True)
     shutil.copytree(model, evil)
-    marker = root / "pwned"
+    marker = root / f"pwned_{trainer}"
+    marker.unlink(missing_ok=True)
     (evil / poisoned).write_bytes(pickle.dumps({"init": _TouchesMarker(marker), "name": "ReIsoSegTrainer"}))
+    return evil, marker
+
+
+@pytest.mark.parametrize("poisoned", POISONED_FILES)
+@pytest.mark.parametrize("torch_environment", [{}, PERMISSIVE_TORCH], ids=["default", "force_no_weights_only"])
+def test_model_files_that_would_run_code_are_refused_by_predict(trained, poisoned, torch_environment):
+    env, root, model = trained
+    evil, marker = _poisoned_copy(model, root, poisoned, "EvilTrainer")
     images = Path(env["nnUNet_raw_data_base"]) / "nnUNet_raw_data" / TASK / "imagesTs"
     result = run_reisoseg(["predict", "-i", str(images), "-o", str(root / "evil_out"), "-t", "501",
-                           "-tr", "EvilTrainer", "-f", "0", "--disable_tta"], env)
+                           "-tr", "EvilTrainer", "-f", "0", "--disable_tta"], {**env, **torch_environment})
     assert_one_line_error(result, "refusing to load")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("poisoned", POISONED_FILES)
+def test_model_files_that_would_run_code_are_refused_by_segment(trained, poisoned):
+    from reisoseg.io.nifti import read_nifti
+    from reisoseg.io.volume import write_volume
+
+    env, root, model = trained
+    evil, marker = _poisoned_copy(model, root, poisoned, "EvilSegmentTrainer")
+    image, spacing = read_nifti(Path(env["nnUNet_raw_data_base"]) / "nnUNet_raw_data" / TASK / "imagesTs"
+                                / "synth_005_0000.nii.gz")
+    volume = root / "evil_segment_input.zarr"
+    if not volume.exists():
+        write_volume(volume, image, spacing)
+    output = root / f"evil_segment_{poisoned.replace('/', '_')}.zarr"
+    result = run_reisoseg(["segment", "-i", str(volume), "-o", str(output), "--model_folder", str(evil), "-f", "0",
+                           "--disable_tta", "--device", "cpu", "--no_progress"], {**env, **PERMISSIVE_TORCH})
+    assert_one_line_error(result, "refusing to load")
+    assert not marker.exists()
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_when_continuing(trained):
+    env, root, model = trained
+    fold = model / "fold_4"
+    shutil.rmtree(fold, ignore_errors=True)
+    shutil.copytree(model / "fold_0", fold)
+    marker = root / "pwned_continue"
+    try:
+        checkpoint_file(fold).write_bytes(pickle.dumps({"epoch": _TouchesMarker(marker)}))
+        result = run_reisoseg(["train", "3d_fullres", "ReIsoSegTrainer", TASK, "4", "-c", "--device", "cpu",
+                               "--disable_validation_inference"], {**env, **PERMISSIVE_TORCH})
+        assert_one_line_error(result, "refusing to load a model file")
+        assert not marker.exists()
+    finally:
+        shutil.rmtree(fold, ignore_errors=True)
 
 
 def test_predict_em_formats_writes_input_format_with_spacing(trained):

@@ -7,7 +7,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-from reisoseg.nnunet_v1.registry import UnsafePickleError, safe_load_pickle
+from reisoseg.nnunet_v1.model_files import UnsafePickleError, safe_load_pickle
 from tests.conftest import NNUNET_VARIABLES
 
 
