@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 
 from reisoseg.layout import checkpoint_file, fold_folder, model_folder
+from reisoseg.nnunet_v1.model_files import safe_load_checkpoint
 
 TASK_ID, TASK_NAME = 509, "Task509_GpuCheck"
 COMMAND = [sys.executable, "-m", "reisoseg.commands.main"]
@@ -104,16 +105,13 @@ def _run(arguments: list[str], env: dict[str, str]) -> None:
 
 def resume_and_predict(env: dict[str, str], task: str, device: torch.device, fold: str = "0") -> dict:
     """Train one epoch, continue one more with -c, predict the task's test cases from the resumed checkpoint."""
-    from reisoseg.nnunet_v1.compat import install
-
     epochs = ["--iterations_per_epoch", "2", "--device", device.type, "--disable_validation_inference"]
     folder = fold_folder(model_folder(env["RESULTS_FOLDER"], task), fold)
     _run(["train", "3d_fullres", "ReIsoSegTrainer", task, fold, "--epochs", "1", *epochs], env)
-    install()  # allow-lists the numpy types of nnU-Net checkpoints for torch's weights_only loader
-    first = torch.load(checkpoint_file(folder), map_location="cpu", weights_only=True)
+    first = safe_load_checkpoint(checkpoint_file(folder))
     scaler = first.get("amp_grad_scaler") is not None
     _run(["train", "3d_fullres", "ReIsoSegTrainer", task, fold, "-c", "--epochs", "2", *epochs], env)
-    resumed = torch.load(checkpoint_file(folder), map_location="cpu", weights_only=True)
+    resumed = safe_load_checkpoint(checkpoint_file(folder))
     images = Path(env["nnUNet_raw_data_base"]) / "nnUNet_raw_data" / task / "imagesTs"
     predictions = Path(env["RESULTS_FOLDER"]).parent / f"gpu_check_predictions_{device.type}"
     _run(["predict", "-i", str(images), "-o", str(predictions), "-t", task, "-f", fold, "--disable_tta",

@@ -52,6 +52,7 @@ from pathlib import Path
 
 from reisoseg.devices import resolve_device
 from reisoseg.layout import DEFAULT_CONFIGURATION, FINAL_CHECKPOINT, LATEST_CHECKPOINT, checkpoint_file, plans_file
+from reisoseg.nnunet_v1.model_files import safe_load_checkpoint
 
 sys.path.insert(0, str(Path(__file__).parent))
 import workspace  # noqa: E402
@@ -198,12 +199,7 @@ def record_path(dataset: Dataset, method: str, seed: int, iterations: int, step_
 def _validation_pseudo_dice(fold_folder: Path) -> list[float]:
     """Per-epoch online pseudo-Dice that nnU-Net stores in the final checkpoint (validation batches of the
     training cases for fold 'all')."""
-    import torch
-
-    from reisoseg.nnunet_v1.compat import install
-
-    install()  # allow-lists the numpy types of nnU-Net checkpoints for weights_only loading
-    state = torch.load(checkpoint_file(fold_folder), map_location="cpu", weights_only=True)
+    state = safe_load_checkpoint(checkpoint_file(fold_folder))
     return [float(v) for v in state["plot_stuff"][3]]
 
 

@@ -19,17 +19,11 @@ import torch
 from reisoseg.errors import ReIsoSegError
 from reisoseg.layout import ENGINE_LOG, FINAL_CHECKPOINT, LATEST_CHECKPOINT, checkpoint_file, fold_folder
 from reisoseg.nnunet_v1.checkpoints import restore_rng_state, rng_state, write_checkpoint
+from reisoseg.nnunet_v1.model_files import safe_load_checkpoint
 from tests.conftest import TASK, run_reisoseg
 from tests.nnunet_v1.test_trainers import _trainer
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load(path: Path) -> dict:
-    from reisoseg.nnunet_v1.compat import install
-
-    install()  # numpy types allowed, as prediction and -c load them
-    return torch.load(path, map_location="cpu")
 
 
 def test_a_write_that_fails_midway_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -45,7 +39,7 @@ def test_a_write_that_fails_midway_leaves_the_previous_checkpoint(tmp_path, monk
     with pytest.raises(OSError):
         write_checkpoint(path, {"epoch": 4}, {"name": "second"})
     monkeypatch.setattr(torch, "save", real_save)
-    assert _load(path)["epoch"] == 3
+    assert safe_load_checkpoint(path)["epoch"] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model_latest.model", "model_latest.model.pkl"]
 
 
@@ -61,7 +55,7 @@ def test_checkpoint_files_honour_the_umask(tmp_path):
 def test_rng_state_round_trips_through_a_checkpoint(tmp_path):
     write_checkpoint(tmp_path / "m.model", {"rng": rng_state(torch.device("cpu"))}, {})
     expected = (torch.rand(3), np.random.rand(3), random.random())
-    restore_rng_state(_load(tmp_path / "m.model")["rng"])
+    restore_rng_state(safe_load_checkpoint(tmp_path / "m.model")["rng"])
     again = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1]) and expected[2] == again[2]
 
@@ -89,7 +83,7 @@ def test_latest_is_saved_at_an_epochs_end_once_the_interval_has_passed(tmp_path)
     assert not latest.exists()
     trainer._last_save = time.time() - 310
     trainer.maybe_save_checkpoint()
-    assert _load(latest)["epoch"] == 4
+    assert safe_load_checkpoint(latest)["epoch"] == 4
     trainer.checkpoint_minutes, trainer.save_latest_only, trainer.save_every = 0.0, False, 2
     trainer.maybe_save_checkpoint()  # every epoch, plus nnU-Net's numbered snapshot every save_every epochs
     assert (tmp_path / "model_ep_004.model").is_file() and (tmp_path / "model_ep_004.model.pkl").is_file()
@@ -107,7 +101,7 @@ def test_a_trainer_checkpoint_restores_weights_optimizer_curves_and_history(tmp_
     draws = torch.rand(2)
 
     loaded = _ready(tmp_path / "b")
-    loaded.load_checkpoint_ram(_load(path), train=True)
+    loaded.load_checkpoint_ram(safe_load_checkpoint(path), train=True)
     assert loaded.epoch == 2 and loaded.all_tr_losses == [0.9, 0.8] and loaded.all_val_eval_metrics == [0.1, 0.2]
     assert [h["epoch"] for h in loaded.branch_loss_history] == [0, 1]
     for key, value in saved.network.state_dict().items():
@@ -131,13 +125,14 @@ def test_adamw_starts_at_its_learning_rate_and_a_run_continues_only_with_the_sam
     saved._save(path, completed_epochs=1)
 
     loaded = _ready(tmp_path / "b", optimizer_name="adamw", initial_lr=3e-3)
-    loaded.load_checkpoint_ram(_load(path), train=True)
+    loaded.load_checkpoint_ram(safe_load_checkpoint(path), train=True)
     pairs = list(zip(saved.optimizer.state_dict()["state"].values(), loaded.optimizer.state_dict()["state"].values()))
     assert pairs and all(torch.equal(a["exp_avg_sq"], b["exp_avg_sq"]) for a, b in pairs)
+    # SGD would read Adam's state
     with pytest.raises(ReIsoSegError, match="trained with the adamw optimizer"):
-        _ready(tmp_path / "c").load_checkpoint_ram(_load(path), train=True)  # SGD would read Adam's state
+        _ready(tmp_path / "c").load_checkpoint_ram(safe_load_checkpoint(path), train=True)
     predicting = _ready(tmp_path / "d")
-    predicting.load_checkpoint_ram(_load(path), train=False)  # prediction needs the weights only
+    predicting.load_checkpoint_ram(safe_load_checkpoint(path), train=False)  # prediction needs the weights only
     assert torch.equal(predicting.network.state_dict()["net.conv0.conv.weight"],
                        saved.network.state_dict()["net.conv0.conv.weight"])
 
@@ -223,7 +218,7 @@ def test_killed_and_preempted_training_continues_where_it_stopped(trained):
     _wait_until(lambda: "epoch:  3" in _log(fold), killed, "epoch 3 start")
     _kill(killed)
     killed.wait()
-    assert _load(latest)["epoch"] == 3
+    assert safe_load_checkpoint(latest)["epoch"] == 3
 
     # -c resumes at epoch 3; SIGKILL in the middle of its second checkpoint write (end of epoch 4)
     marker = root / "writing"
@@ -233,7 +228,7 @@ def test_killed_and_preempted_training_continues_where_it_stopped(trained):
     resumed.wait()
     log = _log(fold)
     assert log.split("loading checkpoint")[-1].split("epoch: ")[1].split()[0] == "3"  # resumed at epoch 3
-    assert _load(latest)["epoch"] == 4  # the write in progress never replaced the previous checkpoint
+    assert safe_load_checkpoint(latest)["epoch"] == 4  # the write in progress never replaced the previous checkpoint
     assert [p.name for p in fold.glob(".model_latest*")]  # its temporary file, left behind by the kill
 
     # -c again, then SIGTERM during epoch 5: saved and stopped, exit 143, the unfinished write cleaned away
@@ -243,7 +238,7 @@ def test_killed_and_preempted_training_continues_where_it_stopped(trained):
     assert preempted.wait(timeout=120) == 143
     stderr = preempted.stderr.read()
     assert "Traceback" not in stderr and "reisoseg: stopped: SIGTERM during epoch 5" in stderr, stderr
-    assert _load(latest)["epoch"] == 5 and not checkpoint_file(fold, FINAL_CHECKPOINT).exists()
+    assert safe_load_checkpoint(latest)["epoch"] == 5 and not checkpoint_file(fold, FINAL_CHECKPOINT).exists()
     assert not list(fold.glob(".model_latest*")) and "left by an interrupted checkpoint write" in _log(fold)
 
     finished = run_reisoseg([*RUN[:5], "--epochs", "6", *RUN[7:], "-c"], env)
