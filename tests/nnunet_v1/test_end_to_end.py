@@ -108,7 +108,8 @@ class _TouchesMarker:
 
 
 POISONED_FILES = [f"fold_0/{FINAL_CHECKPOINT}.model.pkl", "plans.pkl", f"fold_0/{FINAL_CHECKPOINT}.model"]
-PERMISSIVE_TORCH = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}  # what many v1 users set: no protection from torch
+# What many v1 users set; torch then protects no load that does not say weights_only (refused without it too)
+PERMISSIVE_TORCH = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
 
 
 def _poisoned_copy(model: Path, root: Path, poisoned: str, trainer: str) -> tuple[Path, Path]:
@@ -123,13 +124,12 @@ def _poisoned_copy(model: Path, root: Path, poisoned: str, trainer: str) -> tupl
 
 
 @pytest.mark.parametrize("poisoned", POISONED_FILES)
-@pytest.mark.parametrize("torch_environment", [{}, PERMISSIVE_TORCH], ids=["default", "force_no_weights_only"])
-def test_model_files_that_would_run_code_are_refused_by_predict(trained, poisoned, torch_environment):
+def test_model_files_that_would_run_code_are_refused_by_predict(trained, poisoned):
     env, root, model = trained
     evil, marker = _poisoned_copy(model, root, poisoned, "EvilTrainer")
     images = Path(env["nnUNet_raw_data_base"]) / "nnUNet_raw_data" / TASK / "imagesTs"
     result = run_reisoseg(["predict", "-i", str(images), "-o", str(root / "evil_out"), "-t", "501",
-                           "-tr", "EvilTrainer", "-f", "0", "--disable_tta"], {**env, **torch_environment})
+                           "-tr", "EvilTrainer", "-f", "0", "--disable_tta"], {**env, **PERMISSIVE_TORCH})
     assert_one_line_error(result, "refusing to load")
     assert not marker.exists()
 
