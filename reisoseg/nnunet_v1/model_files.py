@@ -93,7 +93,9 @@ def restore_trainer(folder: str | os.PathLike, folds: Sequence[int | str] | int 
 
 
 def load_checkpoint_into(trainer: Any, path: str | os.PathLike, train: bool) -> None:
-    """What nnU-Net v1's `load_checkpoint` does for any trainer, with the file read by `safe_load_checkpoint`."""
+    """What nnU-Net v1's `load_checkpoint` does for any trainer (its log line included), with the file read by
+    `safe_load_checkpoint`."""
+    trainer.print_to_log_file("loading checkpoint", path, "train=", train)
     if not trainer.was_initialized:
         trainer.initialize(train)
     trainer.load_checkpoint_ram(safe_load_checkpoint(path), train)
