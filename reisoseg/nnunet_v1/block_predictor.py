@@ -1,7 +1,7 @@
 """A trained nnU-Net v1 model folder as the model of blockwise segmentation (`reisoseg.inference.model`'s protocols).
 
 Everything that must agree with nnU-Net's in-memory predictor is taken from nnU-Net itself: the model and its fold
-parameters are restored by `load_model_and_checkpoint_files` (through our safe loaders), each window is predicted by
+parameters are restored by `model_files.restore_trainer` (weights-only), each window is predicted by
 the network's `_internal_maybe_mirror_and_pred_3D` (softmax, optional mirroring, Gaussian weighting by
 `_get_gaussian`), the window grid is `_compute_steps_for_sliding_window`. Two things cannot be reused as they are,
 because nnU-Net applies them to one volume in memory: the intensity normalisation (`Normalisation` applies the same
