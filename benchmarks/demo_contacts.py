@@ -1,13 +1,18 @@
-"""Why the demo's touching mitochondria merge (issue #10): where they touch, and what the image shows there.
+"""Touching mitochondria in the synthetic volumes: where they touch, what the image shows there, and what that allows.
 
-For the demo's volumes (training: generator seeds 0-5, test: 6-7, as `reisoseg demo` makes them), the four
-validation volumes used to choose its settings (seeds 100-103, documentation/instances.md) and the test volumes of
-the quality benchmark's synthetic datasets (ratios 4 and 8, as quality.py makes them), per set:
+For the demo's volumes (training: generator seeds 0-5, test: 6-7, and the validation volumes it calibrates its
+decoding on, as `reisoseg demo` makes them) and the test volumes of the quality benchmark's synthetic datasets
+(ratios 4 and 8, as quality.py makes them), per set:
 - touching pairs of objects, and their shared faces as voxel pairs across sections (z) and within sections (y, x);
 - the mean image intensity at z-contact voxels (two different objects on adjacent sections), at in-plane contact
   voxels, deep inside objects (no background or other object within 2 px in-plane, no contact) and in background;
-- a ceiling: the scores of a "prediction" equal to the reference mask and objects except that every group of
-  touching objects is one object, i.e. a perfect segmentation that cannot split touching objects.
+- per touching pair, its contact contrast: the mean intensity of the pair's deep voxels minus that of its contact
+  voxels; a pair whose contrast is at most `HIDDEN_CONTRAST` times the deep voxels' standard deviation has an interface
+  that the image hides;
+- two ceilings, the scores of a "prediction" equal to the reference mask and objects except that groups of objects
+  are one object: `ceiling_hidden_interfaces_merged` joins the pairs whose interface is hidden (a perfect
+  segmentation that splits every interface the image shows); `ceiling_touching_objects_merged` joins every touching
+  pair (one that cannot split touching objects at all).
 Writes benchmarks/results/demo_contacts.json. Takes a minute or two; needs no model.
 
     python benchmarks/demo_contacts.py
@@ -24,7 +29,7 @@ from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from reisoseg.demo import DemoSettings
+from reisoseg.demo import DemoSettings, validation_seeds
 from reisoseg.synthetic.generator import CLASSES, generate_volume
 from reisoseg.synthetic.task import volume_seed
 
@@ -32,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import quality  # noqa: E402
 
 RECORD = Path(__file__).parent / "results" / "demo_contacts.json"
+HIDDEN_CONTRAST = 0.25  # contact contrast, in standard deviations of the deep voxels, below which an interface hides
 
 
 def _set(shape: tuple[int, ...], ratio: int, seeds: list[int]) -> dict:
@@ -44,7 +50,7 @@ def volume_sets() -> dict[str, dict]:
     demo_seeds = [volume_seed(demo.seed, index) for index in range(demo.num_training + demo.num_test)]
     sets = {"training": _set(demo.shape, demo.ratio, demo_seeds[:demo.num_training]),
             "test": _set(demo.shape, demo.ratio, demo_seeds[demo.num_training:]),
-            "validation": _set(demo.shape, demo.ratio, list(range(100, 104)))}  # fresh volumes, in no task
+            "validation": _set(demo.shape, demo.ratio, validation_seeds(demo))}
     test_indices = range(quality.SYNTH_TRAINING, quality.SYNTH_TRAINING + quality.SYNTH_TEST)
     for ratio in (4, 8):
         task_seed = quality.synthetic_task_seed(ratio)
@@ -53,19 +59,34 @@ def volume_sets() -> dict[str, dict]:
     return sets
 
 
+def _faces(ids: np.ndarray, axis: int) -> np.ndarray:
+    """Faces between two different objects along `axis`: True at [i] where voxels i and i + 1 touch (axis first)."""
+    moved = np.moveaxis(ids, axis, 0)
+    after, before = moved[1:], moved[:-1]
+    return (after > 0) & (before > 0) & (after != before)
+
+
 def _contacts(ids: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Voxels of two different objects adjacent along `axis`: a mask of both sides, and the id pairs."""
     moved = np.moveaxis(ids, axis, 0)
-    after, before = moved[1:], moved[:-1]
-    touching = (after > 0) & (before > 0) & (after != before)
+    touching = _faces(ids, axis)
     mask = np.zeros(moved.shape, bool)
     mask[1:] |= touching
     mask[:-1] |= touching
-    return np.moveaxis(mask, 0, axis), after[touching], before[touching]
+    return np.moveaxis(mask, 0, axis), moved[1:][touching], moved[:-1][touching]
+
+
+def _deep(ids: np.ndarray, z_contacts: np.ndarray) -> np.ndarray:
+    """Object voxels with only their own object within 2 px in-plane (beyond the volume counts as background) and no
+    z-contact."""
+    window = (1, 5, 5)
+    return (ids > 0) & (ndimage.minimum_filter(ids, window, mode="constant") == ids) & \
+        (ndimage.maximum_filter(ids, window, mode="constant") == ids) & ~z_contacts
 
 
 def _analyse(ids: np.ndarray, image: np.ndarray) -> dict:
     faces: dict[tuple[int, int], list[int]] = {}
+    contact_sums: dict[tuple[int, int], list[float]] = {}
     masks = []
     for axis in range(3):
         mask, first, second = _contacts(ids, axis)
@@ -73,26 +94,44 @@ def _analyse(ids: np.ndarray, image: np.ndarray) -> dict:
         pairs, counts = np.unique(np.sort(np.stack([first, second]), axis=0), axis=1, return_counts=True)
         for pair, count in zip(pairs.T, counts):
             faces.setdefault(tuple(int(v) for v in pair), [0, 0, 0])[axis] += int(count)
+        moved_image = np.moveaxis(image, axis, 0)
+        pair_of_face = np.sort(np.stack([first, second]), axis=0)
+        touching = _faces(ids, axis)
+        face_intensity = (moved_image[1:][touching] + moved_image[:-1][touching]) / 2
+        for (a, b), value in zip(pair_of_face.T, face_intensity):
+            total = contact_sums.setdefault((int(a), int(b)), [0.0, 0.0])
+            total[0] += float(value)
+            total[1] += 1.0
     in_plane = masks[1] | masks[2]
-    # deep: only the voxel's own object within 2 px in-plane (beyond the volume counts as background), no z-contact
-    window = (1, 5, 5)
-    deep = (ids > 0) & (ndimage.minimum_filter(ids, window, mode="constant") == ids) & \
-        (ndimage.maximum_filter(ids, window, mode="constant") == ids) & ~masks[0]
+    deep = _deep(ids, masks[0])
+    spread = float(image[deep].std()) if deep.any() else 0.0
 
     def mean(mask: np.ndarray) -> float | None:
         return round(float(image[mask].mean()), 1) if mask.any() else None
 
-    return {"objects": int(len(np.unique(ids[ids > 0]))),
-            "touching_pairs": {f"{a}-{b}": {"faces_across_sections": f[0], "faces_in_plane": f[1] + f[2]}
-                               for (a, b), f in sorted(faces.items())},
+    pairs = {}
+    for (a, b), f in sorted(faces.items()):
+        inner = deep & np.isin(ids, (a, b))
+        contrast = float(image[inner].mean()) - contact_sums[(a, b)][0] / contact_sums[(a, b)][1] \
+            if inner.any() else None
+        pairs[f"{a}-{b}"] = {"faces_across_sections": f[0], "faces_in_plane": f[1] + f[2],
+                             "contrast": None if contrast is None else round(contrast, 1),
+                             "hidden": contrast is None or contrast <= HIDDEN_CONTRAST * spread}
+    return {"objects": int(len(np.unique(ids[ids > 0]))), "touching_pairs": pairs,
+            "deep_standard_deviation": round(spread, 1),
             "intensity": {"z_contacts": mean(masks[0]), "in_plane_contacts": mean(in_plane), "inside": mean(deep),
                           "background": mean(ids == 0)}}
 
 
-def _touching_groups_merged(ids: np.ndarray) -> np.ndarray:
+def _groups_merged(ids: np.ndarray, joined: set[tuple[int, int]] | None = None) -> np.ndarray:
+    """Objects joined along touching pairs (all of them, or only those in `joined`) into one object each."""
     rows, cols = [], []
     for axis in range(3):
         _, first, second = _contacts(ids, axis)
+        if joined is not None:
+            keep = np.array([(min(a, b), max(a, b)) in joined for a, b in zip(first.tolist(), second.tolist())],
+                            bool)
+            first, second = first[keep], second[keep]
         rows.append(first)
         cols.append(second)
     size = int(ids.max()) + 1
@@ -101,7 +140,15 @@ def _touching_groups_merged(ids: np.ndarray) -> np.ndarray:
     return np.where(ids > 0, group[ids] + 1, 0).astype(np.uint32)
 
 
-def _ceiling(volumes: dict[str, tuple[np.ndarray, tuple[float, ...]]]) -> dict:
+def _hidden_pairs(found: dict) -> set[tuple[int, int]]:
+    """The touching pairs of one case's analysis whose interface the image hides."""
+    return {tuple(int(v) for v in pair.split("-")) for pair, values in found["touching_pairs"].items()
+            if values["hidden"]}
+
+
+def _ceiling(volumes: dict[str, tuple[np.ndarray, tuple[float, ...]]],
+             joined: dict[str, set[tuple[int, int]] | None]) -> dict:
+    """Scores of the reference objects with each case's `joined` pairs (None: every touching pair) merged."""
     from reisoseg.evaluation.report import evaluate
     from reisoseg.io.nifti import write_nifti
 
@@ -112,7 +159,7 @@ def _ceiling(volumes: dict[str, tuple[np.ndarray, tuple[float, ...]]]) -> dict:
         for case, (ids, spacing) in volumes.items():
             write_nifti(folders["labels"] / f"{case}.nii.gz", (ids > 0).astype(np.uint8), spacing)
             write_nifti(folders["reference"] / f"{case}.nii.gz", ids.astype(np.uint32), spacing)
-            write_nifti(folders["merged"] / f"{case}.nii.gz", _touching_groups_merged(ids), spacing)
+            write_nifti(folders["merged"] / f"{case}.nii.gz", _groups_merged(ids, joined[case]), spacing)
         scores = evaluate(folders["labels"], folders["labels"], classes={1: "mitochondria"}, instance_classes=(1,),
                           reference_instances=folders["reference"], prediction_instances=folders["merged"])
     mean = scores["mean"]["mitochondria"]
@@ -134,11 +181,15 @@ def main() -> None:
         record["sets"][name] = {
             "shape": list(chosen["shape"]), "ratio": chosen["ratio"], "seeds": chosen["seeds"], "cases": cases,
             "mean_intensity_over_cases": {k: round(float(np.mean(v)), 1) if v else None for k, v in everything.items()},
-            "ceiling_touching_objects_merged": _ceiling(volumes)}
+            "ceiling_hidden_interfaces_merged": _ceiling(volumes, {case: _hidden_pairs(found)
+                                                                   for case, found in cases.items()}),
+            "ceiling_touching_objects_merged": _ceiling(volumes, dict.fromkeys(volumes))}
         summary = record["sets"][name]
+        hidden = sum(len(_hidden_pairs(c)) for c in cases.values())
         print(f"{name}: {sum(c['objects'] for c in cases.values())} objects, "
-              f"{sum(len(c['touching_pairs']) for c in cases.values())} touching pairs; mean intensity "
-              f"{summary['mean_intensity_over_cases']}; ceiling {summary['ceiling_touching_objects_merged']}",
+              f"{sum(len(c['touching_pairs']) for c in cases.values())} touching pairs ({hidden} hidden); mean "
+              f"intensity {summary['mean_intensity_over_cases']}; "
+              f"ceiling {summary['ceiling_hidden_interfaces_merged']}",
               flush=True)
     RECORD.write_text(json.dumps(record, indent=1))
     print(f"-> {RECORD}")

@@ -35,10 +35,38 @@ def engine_output(log: str | os.PathLike, *, verbose: bool = False) -> Iterator[
         os.close(saved)
 
 
+class LineProgress:
+    """What a progress bar says, as one line per step: for standard error that is a file (a cluster job's log),
+    where a redrawn bar would leave a line at every redraw. Offers the part of tqdm's interface we use."""
+
+    def __init__(self, total: int | None, description: str, unit: str, initial: int = 0):
+        self.total, self.n, self.description, self.unit, self.postfix = total, initial, description, unit, ""
+
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        return None
+
+    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
+        self.postfix = text
+
+    def update(self, count: int = 1) -> None:
+        if count <= 0:
+            return
+        self.n += count
+        of = f"/{self.total}" if self.total is not None else ""
+        print(f"{self.description}: {self.n}{of} {self.unit}{' ' + self.postfix if self.postfix else ''}",
+              file=sys.stderr, flush=True)
+
+
 def progress_bar(total: int | None, description: str, unit: str, *, enabled: bool = True, initial: int = 0):
-    """A tqdm bar on standard error (which `engine_output` leaves on the terminal)."""
+    """A tqdm bar on standard error (which `engine_output` leaves on the terminal), or a `LineProgress` where
+    standard error is not a terminal."""
     from tqdm import tqdm
 
+    if enabled and not sys.stderr.isatty():
+        return LineProgress(total, description, unit, initial)
     return tqdm(total=total, initial=initial, desc=description, unit=unit, disable=not enabled, file=sys.stderr,
                 dynamic_ncols=True)
 

@@ -12,10 +12,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from reisoseg.layout import (
     DEFAULT_CONFIGURATION,
     DEFAULT_TRAINER,
     ENGINE_LOG,
+    INSTANCES_FILE,
     INSTANCES_SUBFOLDER,
     TRAINER_SETTINGS_FILE,
     checkpoint_file,
@@ -23,12 +26,15 @@ from reisoseg.layout import (
     model_folder,
     plans_file,
 )
+from reisoseg.synthetic.generator import CLASSES as CLASSES_BY_NAME
+from reisoseg.synthetic.task import volume_seed
 
 TASK_ID = 500
 TASK_NAME = f"Task{TASK_ID}_SynthDemo"
 DEMO_PLANS = "nnUNetPlans_reisoseg_demo"
 TRAINER = DEFAULT_TRAINER
 CLASSES = {1: "mitochondria"}
+VALIDATION_INDEX = 100  # volume index of the first validation volume (the task's volumes are numbered from 0)
 
 
 @dataclass
@@ -37,6 +43,7 @@ class DemoSettings:
 
     num_training: int = 6
     num_test: int = 2
+    num_validation: int = 2  # generated only to calibrate the object decoding, never the test volumes
     shape: tuple[int, int, int] = (32, 160, 160)
     ratio: int = 8
     seed: int = 0
@@ -56,8 +63,32 @@ class DemoSettings:
     @classmethod
     def quick(cls) -> DemoSettings:
         """A few-second variant for tests: tiny volumes, a few iterations."""
-        return cls(num_training=5, num_test=1, shape=(16, 64, 64), patch_size=(16, 64, 64), budget_minutes=0.05,
-                   iterations_per_epoch=2)
+        return cls(num_training=5, num_test=1, num_validation=1, shape=(16, 64, 64), patch_size=(16, 64, 64),
+                   budget_minutes=0.05, iterations_per_epoch=2)
+
+
+SETTINGS_FILE = "settings.json"  # what the output folder was made with
+
+
+def _check_settings(output: Path, settings: DemoSettings) -> None:
+    """Record the settings of a new output folder; refuse one made with other settings (its steps would be reused
+    with results that do not belong to them)."""
+    from reisoseg.errors import ReIsoSegError
+    from reisoseg.io.atomic import atomic_file
+
+    wanted = {k: v for k, v in asdict(settings).items() if k not in ("timings", "device")}
+    wanted = json.loads(json.dumps(wanted))  # tuples as lists, as they are read back
+    path = output / SETTINGS_FILE
+    if path.is_file():
+        recorded = json.loads(path.read_text())
+        differing = [f"{k} {recorded.get(k)} -> {v}" for k, v in wanted.items() if recorded.get(k) != v]
+        if differing:
+            raise ReIsoSegError(f"{output} was made with other settings ({', '.join(differing)}): pass --fresh to "
+                                f"redo it, or another --output")
+        return
+    output.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as temporary:
+        temporary.write_text(json.dumps(wanted, indent=1))
 
 
 def _step(number: int, total: int, title: str, done: bool) -> None:
@@ -73,6 +104,27 @@ def _nnunet_folders(output: Path) -> dict[str, Path]:
 def demo_model_folder(output: str | os.PathLike = "reisoseg_demo") -> Path:
     """Where `reisoseg demo` trains its model (benchmarks reuse it)."""
     return model_folder(_nnunet_folders(Path(output))["RESULTS_FOLDER"], TASK_NAME, TRAINER, DEMO_PLANS)
+
+
+def validation_seeds(settings: DemoSettings) -> list[int]:
+    """Generator seeds of the volumes the demo calibrates its decoding on: outside its task's training and test."""
+    return [volume_seed(settings.seed, VALIDATION_INDEX + index) for index in range(settings.num_validation)]
+
+
+def _calibrate(model: Path, settings: DemoSettings) -> None:
+    from reisoseg.inference.calibration import calibrate_model
+    from reisoseg.instances.calibration import store_calibration, uncalibrated_settings
+    from reisoseg.nnunet_v1.block_predictor import NnunetV1Model
+    from reisoseg.synthetic import generate_volume
+
+    pairs = []
+    for seed in validation_seeds(settings):
+        volume = generate_volume(settings.shape, settings.ratio, seed=seed)
+        pairs.append((f"validation_{seed}", volume.image, volume.spacing,
+                      np.where(volume.labels == CLASSES_BY_NAME["mitochondria"], volume.instances, 0)))
+    calibration = calibrate_model(NnunetV1Model.from_folder(model, ["all"]), pairs, uncalibrated_settings(model),
+                                  step_size=settings.step_size, device=settings.device)
+    store_calibration(model, calibration)
 
 
 def _timed(settings: DemoSettings, key: str, work: Callable[[], object]) -> None:
@@ -91,6 +143,7 @@ def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings
     output = Path(output).resolve()
     if fresh and output.exists():
         shutil.rmtree(output)
+    _check_settings(output, settings)
     folders = _nnunet_folders(output)
     for name, folder in folders.items():
         folder.mkdir(parents=True, exist_ok=True)
@@ -99,7 +152,7 @@ def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings
     plans = plans_file(folders["nnUNet_preprocessed"], TASK_NAME)
     model = demo_model_folder(output)
     predictions = output / "predictions"
-    total = 6
+    total = 7
     started = time.perf_counter()
 
     done = (raw / "dataset.json").is_file()
@@ -133,15 +186,24 @@ def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings
                                   val_iterations_per_epoch=settings.val_iterations_per_epoch, run_validation=False,
                                   device=settings.device, epochs=1000, progress=True, optimizer=settings.optimizer,
                                   initial_lr=settings.initial_lr)
-        os.environ.setdefault("nnunet_use_progress_bar", "1")
+        if verbose:
+            os.environ.setdefault("nnunet_use_progress_bar", "1")  # nnU-Net's bar per epoch's iterations
         with engine_output(output / ENGINE_LOG, verbose=verbose):
             _timed(settings, "train_s", lambda: run_training(DEFAULT_CONFIGURATION, TRAINER, TASK_NAME, "all", options))
+
+    record_file = model / INSTANCES_FILE
+    done = "calibration" in json.loads(record_file.read_text())
+    _step(4, total, f"calibrating the object decoding on {settings.num_validation} validation volumes generated "
+                    f"for it", done)
+    if not done:
+        with engine_output(output / ENGINE_LOG, verbose=verbose):
+            _timed(settings, "calibrate_s", lambda: _calibrate(model, settings))
 
     cases = sorted(p.name[:-len("_0000.nii.gz")] for p in (raw / "imagesTs").glob("*_0000.nii.gz"))
     instances = predictions / INSTANCES_SUBFOLDER
     done = all((predictions / f"{case}.nii.gz").is_file() and (instances / f"{case}.nii.gz").is_file()
                for case in cases)
-    _step(4, total, f"predicting {len(cases)} held-out volumes (sliding window, step {settings.step_size}) and "
+    _step(5, total, f"predicting {len(cases)} held-out volumes (sliding window, step {settings.step_size}) and "
                     f"decoding their mitochondria as objects", done)
     if not done:
         from reisoseg.nnunet_v1.prediction import PredictionOptions, predict_folder
@@ -153,7 +215,7 @@ def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings
             _timed(settings, "predict_s", lambda: predict_folder(raw / "imagesTs", predictions, TASK_NAME, TRAINER,
                                                                  options))
 
-    _step(5, total, "evaluating Dice, IoU, HD95 and objects (F1@0.5, AP-50/75, VOI, ARI)", False)
+    _step(6, total, "evaluating Dice, IoU, HD95 and objects (F1@0.5, AP-50/75, VOI, ARI)", False)
     from reisoseg.evaluation.report import evaluate
 
     metrics = evaluate(raw / "labelsTs", predictions, classes=CLASSES, instance_classes=tuple(CLASSES),
@@ -161,7 +223,7 @@ def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings
     connected = evaluate(raw / "labelsTs", predictions, classes=CLASSES, instance_classes=tuple(CLASSES),
                          reference_instances=raw / "instancesTs")
 
-    _step(6, total, "writing figures and summary.json", False)
+    _step(7, total, "writing figures and summary.json", False)
     from reisoseg.figures import plot_overlays, plot_training_curve
 
     figures = {"training_curve": str(plot_training_curve(model / "all", output / "training_curve.png"))}
@@ -172,6 +234,7 @@ def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings
         "ani_scale": json.loads((fold_folder(model, "all") / TRAINER_SETTINGS_FILE).read_text())["ani_scale"],
         "metrics": metrics,
         "metrics_connected_components": connected,
+        "decoding_calibration": json.loads(record_file.read_text())["calibration"],
         "settings": {k: v for k, v in asdict(settings).items() if k != "timings"},
         "timings_s": {**settings.timings, "this_run_total_s": round(time.perf_counter() - started, 1)},
         "figures": figures,

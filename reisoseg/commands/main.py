@@ -11,7 +11,8 @@ from reisoseg import __version__
 from reisoseg.errors import ReIsoSegError
 
 DEBUG_VARIABLE = "REISOSEG_DEBUG"  # set to 1: as --debug, for runs whose command line is hard to change
-COMMANDS = ("train", "predict", "segment", "measure", "synth", "demo", "convert", "check", "evaluate")
+COMMANDS = ("train", "predict", "segment", "measure", "synth", "demo", "convert", "check", "evaluate",
+            "calibrate_instances")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -49,7 +49,7 @@ def _open_probabilities(path: str, shape: tuple[int, ...]):
 
             array = zarr.open_array(path if key is None else f"{file}/{key}", mode="r")
     except (OSError, KeyError, ValueError, FileNotFoundError) as error:
-        raise ReIsoSegError(f"{path}: cannot open probabilities ({error})") from None
+        raise ReIsoSegError(f"{path}: cannot open probabilities ({error})") from error
     if array.ndim != 4 or tuple(array.shape[1:]) != tuple(shape):
         raise ReIsoSegError(f"{path}: probabilities must be (classes, z, y, x) with z, y, x = {list(shape)}, got "
                             f"{list(array.shape)}")

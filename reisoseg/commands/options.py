@@ -71,3 +71,20 @@ def add_model_options(parser: argparse.ArgumentParser, *, task_required: bool) -
     parser.add_argument("--disable_mixed_precision", action="store_true", help="float32 on CUDA too")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default=None,
                         help="device (default: cuda if available, else mps, else cpu)")
+
+
+DECODING_FLAGS = {"seed_threshold": "interior probability of a seed voxel",
+                  "seed_erosion_nm": "seeds keep interior voxels farther than this from any other voxel (nm)",
+                  "min_volume_nm3": "objects smaller than this are dropped (nm³)",
+                  "min_score": "objects whose score (mean foreground probability) is lower are dropped"}
+
+
+def add_decoding_options(parser: argparse.ArgumentParser) -> None:
+    """Flags that override the model's object decoding (instances.json: trained, or calibrated)."""
+    group = parser.add_argument_group("object decoding (default: the model's, calibrated where it was)")
+    for name, meaning in DECODING_FLAGS.items():
+        group.add_argument(f"--{name}", type=float, default=None, help=meaning)
+
+
+def decoding_overrides(args: argparse.Namespace) -> dict[str, float]:
+    return {name: getattr(args, name) for name in DECODING_FLAGS if getattr(args, name) is not None}

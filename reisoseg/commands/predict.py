@@ -3,7 +3,13 @@ from __future__ import annotations
 
 import argparse
 
-from reisoseg.commands.options import add_model_options, add_output_options, engine_log
+from reisoseg.commands.options import (
+    add_decoding_options,
+    add_model_options,
+    add_output_options,
+    decoding_overrides,
+    engine_log,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -34,6 +40,7 @@ def add_parser(subparsers) -> None:
                         help="also write separate objects (uint32 ids, one per mitochondrion; model trained on an "
                              "instance target): OUT/instances/CASE.nii.gz for case folders, NAME_instances.EXT "
                              "beside each EM output, each with NAME.scores.json (mean foreground probability)")
+    add_decoding_options(parser)
     add_output_options(parser)
     parser.set_defaults(handler=run)
 
@@ -47,7 +54,8 @@ def run(args: argparse.Namespace) -> None:
         checkpoint=args.checkpoint, save_npz=args.save_npz, disable_tta=args.disable_tta, step_size=args.step_size,
         overwrite_existing=args.overwrite_existing, num_threads_preprocessing=args.num_threads_preprocessing,
         num_threads_nifti_save=args.num_threads_nifti_save, disable_postprocessing=args.disable_postprocessing,
-        fp32=args.disable_mixed_precision, device=args.device, instances=args.instances, progress=not args.no_progress)
+        fp32=args.disable_mixed_precision, device=args.device, instances=args.instances,
+        decoding=decoding_overrides(args), progress=not args.no_progress)
     with engine_output(engine_log(args.output_folder, args.verbose), verbose=args.verbose):
         if is_nnunet_folder(args.input_folder):
             written = [predict_folder(args.input_folder, args.output_folder, args.task_name, args.trainer_class_name,

@@ -3,7 +3,13 @@ from __future__ import annotations
 
 import argparse
 
-from reisoseg.commands.options import add_model_options, add_output_options, engine_log
+from reisoseg.commands.options import (
+    add_decoding_options,
+    add_model_options,
+    add_output_options,
+    decoding_overrides,
+    engine_log,
+)
 from reisoseg.errors import ReIsoSegError
 
 
@@ -35,6 +41,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--instance_halo", type=int, nargs=3, metavar=("Z", "Y", "X"), default=None,
                         help="context each block floods its objects with, in voxels (default: 4 32 32); a warning "
                              "says when halving it moves voxels between objects, i.e. when to raise it")
+    add_decoding_options(parser)
     parser.add_argument("--dask-scheduler", "--dask_scheduler", dest="dask_scheduler", default=None,
                         metavar="ADDRESS", help="run the blocks on this Dask distributed scheduler, e.g. "
                                                 "tcp://10.0.0.5:8786 (default: in this process)")
@@ -63,5 +70,6 @@ def run(args: argparse.Namespace) -> None:
         written = segment(args.input, args.spacing, model, args.output, block=args.block, step_size=args.step_size,
                           tta=not args.disable_tta, probabilities=args.save_probabilities, device=args.device,
                           scheduler=args.dask_scheduler, overwrite=args.overwrite, progress=not args.no_progress,
-                          instances=args.instances, instance_halo=args.instance_halo)
+                          instances=args.instances, instance_halo=args.instance_halo,
+                          decoding=decoding_overrides(args))
     print(f"wrote {written}")

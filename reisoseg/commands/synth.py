@@ -47,5 +47,5 @@ def run(args: argparse.Namespace) -> None:
                                      classes=args.classes, params=SynthParams(xy_spacing_nm=args.xy_spacing),
                                      overwrite=args.overwrite, instances=args.instances)
     except (FileExistsError, ValueError) as error:
-        raise ReIsoSegError(str(error)) from None
+        raise ReIsoSegError(str(error)) from error
     print(f"done: {folder}")

@@ -36,7 +36,7 @@ from reisoseg.instances.decode import (
     erosion_margin,
     foreground_probability,
     grow,
-    min_voxels,
+    kept_objects,
     object_sums,
     seed_mask,
 )
@@ -225,8 +225,10 @@ def final_ids(job: InstanceJob, records: list[dict]) -> dict[int, float]:
         for i, c, s in zip(record["ids"], record["counts"], record["sums"]):
             counts[i] = counts.get(i, 0) + c
             sums[i] = sums.get(i, 0.0) + s
-    smallest = min_voxels(job.settings, job.spacing)
-    kept = sorted(i for i, c in counts.items() if c >= smallest)
+    ids = np.array(sorted(counts), np.int64)
+    total = np.array([counts[i] for i in ids], np.int64)
+    scores = np.array([sums[i] / counts[i] for i in ids])
+    kept = ids[kept_objects(total, scores, job.settings, job.spacing)].tolist()
     size = len(np.load(job.work() / "seed_ids.npy"))
     lookup = np.zeros(max(size, max(counts, default=0) + 1), np.uint32)
     lookup[kept] = np.arange(1, len(kept) + 1, dtype=np.uint32)

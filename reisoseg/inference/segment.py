@@ -22,9 +22,9 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -87,7 +87,7 @@ def prepare(volume: np.ndarray | str | os.PathLike, spacing: Sequence[float] | N
             output: str | os.PathLike | None = None, *, block: Sequence[int] = DEFAULT_BLOCK,
             step_size: float = 0.5, tta: bool = True, probabilities: bool = False, device: str | None = None,
             scheduler: str | None = None, overwrite: bool = False, progress: bool = True, instances: bool = False,
-            instance_halo: Sequence[int] | None = None) -> SegmentationRun:
+            instance_halo: Sequence[int] | None = None, decoding: Mapping[str, float] | None = None) -> SegmentationRun:
     """Check the arguments, open (or resume) the output and gather the whole-volume statistics (a streamed pass)."""
     from reisoseg.inference import instances as blockwise_instances
     from reisoseg.inference.blocks import BlockJob, forget_array, register_array
@@ -112,6 +112,8 @@ def prepare(volume: np.ndarray | str | os.PathLike, spacing: Sequence[float] | N
         raise ReIsoSegError("an in-memory array cannot be sent to a Dask cluster: save it (zarr, HDF5) and pass the "
                             "path")
     instance_settings = model.instance_settings
+    if instance_settings is not None:
+        instance_settings = replace(instance_settings, **(decoding or {}))
     if instances and instance_settings is None:
         raise ReIsoSegError(f"{model.settings().get('model', 'the model')}: this model was trained without an "
                             f"instance target, so it cannot decode objects; train on a task written by `reisoseg "
@@ -128,7 +130,8 @@ def prepare(volume: np.ndarray | str | os.PathLike, spacing: Sequence[float] | N
         source_path = source if source.startswith("memory:") else os.path.abspath(source)
         settings = {"input": source_path, "shape": list(shape), "spacing": list(spacing), **model.settings(),
                     "block": list(block), "step_size": step_size, "tta": tta, "probabilities": probabilities,
-                    **({"instances": True, "instance_halo": list(halo)} if instances else {})}
+                    **({"instances": True, "instance_halo": list(halo), "decoding": instance_settings.to_dict()}
+                       if instances else {})}
         recorded = store.open(settings, overwrite=overwrite)
         if recorded is None:
             with progress_bar(math.prod(block_counts(shape, block)), "statistics", "block", enabled=progress) as bar:
@@ -219,7 +222,8 @@ def segment(volume: np.ndarray | str | os.PathLike, spacing: Sequence[float] | N
     volume and the same as decoding the whole volume at once wherever the halo holds the flooding
     (`reisoseg.inference.instances`, which warns when halving the halo moves voxels between objects); the output
     also holds the semantic labels (`semantic`) and each object's score (attributes `reisoseg.scores`).
-    `instance_halo` is the context (voxels, z y x) each block floods its objects with.
+    `instance_halo` is the context (voxels, z y x) each block floods its objects with; `decoding` overrides the
+    model's decoding settings (`reisoseg.instances.target.InstanceSettings` fields).
     """
     prepared = prepare(volume, spacing, model, output, **options)
     try:
@@ -257,7 +261,7 @@ def _run_distributed(function: Any, job: Any, pending: list, advance: Any, addre
     try:
         client = Client(address, timeout="20s")
     except OSError as error:
-        raise ReIsoSegError(f"cannot reach the Dask scheduler at {address}: {error}") from None
+        raise ReIsoSegError(f"cannot reach the Dask scheduler at {address}: {error}") from error
     with client:
         futures = [client.submit(function, job, index, pure=False) for index in pending]
         for future in as_completed(futures):

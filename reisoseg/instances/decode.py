@@ -1,4 +1,5 @@
-"""Predicted class probabilities -> object labels: interior seeds, a seeded watershed, a minimum volume in nm³.
+"""Predicted class probabilities -> object labels: interior seeds, a seeded watershed, a minimum volume in nm³ and a
+minimum score.
 
 The foreground is the semantic segmentation's (argmax is interior or boundary), so objects and semantic labels
 agree. Seeds are the 6-connected components of its voxels whose interior probability passes `seed_threshold` and
@@ -8,7 +9,8 @@ only. Seeds grow over the foreground by a watershed on the boundary probability,
 network saw their boundary; foreground that no seed reaches (speckles predicted as boundary only) is dropped. The
 landscape is local (each voxel's own probabilities), which is what lets blockwise decoding
 (`reisoseg.inference.instances`) reproduce whole-volume decoding from a halo. Each object's score is its mean
-foreground probability: AP ranks objects by it.
+foreground probability: AP ranks objects by it, and objects below `min_score` or `min_volume_nm3` are dropped (the
+values that `reisoseg.instances.calibration` chooses on validation data).
 """
 from __future__ import annotations
 
@@ -80,13 +82,25 @@ def min_voxels(settings: InstanceSettings, spacing: Sequence[float]) -> int:
     return max(1, math.ceil(settings.min_volume_nm3 / float(np.prod(spacing)) - 1e-9))
 
 
+def kept_objects(counts: np.ndarray, scores: np.ndarray, settings: InstanceSettings,
+                 spacing: Sequence[float]) -> np.ndarray:
+    """Which objects (voxel counts, scores) pass the minimum volume and the minimum score."""
+    return (counts >= min_voxels(settings, spacing)) & (scores >= settings.min_score)
+
+
+def undecided_objects(probabilities: np.ndarray, spacing: Sequence[float],
+                      settings: InstanceSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every grown object before the size and score cuts: (labels, ids, voxel counts, scores)."""
+    labels = grow(probabilities, components(seed_mask(probabilities, settings, spacing)), settings)
+    ids, counts, sums = object_sums(labels, foreground_probability(probabilities, settings))
+    return labels, ids, counts, sums / np.maximum(counts, 1)
+
+
 def decode_instances(probabilities: np.ndarray, spacing: Sequence[float],
                      settings: InstanceSettings) -> tuple[np.ndarray, dict[int, float]]:
     """Whole-volume decoding of (classes, z, y, x) probabilities: uint32 labels 1..N and a score per object."""
-    labels = grow(probabilities, components(seed_mask(probabilities, settings, spacing)), settings)
-    ids, counts, sums = object_sums(labels, foreground_probability(probabilities, settings))
-    kept = counts >= min_voxels(settings, spacing)
+    labels, ids, counts, scores = undecided_objects(probabilities, spacing, settings)
+    kept = kept_objects(counts, scores, settings, spacing)
     lookup = np.zeros(int(labels.max()) + 1, np.uint32)
     lookup[ids[kept]] = np.arange(1, int(kept.sum()) + 1, dtype=np.uint32)
-    scores = {int(new): float(s / c) for new, s, c in zip(lookup[ids[kept]], sums[kept], counts[kept])}
-    return lookup[labels], scores
+    return lookup[labels], {int(new): float(score) for new, score in zip(lookup[ids[kept]], scores[kept])}

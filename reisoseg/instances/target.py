@@ -32,6 +32,7 @@ class InstanceSettings:
     min_volume_nm3: float  # decoded objects smaller than this are dropped
     seed_threshold: float = 0.5  # interior probability for a seed voxel
     seed_erosion_nm: float = 0.0  # seeds keep only interior voxels farther than this from any non-interior voxel
+    min_score: float = 0.0  # decoded objects whose score (mean foreground probability) is lower are dropped
 
     @classmethod
     def from_dict(cls, values: dict) -> InstanceSettings:

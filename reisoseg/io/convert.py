@@ -202,7 +202,7 @@ def convert_to_task(images: Sequence[str | os.PathLike], labels: Sequence[str | 
                           overwrite=overwrite,
                           instance_class=None if instance_class is None else names.index(instance_class) + 1)
     except FileExistsError as error:
-        raise ReIsoSegError(str(error)) from None
+        raise ReIsoSegError(str(error)) from error
 
 
 def check_task(folder: str | os.PathLike) -> dict[str, object]:
@@ -219,7 +219,7 @@ def check_task(folder: str | os.PathLike) -> dict[str, object]:
     try:
         dataset = json.loads(dataset_file.read_text())
     except json.JSONDecodeError as error:
-        raise ReIsoSegError(f"{dataset_file}: not valid JSON ({error.msg}, line {error.lineno})") from None
+        raise ReIsoSegError(f"{dataset_file}: not valid JSON ({error.msg}, line {error.lineno})") from error
     for key in ("modality", "labels", "training", "test"):
         if key not in dataset:
             raise ReIsoSegError(f"{dataset_file}: no {key!r} entry")

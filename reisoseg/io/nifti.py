@@ -24,7 +24,7 @@ def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float,
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
-        raise ReIsoSegError(f"{path}: cannot read ({str(error).strip().splitlines()[-1]})") from None
+        raise ReIsoSegError(f"{path}: cannot read ({str(error).strip().splitlines()[-1]})") from error
     # NIfTI headers hold float32: 4.6 comes back as 4.5999999; 6 decimals of a nm are far below any physical meaning
     spacing = tuple(round(float(s), 6) for s in reversed(image.GetSpacing()))
     array = sitk.GetArrayFromImage(image)

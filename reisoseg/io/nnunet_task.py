@@ -50,8 +50,9 @@ def write_task(raw_data_base: str | os.PathLike, task_id: int, name: str, traini
 
     Test cases with labels also get `labelsTs/` (ignored by nnU-Net, used by `reisoseg evaluate`). With
     `instance_class`, training labels carry the instance target of that class (`reisoseg.instances.target`: a
-    boundary class is added), dataset.json records its settings, and labelled test cases also get their object ids
-    in `instancesTs/`. Cases without `instances` get the 3D connected components of the class, with a warning.
+    boundary class is added), dataset.json records its settings, training cases get their object ids in
+    `instancesTr/` (for calibrating the decoding on held-out folds) and labelled test cases in `instancesTs/`.
+    Cases without `instances` get the 3D connected components of the class, with a warning.
     """
     target = Path(raw_data_base) / "nnUNet_raw_data" / task_folder_name(task_id, name)
     label_names = {"0": "background", **{str(k): v for k, v in sorted(labels.items()) if int(k) != 0}}
@@ -60,11 +61,15 @@ def write_task(raw_data_base: str | os.PathLike, task_id: int, name: str, traini
         training, test, label_names, instances_record = _with_instance_target(training, test, label_names,
                                                                               instance_class)
     with atomic_directory(target, overwrite=overwrite) as folder:
-        for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs") + (("instancesTs",) if instances_record else ()):
+        for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs") + (("instancesTr", "instancesTs")
+                                                                       if instances_record else ()):
             (folder / sub).mkdir()
         for case in training:
             write_nifti(folder / "imagesTr" / f"{case.name}_0000.nii.gz", case.image, case.spacing)
             write_nifti(folder / "labelsTr" / f"{case.name}.nii.gz", case.labels.astype(np.uint8), case.spacing)
+            if instances_record:  # the objects of held-out folds, for calibrating the decoding on them
+                write_nifti(folder / "instancesTr" / f"{case.name}.nii.gz", case.instances.astype(np.uint32),
+                            case.spacing)
         for case in test:
             write_nifti(folder / "imagesTs" / f"{case.name}_0000.nii.gz", case.image, case.spacing)
             if case.labels is not None:

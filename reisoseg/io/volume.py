@@ -7,14 +7,23 @@ Paths: `stack.tif` (multipage), a folder of per-section TIFF/PNG files, `file.h5
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from nibabel.filebasedimages import ImageFileError
 
 from reisoseg.errors import ReIsoSegError
 from reisoseg.io import hdf5, nifti, ome_zarr, tiff
 from reisoseg.io.base import HDF5_SUFFIXES, NIFTI_SUFFIXES, TIFF_SUFFIXES, VOLUME_SUFFIXES, Volume
+
+# what the readers raise for a corrupt, truncated or foreign file: I/O errors (h5py, zarr stores), malformed content
+# (tifffile, zarr metadata and JSON: ValueError; gzip: EOFError, zlib.error; headers: struct.error), SimpleITK's
+# RuntimeError, nibabel's ImageFileError. Anything else is a bug of ours and keeps its traceback.
+CORRUPT_FILE_ERRORS = (OSError, ValueError, KeyError, EOFError, RuntimeError, zlib.error, struct.error,
+                       ImageFileError)
 
 
 def split_key(path: str | os.PathLike) -> tuple[str, str | None]:
@@ -73,11 +82,9 @@ def open_volume(path: str | os.PathLike, key: str | None = None) -> Volume:
         else:
             data, spacing = nifti.read_nifti(path)
             volume = Volume(data, spacing, str(path), "nifti")
-    except ReIsoSegError:
-        raise
-    except Exception as error:  # corrupt or truncated files surface as many exception types
+    except CORRUPT_FILE_ERRORS as error:
         raise ReIsoSegError(f"{path}: cannot read ({type(error).__name__}: {str(error).strip().splitlines()[0]})"
-                            if str(error).strip() else f"{path}: cannot read ({type(error).__name__})") from None
+                            if str(error).strip() else f"{path}: cannot read ({type(error).__name__})") from error
     if len(volume.shape) != 3:
         raise ReIsoSegError(f"{path}: expected a 3D (z, y, x) volume, got shape {volume.shape}")
     return volume

@@ -61,16 +61,20 @@ def ani_scale_from_spacing(spacing_zyx: Sequence[float]) -> tuple[int, int, int]
     return PATTERNS_BY_RATIO[nearest_supported_ratio(ratio_from_spacing(spacing_zyx))]
 
 
+class PatchDoesNotFit(ValueError):
+    """A patch or input that the pooling pattern cannot take, or that no memory budget fits: the user's to change."""
+
+
 def fit_patch_size(patch_size: Sequence[int], ani_scale: Sequence[int]) -> tuple[int, int, int]:
     """Largest patch not above `patch_size` that the pattern accepts (each axis rounded down to its divisor).
 
-    Raises ValueError when an axis is smaller than its divisor: the pattern cannot fit that data.
+    Raises PatchDoesNotFit when an axis is smaller than its divisor: the pattern cannot fit that data.
     """
     divisor = required_divisor(ani_scale)
     fitted = []
     for axis, (size, div) in enumerate(zip(patch_size, divisor)):
         if size < div:
-            raise ValueError(
+            raise PatchDoesNotFit(
                 f"patch {list(patch_size)} is too small for ani_scale {list(ani_scale)}: axis {'zyx'[axis]} "
                 f"has {size} voxels but must be a multiple of {div}")
         fitted.append(size // div * div)
@@ -78,9 +82,9 @@ def fit_patch_size(patch_size: Sequence[int], ani_scale: Sequence[int]) -> tuple
 
 
 def check_input_shape(spatial_shape: Sequence[int], ani_scale: Sequence[int]) -> None:
-    """Raise ValueError naming the shape and the divisor if a (z, y, x) input does not fit the pattern."""
+    """Raise PatchDoesNotFit naming the shape and the divisor if a (z, y, x) input does not fit the pattern."""
     divisor = required_divisor(ani_scale)
     if any(size % div for size, div in zip(spatial_shape, divisor)):
-        raise ValueError(
+        raise PatchDoesNotFit(
             f"input (z, y, x) = {tuple(spatial_shape)} is not divisible by {divisor}, which ani_scale "
             f"{list(ani_scale)} requires; crop or pad the input to a multiple")

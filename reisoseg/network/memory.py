@@ -16,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-from reisoseg.network.anisotropy import fit_patch_size, required_divisor
+from reisoseg.network.anisotropy import PatchDoesNotFit, fit_patch_size, required_divisor
 from reisoseg.network.pi_module import PIChoice
 from reisoseg.network.reisoseg_net import ReIsoSegRMV6
 
@@ -89,7 +89,7 @@ def fit_patch_to_memory(patch_size: Sequence[int], batch_size: int, ani_scale: S
         shrinkable = [axis for axis in range(3) if patch[axis] > divisor[axis]]
         if not shrinkable:
             smallest = (fixed + per_voxel * math.prod(divisor)) / 2**30
-            raise ValueError(f"no patch fits {budget_bytes / 2**30:.2f} GiB at batch {batch_size}: the smallest "
+            raise PatchDoesNotFit(f"no patch fits {budget_bytes / 2**30:.2f} GiB at batch {batch_size}: the smallest "
                              f"for ani_scale {list(ani_scale)}, {list(divisor)}, needs about {smallest:.2f} GiB")
         axis = max(shrinkable, key=lambda a: patch[a] * spacing[a])
         patch[axis] -= divisor[axis]

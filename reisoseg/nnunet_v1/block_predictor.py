@@ -92,7 +92,7 @@ def _plans(folder: str) -> dict:
         return safe_load_pickle(path)
     except pickle.UnpicklingError as error:
         raise ReIsoSegError(f"refusing to load a model file of {folder}: {str(error).strip().splitlines()[0]}") \
-            from None
+            from error
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ class BlockPredictor:
                                                   mixed_precision=reference.mixed_precision)
         except pickle.UnpicklingError as error:
             message = str(error).strip().splitlines()[0]
-            raise ReIsoSegError(f"refusing to load a model file of {reference.folder}: {message}") from None
+            raise ReIsoSegError(f"refusing to load a model file of {reference.folder}: {message}") from error
         if trainer.plans.get("preprocessor_name", "GenericPreprocessor") != "GenericPreprocessor" or not trainer.threeD:
             raise ReIsoSegError(f"{reference.folder}: blockwise segmentation needs a 3D model with nnU-Net's "
                                 f"GenericPreprocessor; use reisoseg predict for this one")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -41,6 +41,7 @@ class PredictionOptions:
     fp32: bool = False
     device: str | None = None
     instances: bool = False  # also decode objects (models trained on an instance target)
+    decoding: dict[str, float] = field(default_factory=dict)  # overrides of the model's InstanceSettings
     progress: bool = False  # a bar per case on standard error
 
 
@@ -82,6 +83,8 @@ def predict_folder(input_folder: str | os.PathLike, output_folder: str | os.Path
     folder = model_folder(task, trainer_name, options)
     folds = checked_folds(folder, options.folds, options.checkpoint)
     instance_settings = model_instance_settings(folder)
+    if instance_settings is not None:
+        instance_settings = replace(instance_settings, **options.decoding)
     if options.instances and instance_settings is None:
         raise ReIsoSegError(f"{folder}: this model was trained without an instance target, so it cannot decode "
                             f"objects; train on a task written by `reisoseg synth --instances` or `reisoseg "
@@ -110,7 +113,7 @@ def predict_folder(input_folder: str | os.PathLike, output_folder: str | os.Path
                                 checkpoint_name=options.checkpoint, disable_postprocessing=no_postprocessing)
     except pickle.UnpicklingError as error:  # our restricted unpickler, or torch's weights_only loader
         message = str(error).strip().splitlines()[0]
-        raise ReIsoSegError(f"refusing to load a model file of {folder}: {message}") from None
+        raise ReIsoSegError(f"refusing to load a model file of {folder}: {message}") from error
     if instance_settings is not None:
         _finish_instance_outputs(Path(input_folder), Path(output_folder), instance_settings, options)
     return Path(output_folder)

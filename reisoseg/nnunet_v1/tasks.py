@@ -67,3 +67,22 @@ def parse_fold(fold: str | int) -> str | int:
     if re.fullmatch(r"\d+", str(fold)):
         return int(fold)
     raise ReIsoSegError(f"unknown fold {fold!r}: use a number (0-4 for the 5-fold split) or 'all'")
+
+
+def fold_validation_files(model_folder: str | os.PathLike, fold: str | int) -> list[tuple[str, Path, Path]]:
+    """(case, image, object ids) of the cases nnU-Net v1 held out of `fold` (its splits_final.pkl), from the raw
+    task's imagesTr/ and instancesTr/ (written for tasks with an instance target)."""
+    from reisoseg.nnunet_v1.model_files import safe_load_pickle
+
+    folders = require_environment("nnUNet_raw_data_base", "nnUNet_preprocessed")
+    task = Path(model_folder).parent.name
+    splits = folders["nnUNet_preprocessed"] / task / "splits_final.pkl"
+    if not splits.is_file():
+        raise ReIsoSegError(f"{splits}: no cross-validation splits, so fold {fold} has no validation cases")
+    raw = folders["nnUNet_raw_data_base"] / "nnUNet_raw_data" / task
+    if not (raw / "instancesTr").is_dir():
+        raise ReIsoSegError(f"{raw / 'instancesTr'}: not found (the task was written without its training objects); "
+                            f"pass --images and --references")
+    cases = [str(case) for case in safe_load_pickle(splits)[int(fold)]["val"]]
+    return [(case, raw / "imagesTr" / f"{case}_0000.nii.gz", raw / "instancesTr" / f"{case}.nii.gz")
+            for case in cases]

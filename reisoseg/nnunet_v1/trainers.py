@@ -29,7 +29,7 @@ from reisoseg.errors import ReIsoSegError
 from reisoseg.io.atomic import atomic_file
 from reisoseg.layout import TRAINER_SETTINGS_FILE
 from reisoseg.loss import DEFAULT_ANI_WEIGHT, DS_WEIGHTS, ReIsoLoss
-from reisoseg.network.anisotropy import ani_scale_from_spacing, fit_patch_size, ratio_from_spacing
+from reisoseg.network.anisotropy import PatchDoesNotFit, ani_scale_from_spacing, fit_patch_size, ratio_from_spacing
 from reisoseg.network.memory import fit_patch_to_memory, training_step_memory
 from reisoseg.nnunet_v1.em_training import EMTrainingMixin
 from reisoseg.nnunet_v1.network import ReIsoSegV1Network
@@ -94,8 +94,8 @@ class ReIsoSegTrainer(EMTrainingMixin, nnUNetTrainerV2):
                 patch, estimate = fit_patch_to_memory(patch, self.batch_size, self.pattern, spacing,
                                                       self.memory_budget_bytes, num_classes=self.num_classes,
                                                       mixed_precision=self.fp16)
-            except ValueError as error:
-                raise ReIsoSegError(str(error)) from None
+            except PatchDoesNotFit as error:
+                raise ReIsoSegError(str(error)) from error
             self.patch_size = np.array(patch)
         budget = "" if self.memory_budget_bytes is None else f" of a {self.memory_budget_bytes / 2**30:.1f} GiB budget"
         self.print_to_log_file(f"training patch {list(patch)}, batch {self.batch_size}: about {estimate.gib:.2f} GiB "

@@ -17,6 +17,7 @@ from reisoseg.layout import (
     model_folder,
 )
 from reisoseg.layout import plans_file as layout_plans_file
+from reisoseg.network.anisotropy import PatchDoesNotFit
 from reisoseg.nnunet_v1.model_files import UnsafePickleError, load_checkpoint_into
 from reisoseg.nnunet_v1.tasks import parse_fold, require_environment, resolve_task
 
@@ -199,7 +200,7 @@ def run_training(configuration: str, trainer_name: str, task: str, fold: str | i
         plans_file, output_folder, dataset_directory, batch_dice, stage, trainer_class = get_default_configuration(
             configuration, task_name, trainer_name, plans_identifier)
     except RuntimeError as error:
-        raise ReIsoSegError(str(error).splitlines()[0]) from None
+        raise ReIsoSegError(str(error).splitlines()[0]) from error
     if trainer_class is None:
         raise ReIsoSegError(f"unknown trainer {trainer_name!r}: use ReIsoSegTrainer, ReIsoSegRMA1V6Trainer, "
                             f"ReIsoSegRMA2V6Trainer, ReIsoSegRMA4V6Trainer, ReIsoSegRMA8V6Trainer, nnUNetTrainerV2EM "
@@ -229,8 +230,8 @@ def run_training(configuration: str, trainer_name: str, task: str, fold: str | i
                 distributed.barrier()
             if ranks is not None:
                 trainer.distribute()
-        except ValueError as error:  # e.g. a pattern that cannot fit the planned patch
-            raise ReIsoSegError(f"{trainer_name} on {task_name}: {error}") from None
+        except PatchDoesNotFit as error:  # a pattern or memory budget that the planned patch cannot meet
+            raise ReIsoSegError(f"{trainer_name} on {task_name}: {error}") from error
         if options.validation_only:
             path = str(checkpoint_file(trainer.output_folder, BEST_CHECKPOINT if options.valbest else FINAL_CHECKPOINT))
             if not os.path.isfile(path):

@@ -2,9 +2,11 @@
 
 Objects live in physical space (nm). Smooth fields (cell-boundary distance, tube signed distances, textures) are
 computed on coarse grids and trilinearly upsampled to an isotropic canvas at the in-plane voxel size, one slab of
-sections at a time, so memory stays bounded by the output. Each section averages `ratio` canvas slices (its
-thickness), then the image goes through blur, per-section misalignment and gain drift, a few defective sections,
-and spatially correlated shot + read noise.
+sections at a time, so memory stays bounded by the output. Each mitochondrion has a distance field of its own, so
+that two touching mitochondria keep both their membranes and the gap between them: a union of the two would have no
+interface to draw. Each section averages every canvas slice of its thickness, so a membrane inside a section darkens
+it by the material it holds, whatever its orientation; then the image goes through blur, per-section misalignment
+and gain drift, a few defective sections, and spatially correlated shot + read noise.
 
 Truth: per-section labels (majority over the section's thickness), optionally the isotropic canvas labels, the
 mitochondria instance ids, and a mask of the decoys (dark round bodies that look like a mitochondrion in one
@@ -36,7 +38,8 @@ class SynthParams:
     mito_length_nm: tuple[float, float] = (400.0, 1600.0)
     in_plane_fraction: float = 0.35  # at least a quarter is enforced
     branch_probability: float = 0.15
-    touching_probability: float = 0.15
+    touching_probability: float = 0.5  # contacts across sections and in plane in most demo-sized volumes
+    contact_gap_nm: float = 6.0  # cytosol between the outer membranes of two touching or crossing mitochondria
     decoys_per_um3: float = 3.0
     decoy_radius_nm: tuple[float, float] = (45.0, 95.0)
     er_per_um3: float = 3.0
@@ -51,7 +54,7 @@ class SynthParams:
     shot_noise: float = 0.08
     read_noise: float = 0.03
     noise_blur_px: float = 1.0
-    thickness_samples: int = 4  # canvas slices averaged per section (evenly spaced over its thickness)
+    mito_interior: float = 0.44  # matrix level
 
 
 @dataclass
@@ -72,6 +75,15 @@ class _Tubes:
     points: np.ndarray  # (N, 3) nm, z y x
     radius: np.ndarray  # (N,) nm
     instance: np.ndarray  # (N,) int, 1-based
+
+
+@dataclass
+class _ObjectField:
+    """One object's signed distance (nm) on the coarse grid, inside a box that holds all of it within `reach`."""
+
+    instance: int
+    origin: np.ndarray  # (3,) coarse index of the box's first voxel
+    sdf: np.ndarray
 
 
 @dataclass
@@ -169,7 +181,7 @@ def _build_scene(shape_nm: np.ndarray, params: SynthParams, rng: np.random.Gener
             normal = np.cross(tangent, rng.normal(size=3))
             normal /= max(np.linalg.norm(normal), 1e-6)
             other_radius = rng.uniform(*params.mito_radius_nm)
-            neighbour = path + normal * (radius + other_radius + 4.0)
+            neighbour = path + normal * (radius + other_radius + params.contact_gap_nm)
             neighbour = neighbour[:_inside_cell(tree, seeds, neighbour, cell, other_radius + 10.0)]
             if len(neighbour) >= 3:
                 instance += 1
@@ -224,21 +236,61 @@ def _coarse_centers(n: np.ndarray, step_nm: float) -> np.ndarray:
     return np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
 
 
-def _tube_field(tubes: _Tubes, coarse_shape: np.ndarray, step_nm: float) -> tuple[np.ndarray, np.ndarray]:
-    """Signed distance (nm) to the tube surface and nearest instance id, on a coarse grid."""
+def _tube_field(tubes: _Tubes, coarse_shape: np.ndarray, step_nm: float) -> np.ndarray:
+    """Signed distance (nm) to the surface of the union of tubes, on a coarse grid."""
     if len(tubes.points) == 0:
-        return np.full(coarse_shape, 1e4, np.float32), np.zeros(coarse_shape, np.int32)
+        return np.full(coarse_shape, 1e4, np.float32)
     # points just outside the canvas still shape the surface near the border: clamp them onto it
     index = np.clip(np.floor(tubes.points / step_nm).astype(int), 0, coarse_shape - 1)
     radius_grid = np.zeros(coarse_shape, np.float32)
-    id_grid = np.zeros(coarse_shape, np.int32)
     order = np.argsort(tubes.radius)  # the larger radius wins where points share a voxel
     radius_grid[tuple(index[order].T)] = tubes.radius[order]
-    id_grid[tuple(index[order].T)] = tubes.instance[order]
     dist, nearest = ndimage.distance_transform_edt(radius_grid == 0, sampling=step_nm, return_indices=True)
     sdf = dist - radius_grid[tuple(nearest)]
-    ids = id_grid[tuple(nearest)]
-    return ndimage.gaussian_filter(sdf.astype(np.float32), 0.6), ids
+    return ndimage.gaussian_filter(sdf.astype(np.float32), 0.6)
+
+
+def _object_fields(tubes: _Tubes, coarse_shape: np.ndarray, step_nm: float, reach_nm: float) -> list[_ObjectField]:
+    """Each instance's `_tube_field` in its own box, padded so that the surface and `reach_nm` beyond it lie inside."""
+    fields = []
+    for instance in np.unique(tubes.instance):
+        mine = tubes.instance == instance
+        points, radius = tubes.points[mine], tubes.radius[mine]
+        pad = int(math.ceil((float(radius.max()) + reach_nm) / step_nm)) + 2
+        index = np.clip(np.floor(points / step_nm).astype(int), 0, coarse_shape - 1)
+        low = np.maximum(index.min(0) - pad, 0)
+        high = np.minimum(index.max(0) + pad + 1, coarse_shape)
+        local = _Tubes(points - low * step_nm, radius, np.full(len(points), int(instance)))
+        fields.append(_ObjectField(int(instance), low, _tube_field(local, high - low, step_nm)))
+    return fields
+
+
+def _nearest_object(fields: list[_ObjectField], factor: int, z_canvas: np.ndarray, out_shape: tuple[int, int],
+                    gap_nm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Signed distance to the nearest object and its id on the canvas slices `z_canvas`.
+
+    Each object's field is upsampled on its own, and where two objects meet or overlap each gives way to the
+    half-way surface between them less half of `gap_nm`: touching objects keep an interface with a gap, whatever
+    their placement.
+    """
+    nearest = np.full((len(z_canvas), *out_shape), 1e4, np.float32)
+    second = nearest.copy()
+    ids = np.zeros(nearest.shape, np.int64)
+    for object_field in fields:
+        z0, y0, x0 = (int(v) * factor for v in object_field.origin)
+        depth, height, width = (int(v) * factor for v in object_field.sdf.shape)
+        rows = np.flatnonzero((z_canvas >= z0) & (z_canvas < z0 + depth))
+        height, width = min(height, out_shape[0] - y0), min(width, out_shape[1] - x0)
+        if rows.size == 0 or height <= 0 or width <= 0:
+            continue
+        local = _upsample(object_field.sdf, factor, z_canvas[rows] - z0, (height, width))
+        region = (rows, slice(y0, y0 + height), slice(x0, x0 + width))
+        first, runner_up = nearest[region], second[region]
+        closer = local < first
+        second[region] = np.where(closer, first, np.minimum(runner_up, local))
+        nearest[region] = np.where(closer, local, first)
+        ids[region] = np.where(closer, object_field.instance, ids[region])
+    return np.maximum(nearest, (nearest - second + gap_nm) / 2), ids
 
 
 def _upsample(field_: np.ndarray, factor: int, z_canvas: np.ndarray, out_shape: tuple[int, int],
@@ -325,8 +377,7 @@ def _render_slices(scene: _Scene, fields: dict, params: SynthParams, z_canvas: n
     image += 0.15 * _sigmoid((5.0 - b) / 1.5)  # extracellular gap
     image -= 0.34 * _band(b, 9.0, 3.5)  # plasma membranes
 
-    m_sdf = up("mito_sdf", 4)
-    m_id = up("mito_ids", 4, "nearest").astype(np.int64)
+    m_sdf, m_id = _nearest_object(fields["mitochondria"], 4, z_canvas, (ny, nx), params.contact_gap_nm)
     near = m_sdf < 20.0
     sdf = m_sdf[near]
     ids = m_id[near]
@@ -335,7 +386,7 @@ def _render_slices(scene: _Scene, fields: dict, params: SynthParams, z_canvas: n
     cristae = np.sin(2 * np.pi * (zn * direction[:, 0] + yn * direction[:, 1] + xn * direction[:, 2]) / 38.0
                      + fields["crista_phase"][ids])
     inside = _sigmoid(-sdf / 2.0)
-    image[near] = image[near] * (1 - inside) + inside * (0.44 + 0.05 * cristae) \
+    image[near] = image[near] * (1 - inside) + inside * (params.mito_interior + 0.05 * cristae) \
         - 0.26 * (_band(sdf, -3.0, 3.0) + _band(sdf, -11.0, 3.0))  # double membrane
 
     e_sdf = up("er_sdf", 4)
@@ -381,8 +432,8 @@ def generate_volume(shape: tuple[int, int, int] = (32, 192, 192), ratio: int = 8
 
     Args:
         shape: output (sections, y, x).
-        ratio: z spacing over in-plane spacing, 1-12: each section averages its thickness on the canvas
-            (`params.thickness_samples` evenly spaced slices, or all `ratio` when `keep_isotropic`).
+        ratio: z spacing over in-plane spacing, 1-12: each section averages the `ratio` canvas slices of its
+            thickness.
         seed: the same seed gives the same volume, bit for bit.
         params: physical and imaging settings.
         keep_isotropic: also return the labels on the isotropic canvas (ratio x more memory).
@@ -409,19 +460,16 @@ def generate_volume(shape: tuple[int, int, int] = (32, 192, 192), ratio: int = 8
     normal = (c - a) / np.maximum(np.linalg.norm(c - a, axis=1, keepdims=True), 1e-6)
     offset = np.einsum("ij,ij->i", normal, (a + c) / 2)
     tube_grid = -(-canvas_shape // 4)
-    mito_sdf, mito_ids = _tube_field(scene.mito, tube_grid, 4 * xy)
     fields = {f"plane{i}": v.reshape(cell_grid).astype(np.float32)
               for i, v in enumerate((normal[:, 0], normal[:, 1], normal[:, 2], offset))}
     fields.update(first=pairs[:, 0].reshape(cell_grid).astype(np.float32),
                   second=pairs[:, 1].reshape(cell_grid).astype(np.float32),
-                  mito_sdf=mito_sdf, mito_ids=mito_ids.astype(np.float32),
-                  er_sdf=_tube_field(scene.er, tube_grid, 4 * xy)[0],
+                  mitochondria=_object_fields(scene.mito, tube_grid, 4 * xy, reach_nm=40.0),
+                  er_sdf=_tube_field(scene.er, tube_grid, 4 * xy),
                   texture=_texture(rng, cell_grid, 1.0),  # organelle-scale shading, ~60 nm
                   fine=_texture(rng, tube_grid, 0.6),  # cytoplasmic grain, ~20 nm: decorrelates sections
                   crista_phase=rng.uniform(0, 2 * np.pi, size=len(scene.cristae_directions)))
 
-    samples = ratio if keep_isotropic else min(ratio, params.thickness_samples)
-    offsets = (np.arange(samples) * ratio) // samples + (ratio // samples) // 2
     sections = np.empty((nz, ny, nx), np.float32)
     labels = np.zeros((nz, ny, nx), np.uint8)
     instances = np.zeros((nz, ny, nx), np.uint16)
@@ -429,19 +477,19 @@ def generate_volume(shape: tuple[int, int, int] = (32, 192, 192), ratio: int = 8
     iso_labels = np.zeros(tuple(canvas_shape), np.uint8) if keep_isotropic else None
     for s0 in range(0, nz, chunk_sections):
         s1 = min(nz, s0 + chunk_sections)
-        z_canvas = (np.arange(s0, s1)[:, None] * ratio + offsets[None, :]).ravel()
+        z_canvas = np.arange(s0 * ratio, s1 * ratio)
         image, mito, mito_id, decoy, synapse = _render_slices(scene, fields, params, z_canvas, ny, nx)
         truth = np.zeros(mito.shape, np.uint8)
         truth[synapse] = CLASSES["synapse"]
         truth[mito] = CLASSES["mitochondria"]
         if iso_labels is not None:
             iso_labels[s0 * ratio:s1 * ratio] = truth
-        per_section = (s1 - s0, samples, ny, nx)
+        per_section = (s1 - s0, ratio, ny, nx)
         sections[s0:s1] = image.reshape(per_section).mean(1)
         mito_fraction = mito.reshape(per_section).mean(1)
         labels[s0:s1][synapse.reshape(per_section).mean(1) >= 0.5] = CLASSES["synapse"]
         labels[s0:s1][mito_fraction >= 0.5] = CLASSES["mitochondria"]
-        instances[s0:s1] = np.where(mito_fraction >= 0.5, mito_id.reshape(per_section)[:, samples // 2], 0)
+        instances[s0:s1] = np.where(mito_fraction >= 0.5, mito_id.reshape(per_section)[:, ratio // 2], 0)
         decoy_sections[s0:s1] = decoy.reshape(per_section).mean(1) >= 0.5
 
     image = _image_formation(sections, labels, instances, decoy_sections, params, rng)

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from tqdm import tqdm
 
+from reisoseg.console import progress_bar
 from reisoseg.io.nnunet_task import Case, write_task
 from reisoseg.synthetic.generator import CLASSES, SynthParams, generate_volume
 
@@ -41,10 +41,12 @@ def make_synthetic_task(raw_data_base: str | os.PathLike, task_id: int, name: st
         raise ValueError(f"classes must be a non-empty subset of {list(CLASSES)}, got {list(classes)}")
     cases = []
     names = [f"synth_{i:03d}" for i in range(num_training + num_test)]
-    for index, case_name in enumerate(tqdm(names, desc="generating volumes", disable=not progress)):
-        volume = generate_volume(tuple(shape), ratio, seed=volume_seed(seed, index), params=params)
-        cases.append(Case(case_name, volume.image, select_classes(volume.labels, classes), volume.spacing,
-                          volume.instances))
+    with progress_bar(len(names), "generating volumes", "volume", enabled=progress) as bar:
+        for index, case_name in enumerate(names):
+            volume = generate_volume(tuple(shape), ratio, seed=volume_seed(seed, index), params=params)
+            cases.append(Case(case_name, volume.image, select_classes(volume.labels, classes), volume.spacing,
+                              volume.instances))
+            bar.update()
     labels = {i: c for i, c in enumerate(classes, start=1)}
     description = (f"reisoseg synthetic EM: {num_training}+{num_test} volumes of {list(shape)} voxels, ratio {ratio}, "
                    f"seed {seed}")

@@ -12,7 +12,7 @@ def _stacked_pair_and_a_loner() -> tuple[np.ndarray, np.ndarray]:
     ids[1:5, 2:10, 14:22] = 3  # alone
     image = np.full(ids.shape, 100.0, np.float32)
     image[ids > 0] = 20.0
-    image[2:4, 2:10, 2:10] = 30.0  # the two contact sections
+    image[2:4, 2:10, 2:10] = 12.0  # the two contact sections, darker than the interiors
     return ids, image
 
 
@@ -21,13 +21,24 @@ def test_touching_objects_faces_and_contact_intensity():
     ids, image = _stacked_pair_and_a_loner()
     found = contacts._analyse(ids, image)
     assert found["objects"] == 3
-    assert found["touching_pairs"] == {"1-2": {"faces_across_sections": 64, "faces_in_plane": 0}}
-    assert found["intensity"] == {"z_contacts": 30.0, "in_plane_contacts": None, "inside": 20.0, "background": 100.0}
+    assert found["touching_pairs"] == {"1-2": {"faces_across_sections": 64, "faces_in_plane": 0, "contrast": 8.0,
+                                               "hidden": False}}
+    assert found["intensity"] == {"z_contacts": 12.0, "in_plane_contacts": None, "inside": 20.0, "background": 100.0}
 
 
-def test_each_group_of_touching_objects_becomes_one_object():
+def test_a_contact_no_darker_than_the_interiors_hides_its_interface():
+    contacts = load_benchmark("demo_contacts")
+    ids, image = _stacked_pair_and_a_loner()
+    image[2:4, 2:10, 2:10] = 20.0
+    found = contacts._analyse(ids, image)
+    assert found["touching_pairs"]["1-2"]["contrast"] == 0.0 and contacts._hidden_pairs(found) == {(1, 2)}
+
+
+def test_touching_objects_become_one_object_where_joined():
     contacts = load_benchmark("demo_contacts")
     ids, _ = _stacked_pair_and_a_loner()
-    merged = contacts._touching_groups_merged(ids)
+    merged = contacts._groups_merged(ids)
     assert merged[1, 5, 5] == merged[4, 5, 5] != merged[1, 5, 15] > 0
     assert len(np.unique(merged[merged > 0])) == 2 and (merged[ids == 0] == 0).all()
+    apart = contacts._groups_merged(ids, joined=set())
+    assert len({apart[1, 5, 5], apart[4, 5, 5], apart[1, 5, 15]}) == 3

@@ -9,7 +9,7 @@ from tests.conftest import assert_one_line_error, nnunet_environment, run_reisos
 
 
 @pytest.mark.parametrize("command", ["train", "predict", "segment", "measure", "synth", "demo", "convert", "check",
-                                     "evaluate"])
+                                     "evaluate", "calibrate-instances"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([command, "--help"])
@@ -58,6 +58,9 @@ def test_quick_demo_writes_summary_and_figures_then_reuses_steps(tmp_path):
         os.umask(previous)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert len(first.stdout.splitlines()) < 60 and "nnUNet" not in first.stdout, first.stdout  # steps only
+    # standard error is a pipe here, as a cluster job's log file: one line per step, no redrawn bars
+    assert len(first.stdout.splitlines()) + len(first.stderr.splitlines()) < 60, first.stderr
+    assert "\r" not in first.stderr and "\x1b[A" not in first.stderr and "training: 1/" in first.stderr
     assert "Please cite the following paper when using nnUNet" in (out / "engine.log").read_text()
     summary = json.loads((out / "summary.json").read_text())
     metrics = {"dice", "iou", "precision", "recall", "hd95_nm", "f1_50", "ap_50", "ap_75", "voi_split", "voi_merge",
@@ -80,7 +83,12 @@ def test_quick_demo_writes_summary_and_figures_then_reuses_steps(tmp_path):
                *(out / "predictions").glob("*.nii.gz"), *(out / "predictions" / "instances").glob("*")]
     assert {oct(p.stat().st_mode & 0o777) for p in written} == {"0o644"}  # umask 022, not mkstemp's 0600
     second = run_reisoseg(["demo", "--quick", "--output", str(out), "--device", "cpu"], env)
-    assert second.returncode == 0 and second.stdout.count("(reused)") == 4
+    assert second.returncode == 0 and second.stdout.count("(reused)") == 5
+    assert summary["decoding_calibration"]["validation_cases"] == ["validation_100"]
+    before = (out / "summary.json").read_text()
+    assert_one_line_error(run_reisoseg(["demo", "--quick", "--output", str(out), "--seed", "1"], env),
+                          "made with other settings (seed 0 -> 1", "--fresh")
+    assert (out / "summary.json").read_text() == before
 
 
 def test_library_errors_name_parameters_and_commands_name_their_flags(tmp_path, capsys):
@@ -120,6 +128,7 @@ def test_debug_shows_the_traceback_and_the_cause_a_one_line_error_hides(tmp_path
         monkeypatch.setenv("REISOSEG_DEBUG", "1")
     assert main(arguments) == 1
     debug = capsys.readouterr().err
-    assert debug.count("Traceback") == 2 and "which was reported as:" in debug  # the hidden cause, then ours
-    assert "OSError" in debug.split("which was reported as:")[0]  # h5py's own error
+    cause = "The above exception was the direct cause of the following exception:"
+    assert debug.count("Traceback") == 2 and cause in debug  # the cause the one line names, then ours
+    assert "OSError" in debug.split(cause)[0]  # h5py's own error
     assert debug.strip().splitlines()[-1] == plain.strip()  # the one line still comes last

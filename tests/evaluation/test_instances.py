@@ -7,9 +7,12 @@ import numpy as np
 import pytest
 
 from reisoseg.evaluation.instances import (
+    Overlap,
     adjusted_rand_index,
     average_precision,
+    instance_metrics,
     object_errors,
+    overlap_metrics,
     variation_of_information,
 )
 from reisoseg.evaluation.report import evaluate
@@ -93,3 +96,19 @@ def test_evaluate_uses_instance_files_and_their_scores(tmp_path):
     assert connected["per_case"]["case"]["mito"]["reference_instances"] == 1  # the three touch: one component
     assert not math.isnan(mito["voi_split"]) and 0 < mito["ari"] < 1
     assert mito["false_objects"] == 1 and mito["missed_objects"] == mito["merges"] == mito["splits"] == 0
+
+
+def test_dropping_objects_from_the_table_equals_dropping_them_from_the_volume():
+    """What calibration relies on: a cut applied to the contingency table scores as the cut volume does."""
+    reference = np.zeros((4, 30, 30), np.uint32)
+    reference[:, 2:12, 2:12], reference[:, 2:12, 16:28], reference[:, 18:28, 5:20] = 1, 2, 3
+    prediction = np.zeros_like(reference)
+    prediction[:, 3:12, 2:13], prediction[:, 2:12, 17:27] = 7, 9  # two matches
+    prediction[:, 18:28, 5:12], prediction[:, 18:28, 12:20] = 11, 12  # a split
+    prediction[:, 28:30, 0:4] = 15  # a false object
+    scores = {7: 0.9, 9: 0.8, 11: 0.4, 12: 0.7, 15: 0.3}
+    overlap = Overlap.of(reference, prediction)
+    kept = np.array([True, True, False, True, False])  # compact ids follow the sorted original ids 7, 9, 11, 12, 15
+    cut = np.where(np.isin(prediction, [7, 9, 12]), prediction, 0)
+    assert overlap_metrics(overlap.keeping(kept), scores) == instance_metrics(reference, cut, scores)
+    assert overlap_metrics(overlap.keeping(np.ones(5, bool)), scores) == instance_metrics(reference, prediction, scores)

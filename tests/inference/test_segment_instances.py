@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,3 +115,102 @@ def test_predict_instances_writes_objects_in_every_em_format(case):
         objects = open_volume(out / name)
         assert objects.spacing == pytest.approx(volume.spacing), name
         np.testing.assert_array_equal(objects.read(), whole, err_msg=name)
+
+
+def _copy_of_the_model(trained_instances, root):
+    """The instance model in a results folder of its own (calibration rewrites its instances.json)."""
+    import shutil
+
+    env, model = trained_instances
+    shutil.copytree(env["RESULTS_FOLDER"], root / "results")
+    return {**env, "RESULTS_FOLDER": str(root / "results")}, root / "results" / model.relative_to(
+        env["RESULTS_FOLDER"])
+
+
+def _calibrate_in_process(arguments, env, patch) -> list[str]:
+    """Run `reisoseg calibrate-instances` here and return every volume it opened."""
+    from reisoseg.commands.main import main
+    from reisoseg.inference import calibration
+
+    opened = []
+
+    def spy(path, *args, **kwargs):
+        opened.append(str(path))
+        return open_volume(path, *args, **kwargs)
+
+    patch.setattr(calibration, "open_volume", spy)
+    for name, value in env.items():
+        patch.setenv(name, value)
+    assert main(["calibrate-instances", *arguments, "--device", "cpu"]) == 0
+    return opened
+
+
+@pytest.fixture(scope="module")
+def calibrated(trained_instances, tmp_path_factory):
+    """A copy of the instance model calibrated by `calibrate-instances` on one validation volume of our own, with
+    the paths that calibration opened: (env, model, root, opened)."""
+    root = tmp_path_factory.mktemp("calibrated")
+    env, copy = _copy_of_the_model(trained_instances, root)
+    for sub in ("images", "references"):
+        (root / sub).mkdir()
+    volume = generate_volume((12, 48, 48), 8, seed=40)
+    write_volume(root / "images" / "val.tif", volume.image, volume.spacing)
+    write_volume(root / "references" / "val.tif", np.where(volume.labels == 1, volume.instances, 0), volume.spacing)
+    with pytest.MonkeyPatch.context() as patch:
+        opened = _calibrate_in_process([str(copy), "--images", str(root / "images"), "--references",
+                                        str(root / "references")], env, patch)
+    return env, copy, root, opened
+
+
+def test_calibration_reads_only_the_validation_volumes_and_stores_its_choice(calibrated):
+    env, model, root, opened = calibrated
+    assert sorted(opened) == [str(root / "images" / "val.tif"), str(root / "references" / "val.tif")]
+    stored = json.loads((model / "instances.json").read_text())
+    record = stored["calibration"]
+    assert record["validation_cases"] == ["val"] and record["grid_points"] == 5 * 3 * 6  # min volume 0: one
+    assert {k: stored[k] for k in record["chosen"]} == record["chosen"]
+    assert record["after"]["ap_75"] >= record["before"]["ap_75"]
+    assert stored["uncalibrated"]["seed_threshold"] == 0.4  # the fixture's loosened settings
+
+
+def test_by_default_each_fold_calibrates_on_its_validation_cases_and_never_opens_a_test_case(trained_instances,
+                                                                                          tmp_path, monkeypatch):
+    from reisoseg.nnunet_v1.model_files import safe_load_pickle
+
+    env, copy = _copy_of_the_model(trained_instances, tmp_path)
+    opened = _calibrate_in_process([str(copy)], env, monkeypatch)
+    task = copy.parent.name
+    splits = safe_load_pickle(Path(env["nnUNet_preprocessed"]) / task / "splits_final.pkl")
+    held_out = [str(c) for c in splits[0]["val"]]
+    raw = Path(env["nnUNet_raw_data_base"]) / "nnUNet_raw_data" / task
+    assert sorted(opened) == sorted([str(raw / "imagesTr" / f"{c}_0000.nii.gz") for c in held_out]
+                                    + [str(raw / "instancesTr" / f"{c}.nii.gz") for c in held_out])
+    assert json.loads((copy / "instances.json").read_text())["calibration"]["validation_cases"] == held_out
+
+
+def test_predict_decodes_with_the_stored_settings_and_flags_override_them(calibrated, case):
+    env, model, root, _ = calibrated
+    _, folder, _, _ = case
+    stored = json.loads((model / "instances.json").read_text())
+    # a choice that drops every object, on the fixture's loosened settings (which decode objects: `case`)
+    (model / "instances.json").write_text(json.dumps({**stored, **stored["uncalibrated"], "min_score": 1.01}))
+    for flags, expect_objects in (([], False), (["--min_score", "0"], True)):
+        out = root / f"predicted{len(flags)}"
+        result = run_reisoseg(["predict", "-i", str(folder / "cases"), "-o", str(out), "-t", "503", "-f", "0",
+                               "--disable_tta", "--device", "cpu", "--instances", *flags], env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        objects, _ = read_nifti(out / "instances" / "case.nii.gz")
+        assert (objects.max() > 0) == expect_objects
+
+
+def test_a_model_trained_on_fold_all_keeps_its_decoding_and_says_so_in_one_line(calibrated, tmp_path):
+    import shutil
+
+    env, model, _, _ = calibrated
+    only_all = tmp_path / model.name
+    shutil.copytree(model, only_all)
+    (only_all / "fold_0").rename(only_all / "all")
+    before = (only_all / "instances.json").read_text()
+    result = run_reisoseg(["calibrate-instances", str(only_all)], env)
+    assert result.returncode == 0 and len(result.stdout.strip().splitlines()) == 1, result.stdout + result.stderr
+    assert "fold all has no validation cases" in result.stdout and (only_all / "instances.json").read_text() == before

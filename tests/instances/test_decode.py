@@ -1,6 +1,8 @@
 """Decoding probabilities into objects: touching objects split, bent ones stay whole, speckles go."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from reisoseg.evaluation.instances import adjusted_rand_index
@@ -43,3 +45,15 @@ def test_speckles_below_the_minimum_volume_are_dropped():
     labels, scores = decode_instances(probabilities_from(instance_target(truth, SPACING)), SPACING, SETTINGS)
     assert labels.max() == 1 and list(scores) == [1]
     assert labels[2, 5:7, 5:7].max() == 0
+
+
+def test_objects_below_the_minimum_score_are_dropped():
+    shape = (10, 60, 120)
+    truth = ellipsoid(shape, (200, 150, 150), (160, 100, 100)).astype(np.uint32)
+    faint = ellipsoid(shape, (200, 150, 450), (120, 60, 60))
+    probabilities = probabilities_from(instance_target(truth, SPACING))
+    probabilities[:, faint] = np.array([0.35, 0.6, 0.05], np.float32)[:, None]  # foreground 0.65
+    labels, scores = decode_instances(probabilities, SPACING, SETTINGS)
+    assert labels.max() == 2 and sorted(round(s, 2) for s in scores.values()) == [0.65, 1.0]
+    labels, scores = decode_instances(probabilities, SPACING, replace(SETTINGS, min_score=0.7))
+    assert labels.max() == 1 and labels[faint].max() == 0 and list(scores.values()) == [1.0]

@@ -106,3 +106,17 @@ def test_nifti_keeps_nan_and_inf_where_the_file_has_them(tmp_path, name):
     assert np.isnan(read[1, 2, 4]) and read[2, 0, 1] == np.inf and read[0, 3, 0] == -np.inf
     finite = np.isfinite(data)
     assert np.array_equal(read[finite], data[finite]) and np.isfinite(read).sum() == finite.sum()
+
+
+def test_a_bug_in_a_reader_is_not_reported_as_a_corrupt_file(tmp_path, monkeypatch):
+    """Only what a corrupt file makes the readers raise becomes "cannot read"; our own bugs keep their traceback."""
+    from reisoseg.io import tiff
+
+    write_volume(tmp_path / "stack.tif", np.zeros((2, 8, 8), np.uint8), (40.0, 5.0, 5.0))
+
+    def buggy(path):
+        raise TypeError("a bug of ours")
+
+    monkeypatch.setattr(tiff, "read_tiff", buggy)
+    with pytest.raises(TypeError, match="a bug of ours"):
+        open_volume(tmp_path / "stack.tif")

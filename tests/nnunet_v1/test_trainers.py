@@ -52,13 +52,24 @@ def test_a_trained_fold_keeps_the_pattern_it_recorded(tmp_path):
     assert _trainer(tmp_path, name="ReIsoSegRMA8V6Trainer").pattern == (2, 2, 2)  # a fixed pattern stays fixed
 
 
-@pytest.mark.parametrize("name, half", [("ReIsoSegRMA4V6Trainer", [0.5, 0.5, 0.5]),
-                                        ("ReIsoSegRMA8V6Trainer", [1.0, 0.5, 0.5])])
-def test_deep_supervision_scales_match_the_heads(tmp_path, name, half):
+@pytest.mark.parametrize("name", ["ReIsoSegRMA1V6Trainer", "ReIsoSegRMA2V6Trainer", "ReIsoSegRMA4V6Trainer",
+                                  "ReIsoSegRMA8V6Trainer"])
+def test_downsampled_targets_have_each_heads_shape(tmp_path, name):
+    """nnU-Net's deep-supervision targets, made with the trainer's scales, fit the network's six heads."""
+    import torch
+    from nnunet.training.data_augmentation.downsampling import DownsampleSegForDSTransform2
+
     trainer = _trainer(tmp_path, name=name)
     trainer.setup_DA_params()
-    full = [1.0, 1.0, 1.0]
-    assert trainer.deep_supervision_scales == [full, full, half, full, full, half]
+    trainer.device = torch.device("cpu")
+    trainer.initialize_network()
+    patch = tuple(int(v) for v in trainer.patch_size)
+    with torch.no_grad():
+        heads = trainer.network(torch.zeros(1, 1, *patch))
+    targets = DownsampleSegForDSTransform2(trainer.deep_supervision_scales, 0, input_key="target",
+                                           output_key="target")(target=np.zeros((1, 1, *patch)))["target"]
+    assert len(heads) == len(targets) == 6
+    assert [tuple(t.shape[2:]) for t in targets] == [tuple(h.shape[2:]) for h in heads]
 
 
 def test_time_budget_refits_the_remaining_epochs(tmp_path):

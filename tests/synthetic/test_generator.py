@@ -1,8 +1,11 @@
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from reisoseg.synthetic import CLASSES, SynthParams, generate_volume
 from reisoseg.synthetic.calibration import neighbour_section_correlation, noise_correlation
+
+CONTACT_DARKER_BY = 10.0  # grey values, the least per volume (documentation/synthetic_data.md)
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +81,30 @@ def test_neighbour_correlation_falls_as_ratio_grows_and_noise_is_correlated():
 def test_invalid_requests_raise(shape, ratio):
     with pytest.raises(ValueError):
         generate_volume(shape, ratio)
+
+
+def _contact_contrast(volume, axes: tuple[int, ...]) -> float | None:
+    """Mean intensity deep inside touching objects minus that at their contacts along `axes` (None: no contact)."""
+    ids = np.where(volume.labels == CLASSES["mitochondria"], volume.instances, 0).astype(np.int64)
+    image = volume.image.astype(np.float32)
+    contacts, touching = np.zeros(ids.shape, bool), set()
+    for axis in axes:
+        after, before = np.moveaxis(ids, axis, 0)[1:], np.moveaxis(ids, axis, 0)[:-1]
+        faces = (after > 0) & (before > 0) & (after != before)
+        mask = np.moveaxis(contacts, axis, 0)
+        mask[1:] |= faces
+        mask[:-1] |= faces
+        touching |= set(after[faces].tolist()) | set(before[faces].tolist())
+    if not contacts.any():
+        return None
+    deep = ndimage.binary_erosion(ids > 0, np.ones((1, 7, 7), bool)) & np.isin(ids, list(touching)) & ~contacts
+    return float(image[deep].mean() - image[contacts].mean())
+
+
+def test_touching_mitochondria_show_their_interface_across_sections_and_in_plane(demo_sized):
+    """Each keeps its membrane and the gap between them, so the contact is darker than the interiors (stated in
+    documentation/synthetic_data.md), whether it lies in plane or across sections, inside a section."""
+    across = [_contact_contrast(v, (0,)) for v in demo_sized]
+    in_plane = [_contact_contrast(v, (1, 2)) for v in demo_sized]
+    assert None not in across and None not in in_plane  # every demo-sized volume has contacts of both kinds
+    assert min(across) >= CONTACT_DARKER_BY and min(in_plane) >= CONTACT_DARKER_BY, (across, in_plane)
