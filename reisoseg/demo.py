@@ -147,7 +147,7 @@ def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings
     folders = _nnunet_folders(output)
     for name, folder in folders.items():
         folder.mkdir(parents=True, exist_ok=True)
-        os.environ[name] = str(folder)  # nnU-Net follows them from compat.install() on
+        os.environ[name] = str(folder)  # nnU-Net follows them in every compat.redirected() block
     raw = folders["nnUNet_raw_data_base"] / "nnUNet_raw_data" / TASK_NAME
     plans = plans_file(folders["nnUNet_preprocessed"], TASK_NAME)
     model = demo_model_folder(output)

@@ -55,8 +55,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lambda", dest="ani_weight", type=float, default=None,
                         help="weight of L_ani in (1-lambda)*L_iso + lambda*L_ani (default: 0.5, the reference)")
     parser.add_argument("--budget_minutes", dest="time_budget_minutes", type=float, default=None,
-                        help="ReIsoSeg trainers: fit the number of epochs (and the poly LR schedule) to this wall "
-                             "time, measured on the first epoch (default: no budget, use --epochs)")
+                        help="ReIsoSeg trainers and nnUNetTrainerV2EM: fit the number of epochs (and the poly LR "
+                             "schedule) to this wall time, refitted after every epoch (default: no budget, use "
+                             "--epochs)")
     parser.add_argument("--patch_size", type=int, nargs=3, metavar=("Z", "Y", "X"), default=None,
                         help="train on plans derived for this patch (e.g. 16 64 64 on a CPU; identifier "
                              "PLANS_patchZxYxX, its own model folder); ReIsoSeg trainers round it down to what their "

@@ -28,6 +28,7 @@ from reisoseg.errors import ReIsoSegError
 from reisoseg.inference.model import CroppedVolume
 from reisoseg.inference.tiles import clipped, windows_touching, zero_padded
 from reisoseg.layout import FINAL_CHECKPOINT
+from reisoseg.nnunet_v1.compat import redirected
 from reisoseg.nnunet_v1.model_files import restore_trainer, safe_load_pickle
 from reisoseg.nnunet_v1.resampling import axis_maps, resample_back, resample_box
 
@@ -138,12 +139,12 @@ class BlockPredictor:
             raise ReIsoSegError("device cpu on a machine whose GPU torch sees: nnU-Net's window prediction moves "
                                 "data to the GPU whenever one is visible; start Python with CUDA_VISIBLE_DEVICES= "
                                 "(reisoseg segment --device cpu does this)")
-        from reisoseg.nnunet_v1.compat import install
-
-        install()
         try:
-            trainer, parameters = restore_trainer(reference.folder, list(reference.folds), reference.checkpoint,
-                                                  mixed_precision=reference.mixed_precision)
+            with redirected():
+                from reisoseg.nnunet_v1 import trainers  # noqa: F401  (registers ours for nnU-Net's lookup by name)
+
+                trainer, parameters = restore_trainer(reference.folder, list(reference.folds), reference.checkpoint,
+                                                      mixed_precision=reference.mixed_precision)
         except pickle.UnpicklingError as error:
             message = str(error).strip().splitlines()[0]
             raise ReIsoSegError(f"refusing to load a model file of {reference.folder}: {message}") from error

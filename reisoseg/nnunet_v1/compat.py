@@ -1,16 +1,20 @@
-"""Every redirection of nnU-Net v1 (`nnunet==1.7.1`) lives here; the installed package is never edited.
+"""Every redirection of nnU-Net v1 (`nnunet==1.7.1`) lives here, applied only inside `redirected()` (and
+`scoring_annotated_voxels`) and undone on leaving; the installed package is never edited, and another nnunet
+version is refused with one line rather than patched blindly.
 
 Handled (see documentation/nnunet_v1_integration.md):
 1. Prediction restores trainers and checkpoints through model_files.py (weights-only, whatever the environment).
-2. Trainer lookup by name searches our registry first, then nnU-Net's package (training and prediction).
+2. Trainer lookup by name searches our registry first, then nnU-Net's package (training and prediction); the
+   callers import `reisoseg.nnunet_v1.trainers` inside the block, which registers them.
 3. batchgenerators 0.25.5 can hang at exit: `finish_augmenters` stops the workers explicitly.
 4. Augmentation workers default to the CPU count instead of nnU-Net's hostname table (12 + 6).
 5. `torch.cuda.amp` FutureWarnings are silenced; fp16 is used on CUDA only (our trainers use `torch.amp`).
 6. SciPy deprecation warnings of `scipy.ndimage.filters`/`interpolation` are silenced (scipy < 2 is pinned).
 7. `.model.pkl` and `plans.pkl` of model folders are read with a restricted unpickler (model_files.py).
 (8 and 9 of the guide's table live in em_training.py and sparse.py.)
-10. nnU-Net binds its folders (`nnunet.paths`) when first imported; every `install()` points the loaded modules at the
-    folders the environment names now, so setting them after an import (a second demo, a notebook) takes effect.
+10. nnU-Net binds its folders (`nnunet.paths`) when first imported; every `redirected()` points the loaded modules at
+    the folders the environment names now, so setting them after an import (a second demo, a notebook) takes
+    effect. These follow the environment and are not undone.
 11. The fold validation scores every voxel: `scoring_annotated_voxels` makes it (and the postprocessing it
     determines) leave out the voxels of a sparse task's ignore label.
 """
@@ -18,12 +22,21 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.metadata import version
 from typing import Any
 
-_installed = False
+from reisoseg.errors import ReIsoSegError
+from reisoseg.nnunet_v1.model_files import restore_trainer, safe_load_pickle
+from reisoseg.nnunet_v1.registry import trainer_classes
+
+SUPPORTED_VERSION = "1.7.1"  # the nnunet release every redirection below was written against
+_lock = threading.Lock()
+_depth = 0  # redirected() blocks open now, in any thread
+_saved: list[tuple[Any, str, Any]] = []  # (module, attribute, nnU-Net's own value) while redirected
 
 
 def configure_environment() -> None:
@@ -34,9 +47,15 @@ def configure_environment() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"scipy\.ndimage")
 
 
-def _find_trainer(folder: Any, trainer_name: str, current_module: str) -> Any:
-    from reisoseg.nnunet_v1.registry import trainer_classes
+def check_version() -> None:
+    """ReIsoSegError unless the installed nnunet is the release the redirections were written for."""
+    installed = version("nnunet")
+    if installed != SUPPORTED_VERSION:
+        raise ReIsoSegError(f"nnunet {installed} is installed, but reisoseg's nnU-Net v1 engine is written for "
+                            f"nnunet=={SUPPORTED_VERSION}: pip install nnunet=={SUPPORTED_VERSION}")
 
+
+def _find_trainer(folder: Any, trainer_name: str, current_module: str) -> Any:
     ours = trainer_classes().get(trainer_name)
     return ours if ours is not None else _original_find(folder, trainer_name, current_module)
 
@@ -63,27 +82,49 @@ def _follow_environment() -> None:
                 setattr(module, name, value)
 
 
-def install() -> None:
-    """Apply the redirections (idempotent) and point nnU-Net at the folders the environment names now."""
-    global _installed, _original_find
-    if _installed:
-        _follow_environment()
-        return
+def _apply() -> None:
+    global _original_find
     configure_environment()
     import nnunet.inference.predict as v1_predict
     import nnunet.run.default_configuration as v1_config
     import nnunet.training.model_restore as v1_restore
 
-    from reisoseg.nnunet_v1.model_files import restore_trainer, safe_load_pickle
-
     _original_find = v1_restore.recursive_find_python_class
-    v1_restore.recursive_find_python_class = _find_trainer
-    v1_config.recursive_find_python_class = _find_trainer
-    v1_restore.load_pickle = safe_load_pickle
-    v1_predict.load_pickle = safe_load_pickle
-    v1_predict.load_model_and_checkpoint_files = restore_trainer  # same positional order; folds always given
-    _installed = True
-    _follow_environment()
+    for module, name, value in ((v1_restore, "recursive_find_python_class", _find_trainer),
+                                (v1_config, "recursive_find_python_class", _find_trainer),
+                                (v1_restore, "load_pickle", safe_load_pickle),
+                                (v1_predict, "load_pickle", safe_load_pickle),
+                                # same positional order as nnU-Net's; its callers always pass the folds
+                                (v1_predict, "load_model_and_checkpoint_files", restore_trainer)):
+        _saved.append((module, name, getattr(module, name)))
+        setattr(module, name, value)
+
+
+def _undo() -> None:
+    while _saved:
+        module, name, value = _saved.pop()
+        setattr(module, name, value)
+
+
+@contextmanager
+def redirected() -> Iterator[None]:
+    """nnU-Net v1 with the redirections above for the duration of the block, pointed at the folders the environment
+    names now. Nested and concurrent blocks (threads of one process) share one application, undone when the last
+    one leaves."""
+    global _depth
+    with _lock:
+        if _depth == 0:
+            check_version()
+            _apply()
+        _depth += 1
+        _follow_environment()
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                _undo()
 
 
 @contextmanager

@@ -14,6 +14,9 @@
 - the optimizer: nnU-Net's SGD (momentum 0.99, Nesterov) by default, or AdamW (`optimizer_name`), which learns
   more in a budget of a few dozen iterations (the demo's; documentation/instances.md), under the same poly schedule;
   a checkpoint records which, and training continues only with the same one;
+- a time budget (`time_budget_s`): after each epoch the remaining epochs are refitted to the budget at this run's
+  mean epoch time, so that the poly schedule ends when the budget does; the same for every trainer, so that the
+  method and the baseline can be compared at equal wall time;
 - one writer in a distributed run: only rank 0 logs, plots and saves.
 """
 from __future__ import annotations
@@ -38,6 +41,7 @@ from reisoseg.nnunet_v1.checkpoints import (
     rng_state,
     write_checkpoint,
 )
+from reisoseg.nnunet_v1.compat import scoring_annotated_voxels
 from reisoseg.nnunet_v1.model_files import load_checkpoint_into
 from reisoseg.nnunet_v1.sparse import (
     IGNORE_KEY,
@@ -65,6 +69,10 @@ class EMTrainingMixin:
         self._stop = StopRequested()
         self._last_save = 0.0
         self.ignore_label: int | None = None  # the label value of unannotated voxels, from the plans
+        self.time_budget_s: float | None = None  # if set, the epoch count is fitted to it after each epoch
+        self._training_started: float | None = None
+        self._first_epoch = 0
+        self._epoch_cap = 0
 
     @property
     def writes_files(self) -> bool:
@@ -152,8 +160,6 @@ class EMTrainingMixin:
         """nnU-Net's fold validation; with an ignore label, unannotated voxels count in no score."""
         if self.ignore_label is None:
             return super().validate(*args, **kwargs)
-        from reisoseg.nnunet_v1.compat import scoring_annotated_voxels
-
         with scoring_annotated_voxels(self.ignore_label):
             return super().validate(*args, **kwargs)
 
@@ -249,9 +255,32 @@ class EMTrainingMixin:
             for path in remove_unfinished_writes(self.output_folder):
                 self.print_to_log_file(f"removed {path.name}, left by an interrupted checkpoint write")
         self._last_save = time()
+        self._training_started, self._first_epoch = time(), self.epoch  # -c: this run's budget and epochs
+        self._epoch_cap = self.max_num_epochs
         with self._stop.installed():
             try:
                 return super().run_training()
             except TrainingStopped:
                 self._save(checkpoint_file(self.output_folder, LATEST_CHECKPOINT), self.epoch)
                 raise
+
+    def on_epoch_end(self):
+        """With a time budget, refit the remaining epochs (every rank to rank 0's count) before nnU-Net's end of
+        epoch, which decides whether to go on."""
+        if self.time_budget_s is not None and self._training_started is not None:
+            self._fit_epochs_to_budget(time() - self._training_started)
+            if self.ranks is not None:
+                from reisoseg.nnunet_v1.distributed import broadcast_int
+
+                self.max_num_epochs = broadcast_int(self.max_num_epochs)  # every rank stops at rank 0's epoch
+        return super().on_epoch_end()
+
+    def _fit_epochs_to_budget(self, elapsed: float) -> None:
+        """Epochs that still fit the remaining budget at the mean epoch time of this run (the poly LR follows)."""
+        per_epoch = elapsed / (self.epoch + 1 - self._first_epoch)
+        fitted = self.epoch + 1 + int(max(0.0, self.time_budget_s - elapsed) // per_epoch)
+        fitted = min(self._epoch_cap, fitted)
+        if fitted != self.max_num_epochs:
+            self.print_to_log_file(f"time budget {self.time_budget_s:.0f} s, {per_epoch:.1f} s per epoch: "
+                                   f"{fitted} epochs")
+            self.max_num_epochs = fitted

@@ -79,7 +79,8 @@ def restore_trainer(folder: str | os.PathLike, folds: Sequence[int | str] | int 
     """nnU-Net v1's trainer of a model folder, initialised for inference, and the checkpoint of each fold, every
     file read through the loaders above (nnU-Net's `load_model_and_checkpoint_files`, made safe).
 
-    Needs `compat.install()` first: nnU-Net's `restore_model` then reads the `.pkl` safely and finds our trainers."""
+    Call it inside `compat.redirected()`: nnU-Net's `restore_model` then reads the `.pkl` safely and finds our
+    trainers."""
     from nnunet.training.model_restore import restore_model
 
     if isinstance(folds, (str, int)):

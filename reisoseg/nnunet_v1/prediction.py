@@ -20,6 +20,7 @@ from reisoseg.layout import (
     fold_folder,
 )
 from reisoseg.layout import model_folder as model_folder_path
+from reisoseg.nnunet_v1.compat import redirected
 from reisoseg.nnunet_v1.tasks import parse_fold, require_environment, resolve_task
 
 
@@ -92,19 +93,18 @@ def predict_folder(input_folder: str | os.PathLike, output_folder: str | os.Path
     from reisoseg.devices import resolve_device
 
     device = resolve_device(options.device)  # once per call, before nnU-Net starts (it hides GPUs for cpu)
-    from reisoseg.nnunet_v1.compat import install
-
-    install()
-    from nnunet.inference.predict import predict_from_folder
-
     mixed_precision = not options.fp32 and device.type == "cuda"
     os.makedirs(output_folder, exist_ok=True)
     cases = sorted({p.name[:-len("_0000.nii.gz")] for p in Path(input_folder).glob("*_0000.nii.gz")})
     # without a postprocessing.json (no cross-validation was consolidated) there is nothing to apply or warn about
     no_postprocessing = options.disable_postprocessing or not (folder / "postprocessing.json").is_file()
     try:
-        with files_progress([Path(output_folder) / f"{case}.nii.gz" for case in cases], "predicting", "case",
-                            enabled=options.progress):
+        with redirected(), files_progress([Path(output_folder) / f"{case}.nii.gz" for case in cases], "predicting",
+                                          "case", enabled=options.progress):
+            from nnunet.inference.predict import predict_from_folder
+
+            from reisoseg.nnunet_v1 import trainers  # noqa: F401  (registers ours for nnU-Net's lookup by name)
+
             predict_from_folder(str(folder), str(input_folder), str(output_folder), folds,
                                 options.save_npz or options.instances,
                                 options.num_threads_preprocessing, options.num_threads_nifti_save, None, 0, 1,

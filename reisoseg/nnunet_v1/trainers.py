@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-from time import time
 from typing import ClassVar
 
 import numpy as np
@@ -33,6 +32,7 @@ from reisoseg.network.anisotropy import PatchDoesNotFit, ani_scale_from_spacing,
 from reisoseg.network.memory import fit_patch_to_memory, training_step_memory
 from reisoseg.nnunet_v1.em_training import EMTrainingMixin
 from reisoseg.nnunet_v1.network import ReIsoSegV1Network
+from reisoseg.nnunet_v1.registry import register
 
 GRADIENT_CLIP_NORM = 12.0
 REFERENCE_EPOCHS = 600
@@ -51,12 +51,9 @@ class ReIsoSegTrainer(EMTrainingMixin, nnUNetTrainerV2):
         self.pattern: tuple[int, int, int] | None = None
         self._branch_losses: dict[str, list[tuple[float, float]]] = {"train": [], "val": []}
         self.branch_loss_history: list[dict[str, float]] = []
-        self.time_budget_s: float | None = None  # if set, the epoch count is fitted to it after epoch 0
         self.memory_budget_bytes: float | None = None  # if set, the patch is fitted to it when training starts
         self._training = False
         self._distributed_network = None  # DistributedDataParallel around self.network, for training steps
-        self._training_started: float | None = None
-        self._first_epoch = 0
 
     def process_plans(self, plans):
         """nnUNetTrainer.process_plans, then pick the pattern and make the patch divisible by what it needs; in a
@@ -212,14 +209,8 @@ class ReIsoSegTrainer(EMTrainingMixin, nnUNetTrainerV2):
         """Pseudo-Dice from head 3 (ani, full resolution) rather than head 0 (iso): spec §9.2."""
         return super().run_online_evaluation(output[3:], target[3:])
 
-    def run_training(self):
-        """Start the clock for the time budget."""
-        self._training_started, self._first_epoch = time(), self.epoch  # -c: this run's budget and epochs
-        self._epoch_cap = self.max_num_epochs
-        return super().run_training()
-
     def on_epoch_end(self):
-        """Log L_iso/L_ani (also to branch_losses.json); with a time budget, refit the remaining epochs."""
+        """Log L_iso/L_ani (also to branch_losses.json); the mixin then refits the epochs to a time budget."""
         means = {"epoch": self.epoch}
         for phase, values in self._branch_losses.items():
             if values:
@@ -232,23 +223,7 @@ class ReIsoSegTrainer(EMTrainingMixin, nnUNetTrainerV2):
         if self.writes_files:
             with atomic_file(os.path.join(self.output_folder, "branch_losses.json")) as temporary:
                 temporary.write_text(json.dumps(self.branch_loss_history))
-        if self.time_budget_s is not None and self._training_started is not None:
-            self._fit_epochs_to_budget(time() - self._training_started)
-            if self.ranks is not None:
-                from reisoseg.nnunet_v1.distributed import broadcast_int
-
-                self.max_num_epochs = broadcast_int(self.max_num_epochs)  # every rank stops at rank 0's epoch
         return super().on_epoch_end()
-
-    def _fit_epochs_to_budget(self, elapsed: float) -> None:
-        """Epochs that still fit the remaining budget at the mean epoch time of this run (the poly LR follows)."""
-        per_epoch = elapsed / (self.epoch + 1 - self._first_epoch)
-        fitted = self.epoch + 1 + int(max(0.0, self.time_budget_s - elapsed) // per_epoch)
-        fitted = min(self._epoch_cap, fitted)
-        if fitted != self.max_num_epochs:
-            self.print_to_log_file(f"time budget {self.time_budget_s:.0f} s, {per_epoch:.1f} s per epoch: "
-                                   f"{fitted} epochs")
-            self.max_num_epochs = fitted
 
 
 class ReIsoSegRMA1V6Trainer(ReIsoSegTrainer):
@@ -280,7 +255,7 @@ class nnUNetTrainerV2EM(EMTrainingMixin, nnUNetTrainerV2):  # noqa: N801 (nnU-Ne
 
 
 TRAINERS: dict[str, type[nnUNetTrainerV2]] = {
-    cls.__name__: cls
+    register(cls).__name__: cls
     for cls in (ReIsoSegTrainer, ReIsoSegRMA1V6Trainer, ReIsoSegRMA2V6Trainer, ReIsoSegRMA4V6Trainer,
                 ReIsoSegRMA8V6Trainer, nnUNetTrainerV2EM)
 }

@@ -18,6 +18,7 @@ from reisoseg.layout import (
 )
 from reisoseg.layout import plans_file as layout_plans_file
 from reisoseg.network.anisotropy import PatchDoesNotFit
+from reisoseg.nnunet_v1.compat import finish_augmenters, redirected
 from reisoseg.nnunet_v1.model_files import UnsafePickleError, load_checkpoint_into
 from reisoseg.nnunet_v1.tasks import parse_fold, require_environment, resolve_task
 
@@ -98,14 +99,17 @@ def _configure(trainer, options: TrainingOptions, device) -> None:
             raise ReIsoSegError(f"`initial_lr` must be positive, got {options.initial_lr}")
         trainer.initial_lr = options.initial_lr
 
+    if options.time_budget_minutes is not None:
+        _require_our_trainer(trainer, "time_budget_minutes", "trains for `epochs`")
+        if not options.time_budget_minutes > 0:
+            raise ReIsoSegError(f"`time_budget_minutes` must be positive, got {options.time_budget_minutes}")
+        trainer.time_budget_s = 60.0 * options.time_budget_minutes
     if isinstance(trainer, ReIsoSegTrainer):
         trainer.device = device
         if options.ani_weight is not None:
             if not 0.0 <= options.ani_weight <= 1.0:
                 raise ReIsoSegError(f"`ani_weight` must lie in [0, 1], got {options.ani_weight}")
             trainer.ani_weight = options.ani_weight
-        if options.time_budget_minutes is not None:
-            trainer.time_budget_s = 60.0 * options.time_budget_minutes
         if options.gpu_memory_gb is not None:
             if options.gpu_memory_gb <= 0:
                 raise ReIsoSegError(f"`gpu_memory_gb` must be positive, got {options.gpu_memory_gb}")
@@ -117,8 +121,6 @@ def _configure(trainer, options: TrainingOptions, device) -> None:
     elif options.gpu_memory_gb is not None:
         raise ReIsoSegError("`gpu_memory_gb` needs a ReIsoSeg trainer: nnU-Net's planner already sized "
                             "Generic_UNet's patch for a GPU")
-    elif options.time_budget_minutes is not None:
-        raise ReIsoSegError("`time_budget_minutes` needs a ReIsoSeg trainer; give nnU-Net's trainers `epochs`")
     elif device.type not in ("cpu", "cuda"):
         raise ReIsoSegError(f"{type(trainer).__name__} is nnU-Net's own trainer: it runs on cpu or cuda only")
     if options.epochs is not None:
@@ -171,10 +173,16 @@ def run_training(configuration: str, trainer_name: str, task: str, fold: str | i
     from reisoseg.devices import resolve_device
 
     device = resolve_device(options.device)  # once per call, before nnU-Net starts (it hides GPUs for cpu)
-    from reisoseg.nnunet_v1.compat import finish_augmenters, install
+    with redirected():
+        return _train(configuration, trainer_name, task_name, fold, options, device)
 
-    install()
+
+def _train(configuration: str, trainer_name: str, task_name: str, fold: str | int, options: TrainingOptions,
+           device) -> str:
+    """`run_training` inside nnU-Net, once the arguments are checked."""
     from nnunet.run.default_configuration import get_default_configuration
+
+    from reisoseg.nnunet_v1.trainers import ReIsoSegTrainer  # registers ours for nnU-Net's lookup by name
 
     ranks = None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: one rank of several
@@ -213,8 +221,6 @@ def run_training(configuration: str, trainer_name: str, task: str, fold: str | i
     _configure(trainer, options, device)
     main_process = ranks is None or ranks.main
     if ranks is not None:
-        from reisoseg.nnunet_v1.trainers import ReIsoSegTrainer
-
         if not isinstance(trainer, ReIsoSegTrainer):
             raise ReIsoSegError(f"{trainer_name}: distributed training needs a ReIsoSeg trainer (nnU-Net v1's own "
                                 f"is nnUNetTrainerV2_DDP, run by nnU-Net's scripts)")

@@ -64,10 +64,10 @@ def batch() -> tuple[torch.Tensor, list[torch.Tensor]]:
 def loss_function(distributed: bool = False):
     """Our trainers' loss: ReIsoLoss over nnU-Net's Dice + CE with batch Dice, as in 3d_fullres."""
     from reisoseg.loss import ReIsoLoss
-    from reisoseg.nnunet_v1.compat import install
+    from reisoseg.nnunet_v1.compat import redirected
 
-    install()
-    from nnunet.training.loss_functions.dice_loss import DC_and_CE_loss
+    with redirected():
+        from nnunet.training.loss_functions.dice_loss import DC_and_CE_loss
 
     base = DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False}, {})
     if distributed:

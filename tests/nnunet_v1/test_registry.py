@@ -36,18 +36,47 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
 
 
 def test_trainer_lookup_finds_ours_and_falls_back_to_nnunet():
-    from reisoseg.nnunet_v1.compat import install
+    from reisoseg.nnunet_v1.compat import redirected
 
-    install()
-    import nnunet
+    with redirected():
+        import nnunet
+        from nnunet.training import model_restore
+
+        from reisoseg.nnunet_v1.trainers import ReIsoSegRMA4V6Trainer
+
+        folder = [nnunet.__path__[0] + "/training/network_training"]
+        module = "nnunet.training.network_training"
+        find = model_restore.recursive_find_python_class
+        assert find(folder, "ReIsoSegRMA4V6Trainer", module) is ReIsoSegRMA4V6Trainer
+        assert find(folder, "nnUNetTrainerV2", module).__name__ == "nnUNetTrainerV2"
+
+
+def test_the_redirections_last_as_long_as_the_block_and_nested_blocks_share_them():
+    from nnunet.inference import predict
     from nnunet.training import model_restore
 
-    from reisoseg.nnunet_v1.trainers import ReIsoSegRMA4V6Trainer
+    from reisoseg.nnunet_v1.compat import redirected
 
-    folder = [nnunet.__path__[0] + "/training/network_training"]
-    module = "nnunet.training.network_training"
-    assert model_restore.recursive_find_python_class(folder, "ReIsoSegRMA4V6Trainer", module) is ReIsoSegRMA4V6Trainer
-    assert model_restore.recursive_find_python_class(folder, "nnUNetTrainerV2", module).__name__ == "nnUNetTrainerV2"
+    own = (model_restore.load_pickle, predict.load_model_and_checkpoint_files)
+    with redirected():
+        pass
+    assert model_restore.load_pickle is own[0]  # nnU-Net's own, restored on leaving
+    with redirected():
+        assert model_restore.load_pickle is safe_load_pickle
+        with redirected():
+            assert predict.load_model_and_checkpoint_files is not own[1]
+        assert model_restore.load_pickle is safe_load_pickle  # the outer block still holds them
+    assert (model_restore.load_pickle, predict.load_model_and_checkpoint_files) == own
+
+
+def test_another_nnunet_version_is_refused_in_one_line(monkeypatch):
+    from reisoseg.errors import ReIsoSegError
+    from reisoseg.nnunet_v1 import compat
+
+    monkeypatch.setattr(compat, "version", lambda package: "1.7.0")
+    with pytest.raises(ReIsoSegError, match=r"^nnunet 1\.7\.0 is installed, .* pip install nnunet==1\.7\.1$"):
+        with compat.redirected():
+            pass
 
 
 def test_rma_trainers_differ_by_pattern_only():
@@ -71,14 +100,14 @@ for name in ("nnUNet_raw_data_base", "nnUNet_preprocessed", "RESULTS_FOLDER"):
 import nnunet.run.default_configuration as config
 import nnunet.experiment_planning.experiment_planner_baseline_2DUNet as planner  # `from nnunet.paths import *`
 import nnunet.training.dataloading.dataset_loading as loading
-from reisoseg.nnunet_v1.compat import install
+from reisoseg.nnunet_v1.compat import redirected
 for run in sys.argv[1:]:
     os.environ.update(nnUNet_raw_data_base=run + "/raw", nnUNet_preprocessed=run + "/preprocessed",
                       RESULTS_FOLDER=run + "/results")
-    install()
-    folder = run + "/results/nnUNet/3d_fullres/Task001_X/ReIsoSegTrainer__nnUNetPlansv2.1"
-    print(config.get_configuration_from_output_folder(folder), loading.preprocessing_output_dir,
-          planner.network_training_output_dir, planner.nnUNet_cropped_data)
+    with redirected():
+        folder = run + "/results/nnUNet/3d_fullres/Task001_X/ReIsoSegTrainer__nnUNetPlansv2.1"
+        print(config.get_configuration_from_output_folder(folder), loading.preprocessing_output_dir,
+              planner.network_training_output_dir, planner.nnUNet_cropped_data)
 """
     first, second = tmp_path / "first", tmp_path / "second"
     env = {k: v for k, v in os.environ.items() if k not in NNUNET_VARIABLES}

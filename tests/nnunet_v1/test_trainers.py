@@ -72,8 +72,9 @@ def test_downsampled_targets_have_each_heads_shape(tmp_path, name):
     assert [tuple(t.shape[2:]) for t in targets] == [tuple(h.shape[2:]) for h in heads]
 
 
-def test_time_budget_refits_the_remaining_epochs(tmp_path):
-    trainer = _trainer(tmp_path)
+@pytest.mark.parametrize("name", ["ReIsoSegTrainer", "nnUNetTrainerV2EM"])  # the method and the baseline alike
+def test_time_budget_refits_the_remaining_epochs(tmp_path, name):
+    trainer = _trainer(tmp_path, name=name)
     trainer.time_budget_s, trainer._epoch_cap, trainer.max_num_epochs = 100.0, 50, 50
     trainer.epoch = 1  # two epochs done in 20 s: 10 s each, 80 s left
     trainer._fit_epochs_to_budget(20.0)
