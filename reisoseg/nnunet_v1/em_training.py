@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import pickle
 from time import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -70,6 +70,7 @@ class EMTrainingMixin:
         self._last_save = 0.0
         self.ignore_label: int | None = None  # the label value of unannotated voxels, from the plans
         self.time_budget_s: float | None = None  # if set, the epoch count is fitted to it after each epoch
+        self.epoch_ended: Callable[[Any], None] | None = None  # called with the trainer after each epoch
         self._training_started: float | None = None
         self._first_epoch = 0
         self._epoch_cap = 0
@@ -266,14 +267,17 @@ class EMTrainingMixin:
 
     def on_epoch_end(self):
         """With a time budget, refit the remaining epochs (every rank to rank 0's count) before nnU-Net's end of
-        epoch, which decides whether to go on."""
+        epoch, which decides whether to go on; then tell `epoch_ended` (a progress bar)."""
         if self.time_budget_s is not None and self._training_started is not None:
             self._fit_epochs_to_budget(time() - self._training_started)
             if self.ranks is not None:
                 from reisoseg.nnunet_v1.distributed import broadcast_int
 
                 self.max_num_epochs = broadcast_int(self.max_num_epochs)  # every rank stops at rank 0's epoch
-        return super().on_epoch_end()
+        continuing = super().on_epoch_end()
+        if self.epoch_ended is not None:
+            self.epoch_ended(self)
+        return continuing
 
     def _fit_epochs_to_budget(self, elapsed: float) -> None:
         """Epochs that still fit the remaining budget at the mean epoch time of this run (the poly LR follows)."""

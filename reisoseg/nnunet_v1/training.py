@@ -19,6 +19,7 @@ from reisoseg.layout import (
 from reisoseg.layout import plans_file as layout_plans_file
 from reisoseg.network.anisotropy import PatchDoesNotFit
 from reisoseg.nnunet_v1.compat import finish_augmenters, redirected
+from reisoseg.nnunet_v1.em_training import OPTIMIZERS, EMTrainingMixin
 from reisoseg.nnunet_v1.model_files import UnsafePickleError, load_checkpoint_into
 from reisoseg.nnunet_v1.tasks import parse_fold, require_environment, resolve_task
 
@@ -70,15 +71,12 @@ def effective_plans_identifier(options: TrainingOptions) -> str:
 
 def _require_our_trainer(trainer, option: str, otherwise: str) -> None:
     """ReIsoSegError unless `trainer` has our additions (EMTrainingMixin); `otherwise` says what it does instead."""
-    from reisoseg.nnunet_v1.em_training import EMTrainingMixin
-
     if not isinstance(trainer, EMTrainingMixin):
         raise ReIsoSegError(f"`{option}` needs one of our trainers (a ReIsoSeg trainer, or nnUNetTrainerV2EM for the "
                             f"baseline); {type(trainer).__name__} {otherwise}")
 
 
 def _configure(trainer, options: TrainingOptions, device) -> None:
-    from reisoseg.nnunet_v1.em_training import OPTIMIZERS
     from reisoseg.nnunet_v1.trainers import ReIsoSegTrainer
 
     if options.checkpoint_minutes is not None:
@@ -142,20 +140,17 @@ def fold_output_folder(configuration: str, trainer_name: str, task: str, fold: s
                                     configuration), parse_fold(fold))
 
 
-def _show_epochs(trainer, bar) -> None:
-    """Advance `bar` at the end of each epoch of any nnU-Net v1 trainer, with its loss and online pseudo-Dice."""
-    finish_epoch = trainer.on_epoch_end
-
-    def on_epoch_end() -> bool:
-        continuing = finish_epoch()
-        bar.total = trainer.max_num_epochs  # a time budget refits it after the first epoch
+def _epoch_reporter(bar):
+    """What a trainer calls at the end of each epoch (`EMTrainingMixin.epoch_ended`): advance `bar` with the loss
+    and the online pseudo-Dice, and its total to the epochs that will run (a time budget refits them)."""
+    def report(trainer) -> None:
+        bar.total = trainer.max_num_epochs
         shown = {"loss": trainer.all_tr_losses[-1] if trainer.all_tr_losses else None,
                  "pseudo-Dice": trainer.all_val_eval_metrics[-1] if trainer.all_val_eval_metrics else None}
         bar.set_postfix_str(" ".join(f"{k} {float(v):.3f}" for k, v in shown.items() if v is not None), refresh=False)
         bar.update(trainer.epoch + 1 - bar.n)
-        return continuing
 
-    trainer.on_epoch_end = on_epoch_end
+    return report
 
 
 def run_training(configuration: str, trainer_name: str, task: str, fold: str | int,
@@ -250,9 +245,12 @@ def _train(configuration: str, trainer_name: str, task_name: str, fold: str | in
                 if not found:
                     raise ReIsoSegError(f"{trainer.output_folder}: no checkpoint to continue from")
                 _load_checkpoint(trainer, found[0], train=True)  # nnU-Net's order of preference
-            with progress_bar(trainer.max_num_epochs, "training", "epoch", enabled=options.progress and main_process,
+            # nnU-Net's own trainers report their epochs in engine.log only
+            shown = options.progress and main_process and isinstance(trainer, EMTrainingMixin)
+            with progress_bar(trainer.max_num_epochs, "training", "epoch", enabled=shown,
                               initial=trainer.epoch) as bar:
-                _show_epochs(trainer, bar)
+                if shown:
+                    trainer.epoch_ended = _epoch_reporter(bar)
                 trainer.run_training()
         trainer.network.eval()
         if options.run_validation and main_process:
