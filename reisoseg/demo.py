@@ -14,6 +14,10 @@ from typing import Callable
 
 import numpy as np
 
+from reisoseg.errors import ReIsoSegError
+from reisoseg.inference.calibration import calibrate_model
+from reisoseg.instances.calibration import store_calibration, uncalibrated_settings
+from reisoseg.io.atomic import atomic_file
 from reisoseg.layout import (
     DEFAULT_CONFIGURATION,
     DEFAULT_TRAINER,
@@ -27,6 +31,7 @@ from reisoseg.layout import (
     plans_file,
 )
 from reisoseg.synthetic.generator import CLASSES as CLASSES_BY_NAME
+from reisoseg.synthetic.generator import generate_volume
 from reisoseg.synthetic.task import volume_seed
 
 TASK_ID = 500
@@ -73,9 +78,6 @@ SETTINGS_FILE = "settings.json"  # what the output folder was made with
 def _check_settings(output: Path, settings: DemoSettings) -> None:
     """Record the settings of a new output folder; refuse one made with other settings (its steps would be reused
     with results that do not belong to them)."""
-    from reisoseg.errors import ReIsoSegError
-    from reisoseg.io.atomic import atomic_file
-
     wanted = {k: v for k, v in asdict(settings).items() if k not in ("timings", "device")}
     wanted = json.loads(json.dumps(wanted))  # tuples as lists, as they are read back
     path = output / SETTINGS_FILE
@@ -112,10 +114,7 @@ def validation_seeds(settings: DemoSettings) -> list[int]:
 
 
 def _calibrate(model: Path, settings: DemoSettings) -> None:
-    from reisoseg.inference.calibration import calibrate_model
-    from reisoseg.instances.calibration import store_calibration, uncalibrated_settings
-    from reisoseg.nnunet_v1.block_predictor import NnunetV1Model
-    from reisoseg.synthetic import generate_volume
+    from reisoseg.nnunet_v1.block_predictor import NnunetV1Model  # imports nnU-Net, whose banner engine.log takes
 
     pairs = []
     for seed in validation_seeds(settings):

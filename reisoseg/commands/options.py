@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from reisoseg.errors import ReIsoSegError
+from reisoseg.instances.target import DECODING_FIELDS
 from reisoseg.layout import DEFAULT_CONFIGURATION, DEFAULT_PLANS, DEFAULT_TRAINER, FINAL_CHECKPOINT
 
 
@@ -73,18 +74,18 @@ def add_model_options(parser: argparse.ArgumentParser, *, task_required: bool) -
                         help="device (default: cuda if available, else mps, else cpu)")
 
 
-DECODING_FLAGS = {"seed_threshold": "interior probability of a seed voxel",
-                  "seed_erosion_nm": "seeds keep interior voxels farther than this from any other voxel (nm)",
-                  "min_volume_nm3": "objects smaller than this are dropped (nm³)",
-                  "min_score": "objects whose score (mean foreground probability) is lower are dropped"}
+DECODING_HELP = {"seed_threshold": "interior probability of a seed voxel",
+                 "seed_erosion_nm": "seeds keep interior voxels farther than this from any other voxel (nm)",
+                 "min_volume_nm3": "objects smaller than this are dropped (nm³)",
+                 "min_score": "objects whose score (mean foreground probability) is lower are dropped"}
 
 
 def add_decoding_options(parser: argparse.ArgumentParser) -> None:
     """Flags that override the model's object decoding (instances.json: trained, or calibrated)."""
     group = parser.add_argument_group("object decoding (default: the model's, calibrated where it was)")
-    for name, meaning in DECODING_FLAGS.items():
-        group.add_argument(f"--{name}", type=float, default=None, help=meaning)
+    for name in DECODING_FIELDS:
+        group.add_argument(f"--{name}", type=float, default=None, help=DECODING_HELP[name])
 
 
 def decoding_overrides(args: argparse.Namespace) -> dict[str, float]:
-    return {name: getattr(args, name) for name in DECODING_FLAGS if getattr(args, name) is not None}
+    return {name: getattr(args, name) for name in DECODING_FIELDS if getattr(args, name) is not None}

@@ -228,13 +228,14 @@ def final_ids(job: InstanceJob, records: list[dict]) -> dict[int, float]:
     ids = np.array(sorted(counts), np.int64)
     total = np.array([counts[i] for i in ids], np.int64)
     scores = np.array([sums[i] / counts[i] for i in ids])
-    kept = ids[kept_objects(total, scores, job.settings, job.spacing)].tolist()
+    passed = kept_objects(total, scores, job.settings, job.spacing)
+    kept = ids[passed].tolist()
     size = len(np.load(job.work() / "seed_ids.npy"))
     lookup = np.zeros(max(size, max(counts, default=0) + 1), np.uint32)
     lookup[kept] = np.arange(1, len(kept) + 1, dtype=np.uint32)
     if not (job.work() / "object_ids.npy").is_file():
         _save(job.work() / "object_ids.npy", lookup)
-    return {new: sums[i] / counts[i] for new, i in enumerate(kept, start=1)}
+    return {new: float(score) for new, score in enumerate(scores[passed], start=1)}
 
 
 def relabel_block(job: InstanceJob, index: tuple[int, int, int]) -> int:

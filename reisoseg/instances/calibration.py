@@ -19,7 +19,8 @@ import numpy as np
 
 from reisoseg.evaluation.instances import Overlap, overlap_metrics
 from reisoseg.instances.decode import kept_objects, undecided_objects
-from reisoseg.instances.target import InstanceSettings
+from reisoseg.instances.target import DECODING_FIELDS, InstanceSettings
+from reisoseg.io.atomic import atomic_file
 from reisoseg.layout import INSTANCES_FILE
 
 REPORTED = ("ap_75", "f1_50", "ap_50", "predicted_instances", "reference_instances", "false_objects",
@@ -65,9 +66,9 @@ class Calibration:
     points: int
 
     def record(self) -> dict:
-        keys = ("seed_threshold", "seed_erosion_nm", "min_volume_nm3", "min_score")
-        return {"chosen": {k: self.settings.to_dict()[k] for k in keys}, "validation_cases": list(self.cases),
-                "grid_points": self.points, "before": self.before, "after": self.after}
+        chosen = {k: self.settings.to_dict()[k] for k in DECODING_FIELDS}
+        return {"chosen": chosen, "validation_cases": list(self.cases), "grid_points": self.points,
+                "before": self.before, "after": self.after}
 
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -94,19 +95,17 @@ def calibrate(cases: Sequence[ValidationCase], base: InstanceSettings,
             kept = kept_objects(counts, scores, point, case.spacing)
             scored[point].append(overlap_metrics(overlap.keeping(kept), by_id))
     means = {point: _mean(rows) for point, rows in scored.items()}
-    best = max(points, key=lambda point: (means[point]["ap_75"], means[point]["f1_50"], -points.index(point)))
+    order = {point: index for index, point in enumerate(points)}
+    best = max(points, key=lambda point: (means[point]["ap_75"], means[point]["f1_50"], -order[point]))
     return Calibration(best, means[base], means[best], tuple(case.name for case in cases), len(points))
 
 
 def store_calibration(model_folder: str | os.PathLike, calibration: Calibration) -> Path:
     """Write the chosen settings into the model's instances.json, with the calibration record; the settings it was
     trained with stay under "uncalibrated", so that a later calibration starts from them again."""
-    from reisoseg.io.atomic import atomic_file
-
     path = Path(model_folder) / INSTANCES_FILE
     record = json.loads(path.read_text())
-    uncalibrated = record.get("uncalibrated", {key: record[key] for key in calibration.record()["chosen"]
-                                               if key in record})
+    uncalibrated = record.get("uncalibrated", {key: record[key] for key in DECODING_FIELDS if key in record})
     record.update(calibration.record()["chosen"], uncalibrated=uncalibrated, calibration=calibration.record())
     with atomic_file(path) as temporary:
         temporary.write_text(json.dumps(record, indent=1))

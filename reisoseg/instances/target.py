@@ -18,6 +18,7 @@ import numpy as np
 
 from reisoseg.layout import INSTANCES_FILE
 
+DECODING_FIELDS = ("seed_threshold", "seed_erosion_nm", "min_volume_nm3", "min_score")  # chosen by calibration
 BOUNDARY_PIXELS = 2.0  # default boundary width in in-plane pixels
 MIN_VOLUME_QUANTILE, MIN_VOLUME_FRACTION = 10, 0.5  # default minimum object: half the 10th percentile of training
 
