@@ -30,12 +30,13 @@ import workspace  # noqa: E402
 TASK_ID, TASK_NAME = 503, "BenchBlockwise"
 PLANS = "nnUNetPlans_bench_blockwise"
 PATCH = (16, 64, 64)
-SECTIONS = 96
+SECTIONS = workspace.TILED_SECTIONS
 
 
 def _model(work: Path) -> Path:
     from reisoseg.nnunet_v1.plans import write_derived_plans
-    from reisoseg.nnunet_v1.training import TrainingOptions, run_training
+    from reisoseg.nnunet_v1.training import run_training
+    from reisoseg.nnunet_v1.training_options import TrainingOptions
 
     workspace.use_folders(work)
     task = workspace.synthetic_task(TASK_ID, TASK_NAME, ratio=8, shape=(16, 96, 96), num_training=5, num_test=1)
@@ -46,33 +47,6 @@ def _model(work: Path) -> Path:
                      TrainingOptions(plans_identifier=PLANS, epochs=1, iterations_per_epoch=2,
                                      val_iterations_per_epoch=1, run_validation=False, device="cpu"))
     return folder
-
-
-def _volume_shape(gigavoxels: float) -> tuple[int, int, int]:
-    """SECTIONS x n x n with n a multiple of the 64-voxel window, so that windows tile it with step 64 exactly."""
-    side = max(64, round(math.sqrt(gigavoxels * 1e9 / SECTIONS) / 64) * 64)
-    return SECTIONS, side, side
-
-
-def _write_volume(path: Path, shape: tuple[int, int, int]) -> None:
-    """A zarr volume tiled from one synthetic volume (mirrored tiles, so there are no seams)."""
-    import zarr
-
-    from reisoseg.synthetic import generate_volume
-
-    if path.exists():
-        return
-    tile = generate_volume((SECTIONS, 256, 256), 8, seed=7).image
-    spacing = [40.0, 5.0, 5.0]
-    temporary = path.with_name(path.name + ".tmp")
-    array = zarr.open_array(str(temporary), mode="w", shape=shape, chunks=(16, 256, 256), dtype="uint8",
-                            zarr_format=2)
-    array.attrs["spacing_nm"] = spacing
-    for y in range(0, shape[1], 256):
-        for x in range(0, shape[2], 256):
-            flipped = tile[:, :: (-1) ** (y // 256), :: (-1) ** (x // 256)]
-            array[:, y:y + 256, x:x + 256] = flipped[:, : shape[1] - y, : shape[2] - x]
-    os.replace(temporary, path)
 
 
 def _measure_segment(args: argparse.Namespace) -> dict:
@@ -139,16 +113,16 @@ def main() -> None:
     task = model.parent.name
     rows = []
     for size in sorted(args.sizes):
-        shape = _volume_shape(size)
+        shape = workspace.tiled_volume_shape(size)
         volume = args.work / f"volume_{shape[1]}.zarr"
-        _write_volume(volume, shape)
+        workspace.write_tiled_volume(volume, shape)
         print(f"blockwise {shape} ({math.prod(shape) / 1e9:.3f} Gvoxel) ...", flush=True)
         measured = in_fresh_process(__file__, "segment", work=args.work, input=volume,
                                     output=args.work / "segmentation.zarr", model=model, block=args.block,
                                     step_size=args.step_size)
         rows.append({"method": "reisoseg.segment (blockwise)", "shape": shape, "voxels": math.prod(shape),
                      **measured})
-    smallest = _volume_shape(min(args.sizes))
+    smallest = workspace.tiled_volume_shape(min(args.sizes))
     cases = args.work / "in_memory_input"
     if not (cases / "case_0000.nii.gz").is_file():
         from reisoseg.io.nifti import write_nifti

@@ -48,6 +48,7 @@ def training_step(device: torch.device, patch: tuple[int, int, int] = (32, 192, 
     from reisoseg.loss import ReIsoLoss
     from reisoseg.network import ReIsoSegRMV6
     from reisoseg.network.memory import training_step_memory
+    from reisoseg.network.pi_module import PIChoice
 
     torch.manual_seed(0)
     network = ReIsoSegRMV6(1, 2, ani_scale).to(device)
@@ -60,18 +61,30 @@ def training_step(device: torch.device, patch: tuple[int, int, int] = (32, 192, 
         target = torch.nn.functional.interpolate(target, logits.shape[2:]).long()[:, 0]
         return torch.nn.functional.cross_entropy(logits.float(), target)
 
+    loss_function, same_transform = ReIsoLoss(cross_entropy), PIChoice(0, "z")  # one PI transform, both passes
+
+    def loss_now() -> torch.Tensor:
+        with torch.autocast(device.type, enabled=device.type == "cuda"):
+            return loss_function(network(image, pi_choice=same_transform), [labels] * 6)
+
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    with torch.autocast(device.type, enabled=device.type == "cuda"):
-        loss = ReIsoLoss(cross_entropy)(network(image), [labels] * 6)
+    loss = loss_now()
     scaler.scale(loss).backward()
+    scale = scaler.get_scale()
     scaler.step(optimizer)
     scaler.update()
-    finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(p.grad).all()) for p in network.parameters())
+    skipped = scaler.get_scale() < scale  # fp16 gradients overflowed: the scaler skipped the step, as it should
+    finite = bool(torch.isfinite(loss)) and (skipped or all(bool(torch.isfinite(p.grad).all())
+                                                            for p in network.parameters()))
+    with torch.no_grad():
+        after = float(loss_now())
     estimate = training_step_memory(patch, batch, ani_scale, mixed_precision=device.type == "cuda").gib
     measured = peak_memory_gib(device)
-    return {"ok": finite, "detail": f"patch {list(patch)} batch {batch}: peak {measured:.2f} GiB, estimate "
-                                    f"{estimate:.2f} GiB ({estimate / measured:.2f}x)"}
+    return {"ok": finite, "loss": (float(loss), after), "skipped": skipped,
+            "detail": f"patch {list(patch)} batch {batch}: loss {float(loss):.4f} -> {after:.4f}"
+                      f"{' (step skipped by the grad scaler)' if skipped else ''}; peak {measured:.2f} GiB, "
+                      f"estimate {estimate:.2f} GiB ({estimate / measured:.2f}x)"}
 
 
 def ux_unit(device: torch.device, channels: int = 16, shape: tuple[int, int, int] = (16, 32, 32)) -> dict:

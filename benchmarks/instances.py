@@ -11,7 +11,7 @@ components of the labels for real data, where touching objects stay merged in th
 are scored against the same reference objects: AP-50 / AP-75 with scores (connected components score 1 each, so
 their AP is a plain precision-recall point), F1@0.5, VOI split / merge, adjusted Rand index, count error
 |found - true| / true, and Dice. Records: benchmarks/results/instance_runs/ (committed; a later session goes on
-from them); summary: benchmarks/results/instances_quality.json and the tables in documentation/instances.md.
+from them); summary: benchmarks/results/instances_quality.json and the tables in benchmarks/results/instances.md.
 
     python benchmarks/instances.py quality --iterations 1000 --seeds 0 --datasets synth8 gerhard
     python benchmarks/instances.py quality --report_only     (the summary and tables of every committed cell)
@@ -77,7 +77,7 @@ QUALITY_METRICS = (("ap_50", "AP-50"), ("ap_75", "AP-75"), ("f1_50", "F1@0.5"), 
                    ("voi_merge", "VOI merge"), ("ari", "ARI"), ("count_error", "count error"), ("dice", "Dice"))
 PIPELINES = {"connected_components": "connected components", "instances": "instance pipeline"}
 COST_KINDS = ("semantic", "instances")  # the two `segment` runs the cost benchmark compares
-TABLES_MARKER = "<!-- tables: everything below this line is rewritten by benchmarks/instances.py quality -->"
+REPORT = Path(__file__).parent / "results" / "instances.md"  # the tables documentation/instances.md links to
 
 
 def _per_case_rows(scored: dict) -> dict[str, dict]:
@@ -219,11 +219,8 @@ def quality_benchmark(args: argparse.Namespace) -> None:
                                    "runs": rows}, indent=1))
     lines = _tables(summary, args.iterations)
     print("\n".join(lines))
-    guide = Path(__file__).resolve().parents[1] / "documentation" / "instances.md"
-    text = guide.read_text()
-    if TABLES_MARKER in text:
-        guide.write_text(text[:text.index(TABLES_MARKER) + len(TABLES_MARKER)] + "\n" + "\n".join(lines) + "\n")
-    print(f"-> {results}, {guide}")
+    REPORT.write_text("# Objects across datasets: every cell\n\n" + "\n".join(lines) + "\n")
+    print(f"-> {results}, {REPORT}")
 
 
 def cost_benchmark(args: argparse.Namespace) -> None:
@@ -235,9 +232,9 @@ def cost_benchmark(args: argparse.Namespace) -> None:
     kinds = COST_KINDS[1:] if args.instances_only else COST_KINDS
     rows = []
     for size in sorted(args.sizes):
-        shape = bench_blockwise._volume_shape(size)
+        shape = workspace.tiled_volume_shape(size)
         volume = args.work / f"volume_{shape[1]}.zarr"
-        bench_blockwise._write_volume(volume, shape)
+        workspace.write_tiled_volume(volume, shape)
         for repeat in range(args.repeats):  # interleaved, so that a busy spell of the machine hits both kinds
             for kind in kinds:
                 print(f"{kind} {shape} ({math.prod(shape) / 1e9:.3f} Gvoxel), run {repeat + 1}/{args.repeats} ...",

@@ -69,10 +69,12 @@ CONVERGENCE_TOLERANCE = 0.02  # pseudo-Dice change between the last two 10 % win
 BOOTSTRAP_SAMPLES = 10000
 METHODS = {"auto": "ReIsoSegTrainer", "nnunet": "nnUNetTrainerV2EM"}  # "rma": resolved per dataset
 CHECKPOINT_MINUTES = 2.0
-METHOD_NAMES = {"auto": "ReIsoSegTrainer", "rma": "closest RMA", "nnunet": "nnUNetTrainerV2"}
+# the baseline's runs used nnUNetTrainerV2 or nnUNetTrainerV2EM (the same maths, our checkpoints); each run's own
+# trainer is listed under "Runs that exist"
+METHOD_NAMES = {"auto": "ReIsoSegTrainer", "rma": "closest RMA", "nnunet": "nnU-Net baseline"}
 METRICS = (("dice", "Dice", True), ("hd95_nm", "HD95 (nm)", False), ("f1_50", "instance F1@0.5", True),
            ("ap_75", "AP-75", True), ("iou", "IoU", True))  # key, title, higher is better
-TABLES_MARKER = "<!-- tables: everything below this line is rewritten by benchmarks/quality.py -->"
+REPORT = ROOT / "benchmarks" / "results" / "quality.md"  # the tables documentation/results.md links to
 
 
 @dataclass(frozen=True)
@@ -255,7 +257,8 @@ def run(dataset: Dataset, task: str, method: str, trainer: str, seed: int, itera
          args: argparse.Namespace) -> dict:
     """Train, then score `dataset.scored_iterations` on the test set; one committed record per run."""
     from reisoseg.nnunet_v1.plans import write_derived_plans
-    from reisoseg.nnunet_v1.training import TrainingOptions, fold_output_folder, run_training
+    from reisoseg.nnunet_v1.training import run_training
+    from reisoseg.nnunet_v1.training_options import TrainingOptions, fold_output_folder
 
     record = record_path(dataset, method, seed, iterations, args.step_size)
     if record.is_file():
@@ -414,19 +417,16 @@ def _report_lines(results: list[dict]) -> list[str]:
 
 
 def _write_report(results: list[dict]) -> None:
-    cells = sorted({(r["dataset"], r["method"], r["seed"], r["iterations"]) for r in results})
-    lines = ["## Tables", "",
+    cells = sorted({(r["dataset"], r["trainer"], r["seed"], r["iterations"]) for r in results})
+    lines = ["# ReIsoSeg against nnU-Net v1: every run", "",
              "Written by `benchmarks/quality.py` from the run records in `benchmarks/results/quality_runs/`; rerun "
-             "it to reproduce. Each run: same derived plans (patch, batch 2), same iterations, same seed, same "
-             f"data; sliding window without TTA; test sets used for no choice. Convergence: validation pseudo-Dice "
-             f"over the last 10 % of epochs against the 10 % before, tolerance {CONVERGENCE_TOLERANCE}.", "",
-             "Runs that exist: " + "; ".join(f"{d} {METHOD_NAMES[m]} seed {s} ({i} it)" for d, m, s, i in cells)
+             "it (`--report_only`) to reproduce. Each run: same derived plans (patch, batch 2), same iterations, same "
+             "seed, same data; sliding window without TTA; test sets used for no choice. Convergence: validation "
+             f"pseudo-Dice over the last 10 % of epochs against the 10 % before, tolerance {CONVERGENCE_TOLERANCE}.",
+             "", "Runs that exist: " + "; ".join(f"{d} {t} seed {s} ({i} it)" for d, t, s, i in cells)
              + ".", "", *_report_lines(results),
-             "![test Dice against iterations](../fig/quality_dice_vs_iterations.png)", ""]
-    target = ROOT / "documentation" / "results.md"
-    text = target.read_text() if target.is_file() else ""
-    answer = text.split(TABLES_MARKER, 1)[0] if TABLES_MARKER in text else "# ReIsoSeg against nnU-Net v1\n\n"
-    target.write_text(answer + TABLES_MARKER + "\n\n" + "\n".join(lines))
+             "![test Dice against iterations](../../fig/quality_dice_vs_iterations.png)", ""]
+    REPORT.write_text("\n".join(lines))
 
 
 def _plot(results: list[dict]) -> None:
@@ -487,7 +487,7 @@ def main() -> None:
     (ROOT / "benchmarks" / "results" / "quality.json").write_text(json.dumps({"runs": results}, indent=1))
     _write_report(results)
     _plot(results)
-    print(f"-> {ROOT / 'documentation' / 'results.md'}, {ROOT / 'fig' / 'quality_dice_vs_iterations.png'}")
+    print(f"-> {REPORT}, {ROOT / 'fig' / 'quality_dice_vs_iterations.png'}")
 
 
 if __name__ == "__main__":

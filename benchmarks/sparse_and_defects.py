@@ -98,7 +98,8 @@ def defective_test_set(folder: Path) -> tuple[Path, Path]:
 def run(name: str, task: str, full_task: str, defective: tuple[Path, Path], args: argparse.Namespace) -> dict:
     """Train one setting, score it on the clean and the defective test volumes; one committed record."""
     from reisoseg.nnunet_v1.plans import write_derived_plans
-    from reisoseg.nnunet_v1.training import TrainingOptions, run_training
+    from reisoseg.nnunet_v1.training import run_training
+    from reisoseg.nnunet_v1.training_options import TrainingOptions
 
     record = RUNS / f"{name}_seed{args.seed}_it{args.iterations}.json"
     if record.is_file():

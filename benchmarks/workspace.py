@@ -1,10 +1,12 @@
-"""Shared by the benchmarks: nnU-Net v1 folders under one work folder, a planned synthetic task, a quick model.
+"""Shared by the benchmarks: nnU-Net v1 folders under one work folder, a planned synthetic task, a quick model, a
+large tiled volume.
 
 Benchmarks import this as `workspace` (they run as scripts from the benchmarks folder). nnU-Net reads its folders
 from the environment when it is imported, so `use_folders` must run before anything imports nnunet.
 """
 from __future__ import annotations
 
+import math
 import os
 import platform
 import subprocess
@@ -13,6 +15,8 @@ from pathlib import Path
 from typing import Sequence
 
 from reisoseg.layout import plans_file
+
+TILED_SECTIONS = 96  # sections of the large volumes that blockwise inference is measured on
 
 
 def use_folders(work: Path) -> dict[str, Path]:
@@ -127,3 +131,29 @@ def git_revision() -> str:
     result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent)
     return result.stdout.strip() or "unknown"
+
+
+def tiled_volume_shape(gigavoxels: float) -> tuple[int, int, int]:
+    """TILED_SECTIONS x n x n with n a multiple of the 64-voxel window, so that windows tile it with step 64."""
+    side = max(64, round(math.sqrt(gigavoxels * 1e9 / TILED_SECTIONS) / 64) * 64)
+    return TILED_SECTIONS, side, side
+
+
+def write_tiled_volume(path: Path, shape: tuple[int, int, int]) -> None:
+    """A zarr volume tiled from one synthetic volume (mirrored tiles, so there are no seams); kept if it exists."""
+    import zarr
+
+    from reisoseg.synthetic import generate_volume
+
+    if path.exists():
+        return
+    tile = generate_volume((shape[0], 256, 256), 8, seed=7).image
+    temporary = path.with_name(path.name + ".tmp")
+    array = zarr.open_array(str(temporary), mode="w", shape=shape, chunks=(16, 256, 256), dtype="uint8",
+                            zarr_format=2)
+    array.attrs["spacing_nm"] = [40.0, 5.0, 5.0]
+    for y in range(0, shape[1], 256):
+        for x in range(0, shape[2], 256):
+            flipped = tile[:, :: (-1) ** (y // 256), :: (-1) ** (x // 256)]
+            array[:, y:y + 256, x:x + 256] = flipped[:, : shape[1] - y, : shape[2] - x]
+    os.replace(temporary, path)

@@ -11,7 +11,7 @@ misalignment does the same). `em_defects()` is the set `reisoseg train --em_augm
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -93,3 +93,24 @@ class SectionContrast(SectionDefect):
 def em_defects() -> list[SectionDefect]:
     """The four defects with their default probabilities and strengths."""
     return [MissingSection(), MisalignedSection(), BlurredSection(), SectionContrast()]
+
+
+class DefectedBatches:
+    """A batchgenerators data loader whose batches get `defects` before anything downstream (nnU-Net's spatial and
+    intensity augmentation) sees them: the loader is wrapped, the engine's pipeline is left as it is."""
+
+    def __init__(self, loader: Any, defects: Sequence[SectionDefect]):
+        self.loader, self.defects = loader, list(defects)
+
+    def set_thread_id(self, thread_id: int) -> None:
+        """Augmentation workers tell each loader copy which worker it is (batchgenerators' protocol)."""
+        self.loader.set_thread_id(thread_id)
+
+    def __iter__(self) -> DefectedBatches:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        batch = next(self.loader)
+        for defect in self.defects:
+            batch = defect(**batch)
+        return batch

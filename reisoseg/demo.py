@@ -30,6 +30,7 @@ from reisoseg.layout import (
     model_folder,
     plans_file,
 )
+from reisoseg.nnunet_v1.training_options import TrainingOptions
 from reisoseg.synthetic.generator import CLASSES as CLASSES_BY_NAME
 from reisoseg.synthetic.generator import generate_volume
 from reisoseg.synthetic.task import volume_seed
@@ -178,8 +179,6 @@ def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings
     _step(3, total, f"training {TRAINER} for {settings.budget_minutes:g} min (patch {list(settings.patch_size)}, "
                     f"batch {settings.batch_size}, {settings.optimizer} from {settings.initial_lr:g})", done)
     if not done:
-        from reisoseg.nnunet_v1.training import TrainingOptions, run_training
-
         options = TrainingOptions(plans_identifier=DEMO_PLANS, time_budget_minutes=settings.budget_minutes,
                                   iterations_per_epoch=settings.iterations_per_epoch,
                                   val_iterations_per_epoch=settings.val_iterations_per_epoch, run_validation=False,
@@ -188,6 +187,8 @@ def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings
         if verbose:
             os.environ.setdefault("nnunet_use_progress_bar", "1")  # nnU-Net's bar per epoch's iterations
         with engine_output(output / ENGINE_LOG, verbose=verbose):
+            from reisoseg.nnunet_v1.training import run_training  # imports nnU-Net, whose banner goes to the log
+
             _timed(settings, "train_s", lambda: run_training(DEFAULT_CONFIGURATION, TRAINER, TASK_NAME, "all", options))
 
     record_file = model / INSTANCES_FILE

@@ -1,4 +1,4 @@
-"""Re-isotropic loss, method spec §2: total = (1 - λ)·L_iso + λ·L_ani over six weighted deep-supervision heads.
+"""Re-isotropic loss: total = (1 - λ)·L_iso + λ·L_ani over six weighted deep-supervision heads.
 
 Pure PyTorch: the base per-head loss (nnU-Net's Dice + CE in our trainers) is passed in, so any framework can use it.
 """
@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 import torch
 
 # Reference weights [1, .5, .25] per branch, divided by 3.5 over all six heads: the six weights sum to 1, so with
-# λ = 0.5 the effective weight sum of the total is 0.5, half of vanilla nnU-Net's (spec §9.9: kept so that
+# λ = 0.5 the effective weight sum of the total is 0.5, half of vanilla nnU-Net's (kept so that
 # learning-rate behaviour matches the reference).
 DS_WEIGHTS = tuple(w / 3.5 for w in (1.0, 0.5, 0.25, 1.0, 0.5, 0.25))
 DEFAULT_ANI_WEIGHT = 0.5

@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from reisoseg.augmentation import BlurredSection, MisalignedSection, MissingSection, SectionContrast, em_defects
+from reisoseg.augmentation import (
+    BlurredSection,
+    DefectedBatches,
+    MisalignedSection,
+    MissingSection,
+    SectionContrast,
+    em_defects,
+)
 
 
 def _batch():
@@ -72,3 +79,23 @@ def test_with_probability_zero_nothing_changes_and_the_set_has_four_defects():
         assert _apply(transform)[4] == []
     assert [type(t).__name__ for t in em_defects()] == [
         "MissingSection", "MisalignedSection", "BlurredSection", "SectionContrast"]
+
+
+def test_defected_batches_damage_the_loaders_batches_and_pass_the_worker_id_on():
+    class Loader:
+        thread_id = None
+
+        def set_thread_id(self, thread_id):
+            self.thread_id = thread_id
+
+        def __next__(self):
+            data = np.random.default_rng(0).normal(size=(2, 1, 6, 8, 8)).astype(np.float32)
+            return {"data": data, "seg": np.zeros((2, 1, 6, 8, 8), np.float32)}
+
+    loader = Loader()
+    batches = DefectedBatches(loader, [MissingSection(p_per_sample=1.0, max_sections=1)])
+    batches.set_thread_id(3)
+    batch = next(iter(batches))
+    assert loader.thread_id == 3
+    blank = [sample.std(axis=(0, 2, 3)) == 0 for sample in batch["data"]]  # sections of one value, per sample
+    assert [int(sections.sum()) for sections in blank] == [1, 1] and not batch["seg"].any()

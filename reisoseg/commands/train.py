@@ -11,10 +11,12 @@ import sys
 from typing import Sequence
 
 from reisoseg.commands.options import add_output_options, engine_log
+from reisoseg.console import engine_output
 from reisoseg.devices import DEVICE_CHOICES
 from reisoseg.errors import ReIsoSegError
 from reisoseg.layout import DEFAULT_PLANS
-from reisoseg.nnunet_v1.em_training import OPTIMIZERS
+from reisoseg.nnunet_v1.training_options import TrainingOptions, effective_plans_identifier, fold_output_folder
+from reisoseg.optimizers import OPTIMIZERS
 
 DESCRIPTION = ("Train one fold with a ReIsoSeg trainer (ReIsoSegTrainer picks the pooling pattern from the planned "
                "spacing; ReIsoSegRMA1/2/4/8V6Trainer fix it), nnUNetTrainerV2EM (the nnU-Net baseline with our "
@@ -64,8 +66,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              "pooling pattern divides and log the estimated memory")
     parser.add_argument("--batch_size", type=int, default=None, help="the same for the batch size")
     parser.add_argument("--gpu_memory_gb", type=float, default=None,
-                        help="ReIsoSeg trainers: shrink the patch until a training step fits this much memory "
-                             "(default on CUDA: the GPU's memory; on CPU: no limit)")
+                        help="shrink the patch until a training step fits this much memory (default on CUDA: the "
+                             "GPU's memory; on CPU: no limit). ReIsoSeg trainers and nnUNetTrainerV2EM, each with an "
+                             "estimate of its own network")
     parser.add_argument("--checkpoint_minutes", type=float, default=None, metavar="N",
                         help="save model_latest at the end of an epoch once N minutes have passed since the last save "
                              "(default: 5; 0: every epoch). Saves are atomic, keep the RNG state, and SIGTERM "
@@ -85,8 +88,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus", type=int, default=1, metavar="N",
                         help="train on N GPUs of this machine: N processes started with torchrun, one rank each "
                              "(DistributedDataParallel, the plans' batch split over them); with --device cpu, N CPU "
-                             "processes (gloo). On several machines, run torchrun yourself: torchrun --nnodes ... "
-                             "-m reisoseg.commands.train ARGS")
+                             "processes (gloo). ReIsoSeg trainers and nnUNetTrainerV2EM. On several machines, run "
+                             "torchrun yourself: torchrun --nnodes ... -m reisoseg.commands.train ARGS")
     parser.add_argument("--disable_validation_inference", action="store_true",
                         help="skip the sliding-window validation of the held-out fold after training")
     parser.add_argument("--disable_postprocessing_on_folds", action="store_true",
@@ -120,14 +123,6 @@ def run(args: argparse.Namespace) -> str | None:
     if args.gpus > 1:
         launch(args.gpus, sys.argv[2:] if sys.argv[1:2] == ["train"] else sys.argv[1:])
         return None
-    from reisoseg.console import engine_output
-    from reisoseg.nnunet_v1.training import (
-        TrainingOptions,
-        effective_plans_identifier,
-        fold_output_folder,
-        run_training,
-    )
-
     if args.verbose:
         os.environ.setdefault("nnunet_use_progress_bar", "1")  # nnU-Net's bar per epoch's iterations
 
@@ -145,6 +140,8 @@ def run(args: argparse.Namespace) -> str | None:
     folder = fold_output_folder(args.configuration, args.trainer, args.task, args.fold,
                                 effective_plans_identifier(options))
     with engine_output(engine_log(folder, args.verbose), verbose=args.verbose):
+        from reisoseg.nnunet_v1.training import run_training  # imports nnU-Net, whose banner goes to the log
+
         folder = run_training(args.configuration, args.trainer, args.task, args.fold, options)
     if os.environ.get("RANK", "0") == "0":  # one line for a distributed run too
         print(f"done: {folder}")

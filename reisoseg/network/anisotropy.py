@@ -1,4 +1,4 @@
-"""The `ani_scale` pooling pattern: one entry per encoder pooling stage 1-3 (method spec §1.3).
+"""The `ani_scale` pooling pattern: one entry per encoder pooling stage 1-3 (documentation/method.md).
 
 An entry of 2 means "features are still anisotropic here: pool in-plane only" (kernel (1,2,2)); 1 means pool
 (2,2,2). The fourth pooling is always (2,2,2).

@@ -1,4 +1,4 @@
-"""Building blocks of the ReIsoSeg network (method spec §1.2), in plain PyTorch.
+"""Building blocks of the ReIsoSeg network, in plain PyTorch (documentation/method.md).
 
 Axes are (B, C, Z, Y, X) with Z the coarse section axis.
 """

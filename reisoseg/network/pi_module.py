@@ -1,4 +1,4 @@
-"""The PI (pseudo-isotropic) module, method spec §1.5: the training-only "isotropic auxiliary branch".
+"""The PI (pseudo-isotropic) module: the training-only "isotropic auxiliary branch".
 
 It takes the encoder features x2, x3, x4, compresses their channels 4x, makes x2 and x3 pseudo-isotropic by nearest
 z upsampling (sometimes also blurring one in-plane axis: "random artificial anisotropy"), swaps two axes at random,

@@ -1,4 +1,5 @@
-"""ReIsoSegRMV6: the residual anisotropic U-Net with the PI module and a weight-shared decoder (method spec §1)."""
+"""ReIsoSegRMV6: the residual anisotropic U-Net with the PI module and a weight-shared decoder
+(documentation/method.md)."""
 from __future__ import annotations
 
 from typing import Sequence, Union
@@ -22,8 +23,8 @@ class ReIsoSegRMV6(nn.Module):
     With `deep_supervision` on, forward returns six logits, isotropic branch first:
     (iso full res after the last conv, iso full res before it, iso x2 level, ani the same three). With it off, it
     runs only the plain anisotropic encoder-decoder and returns the ani full-resolution logits; the PI branch is
-    skipped, not computed and discarded as in the reference (spec §9.1). All heads always exist, so one state dict
-    loads in both modes.
+    skipped, not computed and discarded as in the reference (documentation/method.md, difference 1). All heads
+    always exist, so one state dict loads in both modes.
 
     Args:
         input_channels: image channels.

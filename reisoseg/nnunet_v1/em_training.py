@@ -11,28 +11,40 @@
 - EM defect augmentation (reisoseg.augmentation), opt-in (`em_augmentation`, `reisoseg train --em_augmentation`)
   so that the reference method stays the default: missing, shifted, blurred and contrast-jumping sections, applied
   before nnU-Net's own augmentation of the training batches;
-- the optimizer: nnU-Net's SGD (momentum 0.99, Nesterov) by default, or AdamW (`optimizer_name`), which learns
-  more in a budget of a few dozen iterations (the demo's; documentation/instances.md), under the same poly schedule;
+- the optimizer: nnU-Net's SGD by default, or AdamW (`optimizer_name`; reisoseg.optimizers);
   a checkpoint records which, and training continues only with the same one;
 - a time budget (`time_budget_s`): after each epoch the remaining epochs are refitted to the budget at this run's
   mean epoch time, so that the poly schedule ends when the budget does; the same for every trainer, so that the
   method and the baseline can be compared at equal wall time;
-- one writer in a distributed run: only rank 0 logs, plots and saves.
+- the device (`device`: CUDA, MPS or CPU, not only nnU-Net's CUDA-or-CPU) and one training step on it: fp16
+  autocast with a grad scaler on CUDA, gradients clipped at nnU-Net's norm, through DDP when distributed;
+- a memory budget (`memory_budget_bytes`): the patch shrinks until a training step's estimate fits it;
+- several processes (reisoseg.nnunet_v1.distributed): the global batch split over the ranks, DDP around the
+  network, batch Dice and pseudo-Dice over the global batch, and one writer: only rank 0 logs, plots and saves.
+
+A trainer whose network is not nnU-Net's Generic_UNet says so through `per_head_loss`, `patch_divisor`,
+`estimate_step_memory` and `reported_loss`.
 """
 from __future__ import annotations
 
 import os
 import pickle
 from time import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from nnunet.utilities.to_torch import maybe_to_torch
+from torch.nn.parallel import DistributedDataParallel
 
-from reisoseg.augmentation import em_defects
+from reisoseg.augmentation import DefectedBatches, em_defects
+from reisoseg.devices import resolve_device
 from reisoseg.errors import ReIsoSegError, TrainingStopped
 from reisoseg.io.atomic import atomic_file
 from reisoseg.layout import LATEST_CHECKPOINT, checkpoint_file
+from reisoseg.network.anisotropy import PatchDoesNotFit
+from reisoseg.network.memory import MemoryEstimate, fit_patch_to_memory
+from reisoseg.nnunet_v1 import distributed
 from reisoseg.nnunet_v1.checkpoints import (
     DEFAULT_CHECKPOINT_MINUTES,
     StopRequested,
@@ -43,6 +55,7 @@ from reisoseg.nnunet_v1.checkpoints import (
 )
 from reisoseg.nnunet_v1.compat import scoring_annotated_voxels
 from reisoseg.nnunet_v1.model_files import load_checkpoint_into
+from reisoseg.nnunet_v1.network import baseline_divisor, baseline_step_memory
 from reisoseg.nnunet_v1.sparse import (
     IGNORE_KEY,
     DiceCEWithIgnore,
@@ -52,8 +65,9 @@ from reisoseg.nnunet_v1.sparse import (
     section_counts,
     without_ignored,
 )
+from reisoseg.optimizers import adamw
 
-OPTIMIZERS = ("sgd", "adamw")
+GRADIENT_CLIP_NORM = 12.0  # nnUNetTrainerV2's
 
 
 class EMTrainingMixin:
@@ -74,6 +88,10 @@ class EMTrainingMixin:
         self._training_started: float | None = None
         self._first_epoch = 0
         self._epoch_cap = 0
+        self.device: torch.device | None = None  # set by run_training; else the best available, at initialize
+        self.memory_budget_bytes: float | None = None  # if set, the patch is fitted to it when training starts
+        self._training = False
+        self._distributed_network = None  # DistributedDataParallel around self.network, for training steps
 
     @property
     def writes_files(self) -> bool:
@@ -114,22 +132,34 @@ class EMTrainingMixin:
         super().process_plans(plans)
         self.ignore_label = plans.get(IGNORE_KEY)
         self.num_classes = output_classes(plans)
+        if self.ranks is not None:
+            self.batch_size = distributed.split_batch(self.batch_size, self.ranks)  # this rank's share
 
     def initialize(self, training=True, force_load_plans=False):
-        """nnU-Net's initialisation; EM defects added to the training augmentation if asked for; with an ignore
-        label, the loss made blind to ignored voxels and foreground oversampling aimed at annotated ones."""
+        """nnU-Net's initialisation on `device` (fp16 and pinned memory on CUDA only); with an ignore label, the loss
+        made blind to ignored voxels and foreground oversampling aimed at annotated ones."""
         first = not self.was_initialized
+        self._training = training  # the patch is fitted to the memory budget only for training
+        if self.device is None:
+            self.device = resolve_device()
+        self.pin_memory = self.device.type == "cuda"
+        self.fp16 = self.fp16 and self.device.type == "cuda"
         super().initialize(training, force_load_plans)
         if not first:
             return
-        if training and self.em_augmentation:
-            defects = em_defects()
-            self.tr_gen.transform.transforms[0:0] = defects  # before nnU-Net's spatial and intensity transforms
-            self.print_to_log_file(f"EM defect augmentation: {defects}")
         if self.ignore_label is not None:
             self.loss.loss = DiceCEWithIgnore(self.loss.loss, self.ignore_label)
             if training:
                 self._aim_sampling_at_annotated_voxels()
+
+    def get_basic_generators(self):
+        """nnU-Net's data loaders; with `em_augmentation`, the training batches get EM section defects before
+        nnU-Net's spatial and intensity augmentation."""
+        training, validation = super().get_basic_generators()
+        if self.em_augmentation:
+            training = DefectedBatches(training, em_defects())
+            self.print_to_log_file(f"EM defect augmentation: {training.defects}")
+        return training, validation
 
     def _aim_sampling_at_annotated_voxels(self) -> None:
         """nnU-Net samples a third of each batch around voxels of a random foreground class, the ignore label
@@ -150,6 +180,105 @@ class EMTrainingMixin:
         self.print_to_log_file(f"sparse labels: {annotated / max(total, 1):.1%} of the training voxels annotated "
                                f"(label {self.ignore_label} ignored); oversampled patches aimed at annotated voxels")
 
+    # the network, its patch and its step
+
+    def setup_DA_params(self):
+        """Fit the patch to the memory budget when training (the last hook before nnU-Net sizes its augmentation and
+        batches from the patch), then nnU-Net's augmentation settings."""
+        if self._training:
+            self._fit_patch_to_memory()
+        super().setup_DA_params()
+
+    def patch_divisor(self) -> tuple[int, int, int]:
+        """What the network needs each patch axis divisible by."""
+        return baseline_divisor(self)
+
+    def estimate_step_memory(self, patch_size: tuple[int, int, int]) -> MemoryEstimate:
+        """Peak memory of one training step at `patch_size` and this rank's batch size."""
+        return baseline_step_memory(self, patch_size)
+
+    def _fit_patch_to_memory(self) -> None:
+        """Shrink the patch to the memory budget, if any, and log the estimated memory of a training step."""
+        patch = tuple(int(v) for v in self.patch_size)
+        if self.memory_budget_bytes is None:
+            estimate = self.estimate_step_memory(patch)
+        else:
+            spacing = self.plans["plans_per_stage"][self.stage]["current_spacing"]
+            try:
+                patch, estimate = fit_patch_to_memory(patch, self.patch_divisor(), spacing, self.memory_budget_bytes,
+                                                      self.estimate_step_memory)
+            except PatchDoesNotFit as error:
+                raise ReIsoSegError(f"{type(self).__name__} at batch {self.batch_size}: {error}") from error
+            self.patch_size = np.array(patch)
+        budget = "" if self.memory_budget_bytes is None else f" of a {self.memory_budget_bytes / 2**30:.1f} GiB budget"
+        self.print_to_log_file(f"training patch {list(patch)}, batch {self.batch_size}: about {estimate.gib:.2f} GiB "
+                               f"per step{budget}")
+
+    def initialize_network(self):
+        """nnU-Net's network, on `device`."""
+        super().initialize_network()
+        self.network.to(self.device)
+
+    def _maybe_init_amp(self):
+        if self.fp16 and self.amp_grad_scaler is None:
+            self.amp_grad_scaler = torch.amp.GradScaler("cuda")
+
+    def per_head_loss(self) -> torch.nn.Module:
+        """The Dice + cross-entropy applied to each deep-supervision head."""
+        return self.loss.loss
+
+    def head_weights(self) -> Sequence[float]:
+        """The weight of each deep-supervision head in the loss."""
+        return self.loss.weight_factors
+
+    def distribute(self) -> None:
+        """DDP around the network and the batch Dice over the global batch. Called on every rank once all are
+        initialised (DDP's constructor is a collective)."""
+        head_loss = self.per_head_loss()
+        dice = head_loss.dc
+        head_loss.dc = distributed.GlobalBatchDice(dice.apply_nonlin, dice.batch_dice, dice.do_bg, dice.smooth)
+        self._distributed_network = DistributedDataParallel(
+            self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            find_unused_parameters=not all(self.head_weights()))  # a head weighted 0 gets no gradient
+
+    def run_iteration(self, data_generator, do_backprop=True, run_online_evaluation=False):
+        """One training or validation step on `device`, as nnUNetTrainerV2's (fp16 with the grad scaler on CUDA,
+        gradients clipped), through DDP when distributed; stops first if SIGTERM arrived."""
+        self.stop_if_requested()
+        batch = next(data_generator)
+        data = maybe_to_torch(batch["data"]).to(self.device, non_blocking=True)
+        target = [t.to(self.device, non_blocking=True) for t in maybe_to_torch(batch["target"])]
+        self.optimizer.zero_grad(set_to_none=True)
+        network = self._distributed_network if do_backprop and self._distributed_network else self.network
+        with torch.autocast(self.device.type, enabled=self.fp16):
+            output = network(data)
+            loss = self.loss(output, target)
+        if do_backprop:
+            scaler = self.amp_grad_scaler if self.fp16 else None
+            (scaler.scale(loss) if scaler else loss).backward()
+            if scaler:
+                scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), GRADIENT_CLIP_NORM)
+            if scaler:
+                scaler.step(self.optimizer)
+                scaler.update()
+            else:
+                self.optimizer.step()
+        if run_online_evaluation:
+            self.run_online_evaluation(output, target)
+        return np.float32(self.reported_loss(loss.detach(), do_backprop))
+
+    def reported_loss(self, loss: torch.Tensor, training: bool) -> float:
+        """The loss nnU-Net's curves record for a step."""
+        return float(loss)
+
+    def finish_online_evaluation(self):
+        """nnU-Net's pseudo-Dice, over the validation batches of every rank."""
+        if self.ranks is not None:
+            for name in ("online_eval_tp", "online_eval_fp", "online_eval_fn"):
+                setattr(self, name, [distributed.all_reduce_sum(np.sum(getattr(self, name), 0))])
+        super().finish_online_evaluation()
+
     def run_online_evaluation(self, output, target):
         """nnU-Net's pseudo-Dice, ignored voxels left out."""
         if self.ignore_label is not None:
@@ -167,8 +296,7 @@ class EMTrainingMixin:
     def initialize_optimizer_and_scheduler(self):
         """nnU-Net's SGD, or AdamW at `initial_lr` with nnU-Net's weight decay; the poly schedule sets both."""
         if self.optimizer_name == "adamw":
-            self.optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr,
-                                               weight_decay=self.weight_decay)
+            self.optimizer = adamw(self.network.parameters(), self.initial_lr, self.weight_decay)
             self.lr_scheduler = None
         else:
             super().initialize_optimizer_and_scheduler()
@@ -237,17 +365,11 @@ class EMTrainingMixin:
         iteration, so none waits in a collective for a rank that left)."""
         requested = bool(self._stop)
         if self.ranks is not None:
-            from reisoseg.nnunet_v1.distributed import all_reduce_sum
-
-            requested = bool(all_reduce_sum(np.array([float(requested)]))[0] > 0)
+            requested = bool(distributed.all_reduce_sum(np.array([float(requested)]))[0] > 0)
         if requested:
             raise TrainingStopped(f"{self._stop.signal_name or 'SIGTERM'} during epoch {self.epoch}: "
                                   f"{checkpoint_file(self.output_folder, LATEST_CHECKPOINT)} holds the weights so far "
                                   f"and resumes at epoch {self.epoch}; continue with -c")
-
-    def run_iteration(self, data_generator, do_backprop=True, run_online_evaluation=False):
-        self.stop_if_requested()
-        return super().run_iteration(data_generator, do_backprop, run_online_evaluation)
 
     def run_training(self):
         """nnU-Net's training loop with SIGTERM handled: the current state is saved as `model_latest` (this epoch
@@ -271,9 +393,8 @@ class EMTrainingMixin:
         if self.time_budget_s is not None and self._training_started is not None:
             self._fit_epochs_to_budget(time() - self._training_started)
             if self.ranks is not None:
-                from reisoseg.nnunet_v1.distributed import broadcast_int
-
-                self.max_num_epochs = broadcast_int(self.max_num_epochs)  # every rank stops at rank 0's epoch
+                # every rank stops at rank 0's epoch
+                self.max_num_epochs = distributed.broadcast_int(self.max_num_epochs)
         continuing = super().on_epoch_end()
         if self.epoch_ended is not None:
             self.epoch_ended(self)

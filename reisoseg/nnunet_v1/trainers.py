@@ -1,16 +1,16 @@
 """ReIsoSeg trainers on nnU-Net v1's `nnUNetTrainerV2`; the four RMA trainers differ by their pattern only.
 
-Overridden hooks, each for a reason the method gives (spec §3, §9):
+The method's trainer overrides only what the method changes:
 - `process_plans`: choose the pooling pattern (fixed, or from the planned spacing) and fit the patch to it;
 - `setup_DA_params`: the six deep-supervision target scales;
 - `initialize`: replace the loss by `ReIsoLoss`;
-- `initialize_network`: build `ReIsoSegV1Network` on the chosen device;
-- `run_iteration`: torch.amp (fp16 on CUDA only), any device, branch losses recorded, validation loss = L_ani;
+- `initialize_network`, `patch_divisor`, `estimate_step_memory`: `ReIsoSegV1Network` and what it needs;
+- `reported_loss`: branch losses recorded, validation loss = L_ani (the inference branch);
 - `run_online_evaluation`: pseudo-Dice (hence `model_best`) from the ani head used at inference, not the iso head;
 - `on_epoch_end`: log L_iso and L_ani beside the total.
 
-Checkpoints, SIGTERM, sparse labels and EM defect augmentation come from `EMTrainingMixin`, which the baseline
-`nnUNetTrainerV2EM` shares.
+The device, the training step (AMP, DDP), checkpoints, SIGTERM, sparse labels, EM defect augmentation, the time
+and memory budgets come from `EMTrainingMixin`, which the baseline `nnUNetTrainerV2EM` shares.
 """
 from __future__ import annotations
 
@@ -21,20 +21,21 @@ from typing import ClassVar
 import numpy as np
 import torch
 from nnunet.training.network_training.nnUNetTrainerV2 import nnUNetTrainerV2
-from nnunet.utilities.to_torch import maybe_to_torch
 
-from reisoseg.devices import resolve_device
-from reisoseg.errors import ReIsoSegError
 from reisoseg.io.atomic import atomic_file
 from reisoseg.layout import TRAINER_SETTINGS_FILE
 from reisoseg.loss import DEFAULT_ANI_WEIGHT, DS_WEIGHTS, ReIsoLoss
-from reisoseg.network.anisotropy import PatchDoesNotFit, ani_scale_from_spacing, fit_patch_size, ratio_from_spacing
-from reisoseg.network.memory import fit_patch_to_memory, training_step_memory
+from reisoseg.network.anisotropy import (
+    ani_scale_from_spacing,
+    fit_patch_size,
+    ratio_from_spacing,
+    required_divisor,
+)
+from reisoseg.network.memory import MemoryEstimate, training_step_memory
 from reisoseg.nnunet_v1.em_training import EMTrainingMixin
 from reisoseg.nnunet_v1.network import ReIsoSegV1Network
 from reisoseg.nnunet_v1.registry import register
 
-GRADIENT_CLIP_NORM = 12.0
 REFERENCE_EPOCHS = 600
 
 
@@ -47,22 +48,13 @@ class ReIsoSegTrainer(EMTrainingMixin, nnUNetTrainerV2):
         super().__init__(*args, **kwargs)
         self.max_num_epochs = REFERENCE_EPOCHS
         self.ani_weight = DEFAULT_ANI_WEIGHT
-        self.device: torch.device | None = None  # set by run_training; else the best available, at initialize
         self.pattern: tuple[int, int, int] | None = None
         self._branch_losses: dict[str, list[tuple[float, float]]] = {"train": [], "val": []}
         self.branch_loss_history: list[dict[str, float]] = []
-        self.memory_budget_bytes: float | None = None  # if set, the patch is fitted to it when training starts
-        self._training = False
-        self._distributed_network = None  # DistributedDataParallel around self.network, for training steps
 
     def process_plans(self, plans):
-        """nnUNetTrainer.process_plans, then pick the pattern and make the patch divisible by what it needs; in a
-        distributed run, this rank's share of the global batch."""
+        """nnUNetTrainer.process_plans, then pick the pattern and make the patch divisible by what it needs."""
         super().process_plans(plans)
-        if self.ranks is not None:
-            from reisoseg.nnunet_v1.distributed import split_batch
-
-            self.batch_size = split_batch(self.batch_size, self.ranks)
         spacing = self.plans["plans_per_stage"][self.stage]["current_spacing"]
         if self.ani_scale is None:
             recorded = self.recorded_settings(spacing)
@@ -77,26 +69,13 @@ class ReIsoSegTrainer(EMTrainingMixin, nnUNetTrainerV2):
             self.print_to_log_file(f"patch {list(self.patch_size)} adapted to {list(fitted)} for ani_scale "
                                    f"{list(self.pattern)}")
             self.patch_size = np.array(fitted)
-        if self._training:
-            self._fit_patch_to_memory(spacing)
 
-    def _fit_patch_to_memory(self, spacing) -> None:
-        """Shrink the patch to the memory budget, if any, and log the estimated memory of a training step."""
-        patch = tuple(int(v) for v in self.patch_size)
-        if self.memory_budget_bytes is None:
-            estimate = training_step_memory(patch, self.batch_size, self.pattern, num_classes=self.num_classes,
-                                            mixed_precision=self.fp16)
-        else:
-            try:
-                patch, estimate = fit_patch_to_memory(patch, self.batch_size, self.pattern, spacing,
-                                                      self.memory_budget_bytes, num_classes=self.num_classes,
-                                                      mixed_precision=self.fp16)
-            except PatchDoesNotFit as error:
-                raise ReIsoSegError(str(error)) from error
-            self.patch_size = np.array(patch)
-        budget = "" if self.memory_budget_bytes is None else f" of a {self.memory_budget_bytes / 2**30:.1f} GiB budget"
-        self.print_to_log_file(f"training patch {list(patch)}, batch {self.batch_size}: about {estimate.gib:.2f} GiB "
-                               f"per step{budget}")
+    def patch_divisor(self) -> tuple[int, int, int]:
+        return required_divisor(self.pattern)
+
+    def estimate_step_memory(self, patch_size: tuple[int, int, int]) -> MemoryEstimate:
+        return training_step_memory(patch_size, self.batch_size, self.pattern, num_classes=self.num_classes,
+                                    mixed_precision=self.fp16)
 
     def recorded_settings(self, spacing) -> dict | None:
         """What this fold's training chose (its reisoseg.json), if it trained this trainer on plans of the same
@@ -122,11 +101,6 @@ class ReIsoSegTrainer(EMTrainingMixin, nnUNetTrainerV2):
 
     def initialize(self, training=True, force_load_plans=False):
         """nnUNetTrainerV2.initialize with its MultipleOutputLoss2 replaced by ReIsoLoss."""
-        self._training = training  # process_plans fits the patch to memory only for training
-        if self.device is None:
-            self.device = resolve_device()
-        self.pin_memory = self.device.type == "cuda"
-        self.fp16 = self.fp16 and self.device.type == "cuda"
         super().initialize(training, force_load_plans)
         if not isinstance(self.loss, ReIsoLoss):
             self.loss = ReIsoLoss(self.loss.loss, DS_WEIGHTS, ani_weight=self.ani_weight)
@@ -139,17 +113,11 @@ class ReIsoSegTrainer(EMTrainingMixin, nnUNetTrainerV2):
                     "planned_spacing": [float(v) for v in spacing],
                     "spacing_ratio": float(ratio_from_spacing(spacing))}, indent=1))
 
-    def distribute(self) -> None:
-        """DDP around the network (PI module included) and the batch Dice over the global batch. Called on every
-        rank once all are initialised (DDP's constructor is a collective)."""
-        from torch.nn.parallel import DistributedDataParallel
+    def per_head_loss(self) -> torch.nn.Module:
+        return self.loss.base_loss
 
-        from reisoseg.nnunet_v1.distributed import GlobalBatchDice
-
-        dice = self.loss.base_loss.dc
-        self.loss.base_loss.dc = GlobalBatchDice(dice.apply_nonlin, dice.batch_dice, dice.do_bg, dice.smooth)
-        self._distributed_network = DistributedDataParallel(
-            self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+    def head_weights(self) -> tuple[float, ...]:
+        return self.loss.weights
 
     def checkpoint_state(self, completed_epochs: int, save_optimizer: bool = True) -> dict:
         """The mixin's checkpoint plus the branch-loss history of the completed epochs."""
@@ -161,52 +129,19 @@ class ReIsoSegTrainer(EMTrainingMixin, nnUNetTrainerV2):
         super().load_checkpoint_ram(checkpoint, train)
         self.branch_loss_history = [h for h in checkpoint.get("branch_loss_history", []) if h["epoch"] < self.epoch]
 
-    def finish_online_evaluation(self):
-        """nnU-Net's pseudo-Dice, over the validation batches of every rank."""
-        if self.ranks is not None:
-            from reisoseg.nnunet_v1.distributed import all_reduce_sum
-
-            for name in ("online_eval_tp", "online_eval_fp", "online_eval_fn"):
-                setattr(self, name, [all_reduce_sum(np.sum(getattr(self, name), 0))])
-        super().finish_online_evaluation()
-
     def initialize_network(self):
         """ReIsoSegRMV6 instead of Generic_UNet; the plans' pools and kernels do not apply to it."""
         self.network = ReIsoSegV1Network(self.num_input_channels, self.num_classes, self.pattern).to(self.device)
 
-    def _maybe_init_amp(self):
-        if self.fp16 and self.amp_grad_scaler is None:
-            self.amp_grad_scaler = torch.amp.GradScaler("cuda")
-
-    def run_iteration(self, data_generator, do_backprop=True, run_online_evaluation=False):
-        """One step; returns the total loss when training and L_ani (the inference branch) when validating."""
-        self.stop_if_requested()
-        batch = next(data_generator)
-        data = maybe_to_torch(batch["data"]).to(self.device, non_blocking=True)
-        target = [t.to(self.device, non_blocking=True) for t in maybe_to_torch(batch["target"])]
-        self.optimizer.zero_grad(set_to_none=True)
-        network = self._distributed_network if do_backprop and self._distributed_network else self.network
-        with torch.autocast(self.device.type, enabled=self.fp16):
-            output = network(data)
-            loss = self.loss(output, target)
-        if do_backprop:
-            scaler = self.amp_grad_scaler if self.fp16 else None
-            (scaler.scale(loss) if scaler else loss).backward()
-            if scaler:
-                scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), GRADIENT_CLIP_NORM)
-            if scaler:
-                scaler.step(self.optimizer)
-                scaler.update()
-            else:
-                self.optimizer.step()
-        self._branch_losses["train" if do_backprop else "val"].append((self.loss.last_iso, self.loss.last_ani))
-        if run_online_evaluation:
-            self.run_online_evaluation(output, target)
-        return np.float32(loss.detach().cpu() if do_backprop else self.loss.last_ani)
+    def reported_loss(self, loss: torch.Tensor, training: bool) -> float:
+        """The total loss when training and L_ani (the inference branch) when validating; both branch losses are
+        kept for the epoch's log."""
+        self._branch_losses["train" if training else "val"].append((self.loss.last_iso, self.loss.last_ani))
+        return float(loss) if training else self.loss.last_ani
 
     def run_online_evaluation(self, output, target):
-        """Pseudo-Dice from head 3 (ani, full resolution) rather than head 0 (iso): spec §9.2."""
+        """Pseudo-Dice from head 3 (ani, full resolution), the one inference uses, rather than head 0 (iso):
+        documentation/method.md, difference 2."""
         return super().run_online_evaluation(output[3:], target[3:])
 
     def on_epoch_end(self):

@@ -1,72 +1,38 @@
-"""Training and validation as a library call; the `reisoseg train` command only parses arguments."""
+"""Training and validation as a library call; the `reisoseg train` command only parses arguments. Importing this
+module imports nnU-Net (reisoseg.nnunet_v1.training_options holds what a caller needs before that)."""
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
-from pathlib import Path
+import random
+
+import numpy as np
+import torch
+from nnunet.run.default_configuration import get_default_configuration
 
 from reisoseg.console import progress_bar
+from reisoseg.devices import resolve_device
 from reisoseg.errors import ReIsoSegError
+from reisoseg.io.atomic import atomic_file
 from reisoseg.layout import (
     BEST_CHECKPOINT,
-    DEFAULT_PLANS,
     FINAL_CHECKPOINT,
+    INSTANCES_FILE,
+    INSTANCES_KEY,
     LATEST_CHECKPOINT,
     checkpoint_file,
-    fold_folder,
-    model_folder,
 )
 from reisoseg.layout import plans_file as layout_plans_file
 from reisoseg.network.anisotropy import PatchDoesNotFit
+from reisoseg.nnunet_v1 import distributed
 from reisoseg.nnunet_v1.compat import finish_augmenters, redirected
-from reisoseg.nnunet_v1.em_training import OPTIMIZERS, EMTrainingMixin
+from reisoseg.nnunet_v1.em_training import EMTrainingMixin
 from reisoseg.nnunet_v1.model_files import UnsafePickleError, load_checkpoint_into
+from reisoseg.nnunet_v1.plans import write_derived_plans
 from reisoseg.nnunet_v1.tasks import parse_fold, require_environment, resolve_task
-
-CONFIGURATIONS = ("2d", "3d_lowres", "3d_fullres", "3d_cascade_fullres")
-
-
-@dataclass
-class TrainingOptions:
-    """What nnU-Net v1's `nnUNet_train` takes, plus the ReIsoSeg settings. None keeps the trainer's default."""
-
-    validation_only: bool = False
-    continue_training: bool = False
-    npz: bool = False
-    plans_identifier: str = DEFAULT_PLANS
-    fp32: bool = False
-    valbest: bool = False
-    deterministic: bool = False
-    seed: int | None = None
-    device: str | None = None
-    epochs: int | None = None
-    iterations_per_epoch: int | None = None
-    val_iterations_per_epoch: int | None = None
-    ani_weight: float | None = None
-    time_budget_minutes: float | None = None
-    run_validation: bool = True
-    validation_folder: str = "validation_raw"
-    disable_postprocessing_on_folds: bool = False
-    snapshot_every_epochs: int | None = None  # also keep model_ep_NNN.model every N epochs (nnU-Net's own files)
-    progress: bool = False  # a bar per epoch on standard error
-    patch_size: tuple[int, int, int] | None = None  # train on plans derived for this patch (None: the plans')
-    batch_size: int | None = None  # ... and/or this batch size
-    gpu_memory_gb: float | None = None  # ReIsoSeg trainers: fit the patch to this budget (default on CUDA: the GPU's)
-    checkpoint_minutes: float | None = None  # model_latest at an epoch's end once this long since the last (0: every)
-    em_augmentation: bool = False  # our trainers: add the EM section-defect augmentation (reisoseg.augmentation)
-    optimizer: str | None = None  # our trainers: "sgd" (nnU-Net's, the default) or "adamw"
-    initial_lr: float | None = None  # where the poly learning-rate schedule starts (nnU-Net: 0.01)
-
-
-def effective_plans_identifier(options: TrainingOptions) -> str:
-    """The plans a run trains with: `plans_identifier`, or plans derived from it for `patch_size`/`batch_size`
-    (their own identifier, hence their own model folder)."""
-    parts = [options.plans_identifier]
-    if options.patch_size is not None:
-        parts.append("patch" + "x".join(str(int(s)) for s in options.patch_size))
-    if options.batch_size is not None:
-        parts.append(f"batch{int(options.batch_size)}")
-    return "_".join(parts)
+from reisoseg.nnunet_v1.trainers import ReIsoSegTrainer
+from reisoseg.nnunet_v1.training_options import CONFIGURATIONS, TrainingOptions, effective_plans_identifier
+from reisoseg.optimizers import OPTIMIZERS
 
 
 def _require_our_trainer(trainer, option: str, otherwise: str) -> None:
@@ -76,9 +42,7 @@ def _require_our_trainer(trainer, option: str, otherwise: str) -> None:
                             f"baseline); {type(trainer).__name__} {otherwise}")
 
 
-def _configure(trainer, options: TrainingOptions, device) -> None:
-    from reisoseg.nnunet_v1.trainers import ReIsoSegTrainer
-
+def _configure(trainer, options: TrainingOptions, device: torch.device) -> None:
     if options.checkpoint_minutes is not None:
         _require_our_trainer(trainer, "checkpoint_minutes", "saves every 50 epochs")
         if options.checkpoint_minutes < 0:
@@ -102,25 +66,24 @@ def _configure(trainer, options: TrainingOptions, device) -> None:
         if not options.time_budget_minutes > 0:
             raise ReIsoSegError(f"`time_budget_minutes` must be positive, got {options.time_budget_minutes}")
         trainer.time_budget_s = 60.0 * options.time_budget_minutes
-    if isinstance(trainer, ReIsoSegTrainer):
+    if options.ani_weight is not None:
+        if not isinstance(trainer, ReIsoSegTrainer):
+            raise ReIsoSegError(f"`ani_weight` weighs ReIsoSeg's two branches; {type(trainer).__name__} has one")
+        if not 0.0 <= options.ani_weight <= 1.0:
+            raise ReIsoSegError(f"`ani_weight` must lie in [0, 1], got {options.ani_weight}")
+        trainer.ani_weight = options.ani_weight
+    if options.gpu_memory_gb is not None:
+        _require_our_trainer(trainer, "gpu_memory_gb", "keeps the patch nnU-Net's planner chose")
+        if options.gpu_memory_gb <= 0:
+            raise ReIsoSegError(f"`gpu_memory_gb` must be positive, got {options.gpu_memory_gb}")
+        trainer.memory_budget_bytes = options.gpu_memory_gb * 2**30
+    elif device.type == "cuda" and isinstance(trainer, EMTrainingMixin):
+        trainer.memory_budget_bytes = float(torch.cuda.get_device_properties(device).total_memory)
+    if device.type not in ("cpu", "cuda") and not isinstance(trainer, ReIsoSegTrainer):
+        # nnU-Net's predictor moves Generic_UNet's inputs to CUDA or leaves them on the CPU, nowhere else
+        raise ReIsoSegError(f"{type(trainer).__name__} trains Generic_UNet, which nnU-Net runs on cpu or cuda only")
+    if isinstance(trainer, EMTrainingMixin):
         trainer.device = device
-        if options.ani_weight is not None:
-            if not 0.0 <= options.ani_weight <= 1.0:
-                raise ReIsoSegError(f"`ani_weight` must lie in [0, 1], got {options.ani_weight}")
-            trainer.ani_weight = options.ani_weight
-        if options.gpu_memory_gb is not None:
-            if options.gpu_memory_gb <= 0:
-                raise ReIsoSegError(f"`gpu_memory_gb` must be positive, got {options.gpu_memory_gb}")
-            trainer.memory_budget_bytes = options.gpu_memory_gb * 2**30
-        elif device.type == "cuda":
-            import torch
-
-            trainer.memory_budget_bytes = float(torch.cuda.get_device_properties(device).total_memory)
-    elif options.gpu_memory_gb is not None:
-        raise ReIsoSegError("`gpu_memory_gb` needs a ReIsoSeg trainer: nnU-Net's planner already sized "
-                            "Generic_UNet's patch for a GPU")
-    elif device.type not in ("cpu", "cuda"):
-        raise ReIsoSegError(f"{type(trainer).__name__} is nnU-Net's own trainer: it runs on cpu or cuda only")
     if options.epochs is not None:
         trainer.max_num_epochs = options.epochs
     if options.iterations_per_epoch is not None:
@@ -130,14 +93,6 @@ def _configure(trainer, options: TrainingOptions, device) -> None:
         trainer.num_val_batches_per_epoch = options.val_iterations_per_epoch
     if options.snapshot_every_epochs is not None:
         trainer.save_every, trainer.save_latest_only = options.snapshot_every_epochs, False
-
-
-def fold_output_folder(configuration: str, trainer_name: str, task: str, fold: str | int,
-                       plans_identifier: str = DEFAULT_PLANS) -> Path:
-    """Where nnU-Net v1 trains this fold (RESULTS_FOLDER/nnUNet/CONFIGURATION/TASK/TRAINER__PLANS/fold_N)."""
-    require_environment("RESULTS_FOLDER")
-    return fold_folder(model_folder(os.environ["RESULTS_FOLDER"], resolve_task(task), trainer_name, plans_identifier,
-                                    configuration), parse_fold(fold))
 
 
 def _epoch_reporter(bar):
@@ -165,8 +120,6 @@ def run_training(configuration: str, trainer_name: str, task: str, fold: str | i
         raise ReIsoSegError(f"unknown configuration {configuration!r}: use one of {', '.join(CONFIGURATIONS)}")
     task_name = resolve_task(task)
     fold = parse_fold(fold)
-    from reisoseg.devices import resolve_device
-
     device = resolve_device(options.device)  # once per call, before nnU-Net starts (it hides GPUs for cpu)
     with redirected():
         return _train(configuration, trainer_name, task_name, fold, options, device)
@@ -175,14 +128,8 @@ def run_training(configuration: str, trainer_name: str, task: str, fold: str | i
 def _train(configuration: str, trainer_name: str, task_name: str, fold: str | int, options: TrainingOptions,
            device) -> str:
     """`run_training` inside nnU-Net, once the arguments are checked."""
-    from nnunet.run.default_configuration import get_default_configuration
-
-    from reisoseg.nnunet_v1.trainers import ReIsoSegTrainer  # registers ours for nnU-Net's lookup by name
-
     ranks = None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: one rank of several
-        from reisoseg.nnunet_v1 import distributed
-
         ranks = distributed.ranks_from_environment()
         if options.validation_only:
             raise ReIsoSegError("validation (-val) runs in one process: start it without torchrun or --gpus")
@@ -190,8 +137,6 @@ def _train(configuration: str, trainer_name: str, task_name: str, fold: str | in
 
     plans_identifier = effective_plans_identifier(options)
     if plans_identifier != options.plans_identifier:
-        from reisoseg.nnunet_v1.plans import write_derived_plans
-
         write_derived_plans(task_name, plans_identifier, patch_size=options.patch_size, batch_size=options.batch_size,
                             base_identifier=options.plans_identifier)
     plans_file = str(layout_plans_file(os.environ["nnUNet_preprocessed"], task_name, plans_identifier,
@@ -216,9 +161,10 @@ def _train(configuration: str, trainer_name: str, task_name: str, fold: str | in
     _configure(trainer, options, device)
     main_process = ranks is None or ranks.main
     if ranks is not None:
-        if not isinstance(trainer, ReIsoSegTrainer):
-            raise ReIsoSegError(f"{trainer_name}: distributed training needs a ReIsoSeg trainer (nnU-Net v1's own "
-                                f"is nnUNetTrainerV2_DDP, run by nnU-Net's scripts)")
+        if not isinstance(trainer, EMTrainingMixin):
+            raise ReIsoSegError(f"{trainer_name}: distributed training needs one of our trainers (a ReIsoSeg trainer, "
+                                f"or nnUNetTrainerV2EM for the baseline); nnU-Net v1's own is nnUNetTrainerV2_DDP, "
+                                f"run by nnU-Net's scripts")
         trainer.ranks = ranks
     if main_process:
         _store_instance_settings(os.path.dirname(plans_file), os.path.dirname(trainer.output_folder))
@@ -275,15 +221,8 @@ def _seed(seed: int | None, ranks) -> None:
     """Seed network initialisation and patch sampling (augmentation workers fork the seeded state). Over several
     ranks, torch's RNG gets the same seed everywhere (one PI transform per step, as in one process) and numpy's
     and Python's one per rank (different patches)."""
-    import random
-
-    import numpy as np
-    import torch
-
     if ranks is not None:
-        from reisoseg.nnunet_v1.distributed import shared_seed
-
-        seed = shared_seed(seed)
+        seed = distributed.shared_seed(seed)
         torch.manual_seed(seed)
         random.seed(seed + ranks.rank)
         np.random.seed(seed + ranks.rank)
@@ -296,11 +235,6 @@ def _seed(seed: int | None, ranks) -> None:
 def _store_instance_settings(preprocessed_task: str, model_folder: str) -> None:
     """Copy the instance target's settings from the task's dataset.json beside the model, where prediction finds
     them (nnU-Net copies dataset.json into the preprocessed folder but not into the model folder)."""
-    import json
-
-    from reisoseg.io.atomic import atomic_file
-    from reisoseg.layout import INSTANCES_FILE, INSTANCES_KEY
-
     dataset = os.path.join(preprocessed_task, "dataset.json")
     if not os.path.isfile(dataset):
         return

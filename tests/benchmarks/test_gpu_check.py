@@ -25,7 +25,9 @@ def gpu_check():
 
 def test_training_step_and_ux_unit_checks_pass_on_cpu(gpu_check):
     step = gpu_check.training_step(CPU, (8, 32, 32), 2)
-    assert step["ok"] and "estimate" in step["detail"]
+    before, after = step["loss"]
+    assert step["ok"] and not step["skipped"] and after < before  # the step learned the batch it was given
+    assert f"loss {before:.4f} -> {after:.4f}" in step["detail"] and "estimate" in step["detail"]
     unit = gpu_check.ux_unit(CPU)
     assert unit["ok"], unit["detail"]
 

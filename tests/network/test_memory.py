@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
 import pytest
 
 from reisoseg.network.anisotropy import required_divisor
-from reisoseg.network.memory import fit_patch_to_memory, training_step_memory
+from reisoseg.network.memory import MemoryEstimate, fit_patch_to_memory, training_step_memory
 
 STEP = """
 import json, resource, sys, torch
@@ -54,14 +55,29 @@ def test_memory_grows_with_the_patch_and_the_batch_and_halves_activations_in_fp1
 
 
 def test_patch_is_fitted_to_the_budget():
-    pattern, spacing = (2, 2, 2), (40.0, 5.0, 5.0)
-    planned = training_step_memory((16, 128, 128), 2, pattern)
-    patch, estimate = fit_patch_to_memory((16, 128, 128), 2, pattern, spacing, planned.total * 1.01)
+    pattern, spacing, divisor = (2, 2, 2), (40.0, 5.0, 5.0), required_divisor((2, 2, 2))
+
+    def estimate_at_batch_2(patch):
+        return training_step_memory(patch, 2, pattern)
+
+    planned = estimate_at_batch_2((16, 128, 128))
+    patch, estimate = fit_patch_to_memory((16, 128, 128), divisor, spacing, planned.total * 1.01, estimate_at_batch_2)
     assert patch == (16, 128, 128) and estimate == planned  # fits already
     budget = planned.total / 3
-    patch, estimate = fit_patch_to_memory((16, 128, 128), 2, pattern, spacing, budget)
-    assert estimate.total <= budget and estimate == training_step_memory(patch, 2, pattern)
-    assert all(p <= q and p % d == 0 for p, q, d in zip(patch, (16, 128, 128), required_divisor(pattern)))
+    patch, estimate = fit_patch_to_memory((16, 128, 128), divisor, spacing, budget, estimate_at_batch_2)
+    assert estimate.total <= budget and estimate == estimate_at_batch_2(patch)
+    assert all(p <= q and p % d == 0 for p, q, d in zip(patch, (16, 128, 128), divisor))
     assert patch[1] < 128  # the axis that is physically longest shrinks first (16 x 40 nm = 640 < 128 x 5 nm)
-    with pytest.raises(ValueError, match="no patch fits 0.01 GiB at batch 2"):
-        fit_patch_to_memory((16, 128, 128), 2, pattern, spacing, 0.01 * 2**30)
+    with pytest.raises(ValueError, match=r"no patch fits 0.01 GiB: the smallest the network takes, \[2, 16, 16\]"):
+        fit_patch_to_memory((16, 128, 128), divisor, spacing, 0.01 * 2**30, estimate_at_batch_2)
+
+
+def test_fitting_goes_on_where_the_voxel_count_underestimates_the_step():
+    """A step whose memory grows faster than its voxel count at small patches: the fit confirms and keeps going."""
+    def estimate(patch):
+        voxels = math.prod(patch)
+        activations = voxels * (2 if voxels < 4000 else 1)
+        return MemoryEstimate(activations, 0, 0, 0)
+
+    patch, fitted = fit_patch_to_memory((16, 16, 16), (1, 1, 1), (1.0, 1.0, 1.0), 3000, estimate)
+    assert fitted.total <= 3000 and fitted == estimate(patch)  # the voxel count alone predicts 2816 voxels: 5632

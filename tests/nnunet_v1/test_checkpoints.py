@@ -143,7 +143,8 @@ def test_adamw_starts_at_its_learning_rate_and_a_run_continues_only_with_the_sam
 def test_optimizer_options_are_checked(tmp_path, options, error):
     from nnunet.training.network_training.nnUNetTrainerV2 import nnUNetTrainerV2
 
-    from reisoseg.nnunet_v1.training import TrainingOptions, _configure
+    from reisoseg.nnunet_v1.training import _configure
+    from reisoseg.nnunet_v1.training_options import TrainingOptions
 
     trainer = nnUNetTrainerV2(str(tmp_path / "plans.pkl"), 0, output_folder=str(tmp_path),
                               dataset_directory=str(tmp_path), stage=0, unpack_data=False) \

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from reisoseg.layout import ENGINE_LOG, checkpoint_file, fold_folder
+from reisoseg.layout import ENGINE_LOG, checkpoint_file, fold_folder, model_folder
 from tests.conftest import TASK, run_reisoseg
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,6 +100,17 @@ def test_two_ranks_with_batch_1_give_one_process_with_batch_2_its_gradient_and_s
 
 
 TWO_CPU_RANKS = ["--gpus", "2", "--device", "cpu", "--iterations_per_epoch", "2", "--disable_validation_inference"]
+
+
+def test_the_baseline_trains_on_two_ranks_with_one_writer(trained):
+    env, root, model = trained
+    result = run_reisoseg(["train", "3d_fullres", "nnUNetTrainerV2EM", TASK, "4", "--epochs", "1", *TWO_CPU_RANKS],
+                          env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    fold = fold_folder(model_folder(env["RESULTS_FOLDER"], TASK, "nnUNetTrainerV2EM"), 4)
+    logs = list(fold.glob("training_log_*.txt"))
+    assert len(logs) == 1 and "batch 1: about" in logs[0].read_text()  # the plans' 2 split over two ranks
+    assert checkpoint_file(fold).is_file()
 
 
 @pytest.mark.slow  # four 2-rank nnU-Net runs, ~3 min on 2 cores

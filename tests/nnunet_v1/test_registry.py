@@ -79,18 +79,6 @@ def test_another_nnunet_version_is_refused_in_one_line(monkeypatch):
             pass
 
 
-def test_rma_trainers_differ_by_pattern_only():
-    from reisoseg.nnunet_v1.trainers import TRAINERS, ReIsoSegTrainer
-
-    ours = {n: c for n, c in TRAINERS.items() if issubclass(c, ReIsoSegTrainer)}
-    assert {n: c.ani_scale for n, c in ours.items()} == {
-        "ReIsoSegTrainer": None, "ReIsoSegRMA1V6Trainer": (1, 1, 1), "ReIsoSegRMA2V6Trainer": (1, 1, 2),
-        "ReIsoSegRMA4V6Trainer": (1, 2, 2), "ReIsoSegRMA8V6Trainer": (2, 2, 2)}
-    for cls in ours.values():
-        own = {name for name in vars(cls) if not (name.startswith("__") and name.endswith("__"))}  # not Python's
-        assert cls is ReIsoSegTrainer or (cls.__bases__ == (ReIsoSegTrainer,) and own == {"ani_scale"})
-
-
 def test_folders_set_after_nnunet_was_imported_take_effect(tmp_path):
     """nnU-Net reads its folders at import; a demo or notebook that sets them later must not train elsewhere."""
     script = """

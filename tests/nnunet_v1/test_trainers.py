@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from reisoseg.errors import ReIsoSegError
 from reisoseg.layout import TRAINER_SETTINGS_FILE, fold_folder, plans_file
 from reisoseg.nnunet_v1.tasks import parse_fold, resolve_task
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _plans(spacing, patch) -> dict:
@@ -38,6 +45,16 @@ def test_pattern_follows_the_planned_spacing(tmp_path, spacing, pattern):
     assert _trainer(tmp_path, spacing).pattern == pattern
 
 
+@pytest.mark.parametrize("name, pattern", [("ReIsoSegRMA1V6Trainer", (1, 1, 1)), ("ReIsoSegRMA2V6Trainer", (1, 1, 2)),
+                                           ("ReIsoSegRMA4V6Trainer", (1, 2, 2)), ("ReIsoSegRMA8V6Trainer", (2, 2, 2))])
+def test_fixed_pattern_trainers_keep_their_pattern_whatever_the_spacing(tmp_path, name, pattern):
+    for spacing in ((40.0, 5.0, 5.0), (5.0, 5.0, 5.0)):
+        trainer = _trainer(tmp_path / str(spacing[0]), spacing, name=name)
+        trainer.device = torch.device("cpu")
+        trainer.initialize_network()
+        assert trainer.pattern == pattern and trainer.network.net.ani_scale == pattern
+
+
 def test_patch_is_rounded_down_to_what_the_pattern_divides(tmp_path):
     trainer = _trainer(tmp_path, patch=(13, 50, 70))  # (2, 2, 2) needs z % 2, y and x % 16
     assert list(trainer.patch_size) == [12, 48, 64]
@@ -56,7 +73,6 @@ def test_a_trained_fold_keeps_the_pattern_it_recorded(tmp_path):
                                   "ReIsoSegRMA8V6Trainer"])
 def test_downsampled_targets_have_each_heads_shape(tmp_path, name):
     """nnU-Net's deep-supervision targets, made with the trainer's scales, fit the network's six heads."""
-    import torch
     from nnunet.training.data_augmentation.downsampling import DownsampleSegForDSTransform2
 
     trainer = _trainer(tmp_path, name=name)
@@ -135,21 +151,106 @@ def test_derived_plans_keep_the_patch_asked_for_or_refuse_it(tmp_path, monkeypat
     assert not plans_file(tmp_path, "Task501_X", "odd").exists()
 
 
-def test_training_fits_the_patch_to_a_memory_budget_and_logs_it(tmp_path):
-    from reisoseg.network.memory import training_step_memory
-
-    trainer = _trainer(tmp_path)
-    trainer._training, trainer.memory_budget_bytes = True, training_step_memory((16, 64, 64), 2, (2, 2, 2)).total / 2
-    trainer.process_plans(_plans((40.0, 5.0, 5.0), (16, 64, 64)))
-    patch = [int(v) for v in trainer.patch_size]
-    assert math.prod(patch) < 16 * 64 * 64 and training_step_memory(patch, 2, (2, 2, 2)).total <= \
-        trainer.memory_budget_bytes
+@pytest.mark.parametrize("name", ["ReIsoSegTrainer", "nnUNetTrainerV2EM"])  # each with its own network's estimate
+def test_training_fits_the_patch_to_a_memory_budget_and_logs_it(tmp_path, name):
+    trainer = _trainer(tmp_path, name=name)
+    planned = trainer.estimate_step_memory((16, 64, 64))
+    trainer._training, trainer.memory_budget_bytes = True, planned.total / 2
+    trainer.setup_DA_params()
+    patch = tuple(int(v) for v in trainer.patch_size)
+    assert math.prod(patch) < 16 * 64 * 64 and trainer.estimate_step_memory(patch).total <= planned.total / 2
+    assert all(size % divisor == 0 for size, divisor in zip(patch, trainer.patch_divisor()))
+    assert list(trainer.basic_generator_patch_size)[0] == patch[0]  # nnU-Net sized its augmentation for the fit
     log = "".join(p.read_text() for p in fold_folder(tmp_path, 0).glob("training_log_*.txt"))
-    assert f"training patch {patch}, batch 2: about" in log and "GiB budget" in log
+    assert f"training patch {list(patch)}, batch 2: about" in log and "GiB budget" in log
+
+
+def test_the_baselines_estimate_sees_nnunets_generic_unet(tmp_path):
+    from nnunet.training.network_training.nnUNetTrainerV2 import nnUNetTrainerV2
+
+    from reisoseg.nnunet_v1.network import baseline_network
+
+    trainer = _trainer(tmp_path, name="nnUNetTrainerV2EM")
+    nnUNetTrainerV2.initialize_network(trainer)
+    built = {name: value.shape for name, value in trainer.network.state_dict().items()}
+    assert built == {name: value.shape for name, value in baseline_network(trainer).state_dict().items()}
+
+
+BASELINE_STEP = """
+import json, resource, sys, tempfile, torch
+from pathlib import Path
+from reisoseg.nnunet_v1.network import baseline_network
+from tests.nnunet_v1.test_trainers import _trainer
+patch, batch = json.loads(sys.argv[1])
+torch.set_num_threads(2)
+trainer = _trainer(Path(tempfile.mkdtemp()), patch=patch, name="nnUNetTrainerV2EM")
+trainer.batch_size = batch
+network = baseline_network(trainer)
+optimizer = torch.optim.SGD(network.parameters(), lr=0.01, momentum=0.99, nesterov=True)
+image, target = torch.randn(batch, 1, *patch), (torch.rand(batch, 1, *patch) > 0.5).float()
+with open("/proc/self/statm") as handle:
+    before = int(handle.read().split()[1]) * 4096
+loss = sum(torch.nn.functional.cross_entropy(output, torch.nn.functional.interpolate(target, output.shape[2:])
+                                             .long()[:, 0]) for output in network(image))
+loss.backward()
+optimizer.step()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
+"""
+
+
+def test_the_baselines_estimate_is_within_a_quarter_of_a_measured_cpu_training_step(tmp_path):
+    patch, batch = (16, 96, 96), 2
+    result = subprocess.run([sys.executable, "-c", BASELINE_STEP, json.dumps([patch, batch])], capture_output=True,
+                            text=True, timeout=600, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    measured = int(result.stdout.split()[-1])
+    trainer = _trainer(tmp_path, patch=patch, name="nnUNetTrainerV2EM")
+    estimated = trainer.estimate_step_memory(patch).total
+    assert 0.75 <= estimated / measured <= 1.25, (estimated / 2**20, measured / 2**20)
+
+
+def _step_inputs(trainer, seed: int = 0) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    patch = tuple(int(v) for v in trainer.patch_size)
+    data = torch.randn(2, 1, *patch, generator=generator).numpy()
+    labels = (torch.rand(2, 1, *patch, generator=generator) > 0.6).float().numpy()
+    targets = [labels[:, :, :, ::step, ::step] for step in (1, 2, 4, 8, 16)]
+    return {"data": data, "target": targets}
+
+
+def test_the_baselines_step_is_nnunets(tmp_path):
+    """The shared training step, run by the baseline, updates the weights exactly as nnUNetTrainerV2's own."""
+    from nnunet.training.loss_functions.deep_supervision import MultipleOutputLoss2
+    from nnunet.training.network_training.nnUNetTrainerV2 import nnUNetTrainerV2
+
+    trainers = []
+    for copy in ("ours", "nnunet"):
+        trainer = _trainer(tmp_path / copy, name="nnUNetTrainerV2EM")
+        trainer.device = torch.device("cpu")
+        torch.manual_seed(0)
+        trainer.initialize_network()
+        trainer.initialize_optimizer_and_scheduler()
+        trainer.loss = MultipleOutputLoss2(trainer.loss, [8 / 15, 4 / 15, 2 / 15, 1 / 15, 0.0])
+        trainers.append(trainer)
+    ours, theirs = trainers
+    batch = _step_inputs(ours)
+    assert ours.run_iteration(iter([batch])) == pytest.approx(
+        float(nnUNetTrainerV2.run_iteration(theirs, iter([batch]))), rel=1e-6)
+    for (name, mine), (_, reference) in zip(ours.network.state_dict().items(), theirs.network.state_dict().items()):
+        assert torch.allclose(mine, reference, atol=1e-6), name
+    assert any(not torch.equal(a, b) for a, b in zip(ours.network.parameters(), _fresh_weights(tmp_path)))
+
+
+def _fresh_weights(tmp_path):
+    trainer = _trainer(tmp_path / "fresh", name="nnUNetTrainerV2EM")
+    trainer.device = torch.device("cpu")
+    torch.manual_seed(0)
+    trainer.initialize_network()
+    return list(trainer.network.parameters())
 
 
 def test_patch_and_batch_options_train_on_plans_of_their_own():
-    from reisoseg.nnunet_v1.training import TrainingOptions, effective_plans_identifier
+    from reisoseg.nnunet_v1.training_options import TrainingOptions, effective_plans_identifier
 
     assert effective_plans_identifier(TrainingOptions()) == "nnUNetPlansv2.1"
     assert effective_plans_identifier(TrainingOptions(patch_size=(16, 64, 64), batch_size=2)) == \
