@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 
 from reisoseg.layout import checkpoint_file, fold_folder, model_folder
-from reisoseg.nnunet_v1.model_files import safe_load_checkpoint
+from reisoseg.safe_loading import safe_load_checkpoint
 
 TASK_ID, TASK_NAME = 509, "Task509_GpuCheck"
 COMMAND = [sys.executable, "-m", "reisoseg.commands.main"]

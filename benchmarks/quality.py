@@ -52,7 +52,7 @@ from pathlib import Path
 
 from reisoseg.devices import resolve_device
 from reisoseg.layout import DEFAULT_CONFIGURATION, FINAL_CHECKPOINT, LATEST_CHECKPOINT, checkpoint_file, plans_file
-from reisoseg.nnunet_v1.model_files import safe_load_checkpoint
+from reisoseg.safe_loading import safe_load_checkpoint
 
 sys.path.insert(0, str(Path(__file__).parent))
 import workspace  # noqa: E402

@@ -1,4 +1,4 @@
-"""`reisoseg convert`: EM volumes (TIFF, sections, HDF5, zarr, NIfTI) -> an nnU-Net v1 raw task."""
+"""`reisoseg convert`: EM volumes (TIFF, sections, HDF5, zarr, NIfTI) -> an nnU-Net v1 or v2 raw task."""
 from __future__ import annotations
 
 import argparse
@@ -9,12 +9,13 @@ from reisoseg.errors import ReIsoSegError
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "convert", help="convert EM volumes and labels into an nnU-Net v1 raw task",
+        "convert", help="convert EM volumes and labels into an nnU-Net raw task (v1 or v2)",
         description="Read image and label volumes (multipage TIFF, folder of TIFF/PNG sections, file.h5:/key, "
-                    "zarr/OME-Zarr, NIfTI/MHA), validate them, and write nnUNet_raw_data/TaskXXX_Name with NIfTI "
-                    "files in (z, y, x) order with their spacing and dataset.json. Nothing is written if any "
-                    "input is bad. Example: reisoseg convert --image raw/ --labels labels/ --spacing 50 4.6 4.6 "
-                    "--label-map mitochondria=191 --task 502 --name GerhardMito --test-sections 16-19")
+                    "zarr/OME-Zarr, NIfTI/MHA), validate them, and write nnUNet_raw_data/TaskXXX_Name (v1) or "
+                    "DatasetXXX_Name (--engine v2) with NIfTI files in (z, y, x) order with their spacing and "
+                    "dataset.json. Nothing is written if any input is bad. Example: reisoseg convert --image raw/ "
+                    "--labels labels/ --spacing 50 4.6 4.6 --label-map mitochondria=191 --task 502 --name "
+                    "GerhardMito --test-sections 16-19")
     parser.add_argument("--image", dest="images", nargs="+", required=True, help="image volume(s)")
     parser.add_argument("--labels", nargs="+", required=True, help="label volume(s), one per image, same shape")
     parser.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), default=None,
@@ -64,5 +65,5 @@ def run(args: argparse.Namespace) -> None:
                              overwrite=args.overwrite, instance_class=args.instance_class,
                              instance_labels=args.instance_labels,
                              annotated_sections=parse_section_list(args.annotated_sections),
-                             ignore_value=args.ignore_value)
+                             ignore_value=args.ignore_value, engine=args.engine)
     print(f"done: {folder}")

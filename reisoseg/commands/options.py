@@ -8,21 +8,26 @@ from pathlib import Path
 
 from reisoseg.errors import ReIsoSegError
 from reisoseg.instances.target import DECODING_FIELDS
+from reisoseg.io.nnunet_task import ENGINES, RAW_VARIABLES
 from reisoseg.layout import DEFAULT_CONFIGURATION, DEFAULT_PLANS, DEFAULT_TRAINER, FINAL_CHECKPOINT
 
 
 def add_task_output_options(parser: argparse.ArgumentParser) -> None:
-    """--raw_data_base and --overwrite, for commands that write an nnU-Net v1 raw task."""
+    """--engine, --raw_data_base and --overwrite, for commands that write an nnU-Net raw task."""
+    parser.add_argument("--engine", choices=ENGINES, default="v1",
+                        help="write the task for nnU-Net v1 (nnUNet_raw_data/TaskXXX_Name) or v2 "
+                             "(DatasetXXX_Name, v2's dataset.json; --task is the dataset id) (default: v1)")
     parser.add_argument("--raw_data_base", default=None,
-                        help="nnU-Net raw data base folder (default: $nnUNet_raw_data_base)")
+                        help="raw data folder (default: $nnUNet_raw_data_base for v1, $nnUNet_raw for v2)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing task folder")
 
 
 def raw_data_base(args: argparse.Namespace) -> str:
-    """The raw data base from --raw_data_base or the environment; ReIsoSegError if neither is given."""
-    raw = args.raw_data_base or os.environ.get("nnUNet_raw_data_base")
+    """The raw data folder from --raw_data_base or the engine's variable; ReIsoSegError if neither is given."""
+    variable = RAW_VARIABLES[args.engine]
+    raw = args.raw_data_base or os.environ.get(variable)
     if not raw:
-        raise ReIsoSegError("no output location: pass --raw_data_base or set nnUNet_raw_data_base")
+        raise ReIsoSegError(f"no output location: pass --raw_data_base or set {variable}")
     return raw
 
 

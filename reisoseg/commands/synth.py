@@ -1,4 +1,4 @@
-"""`reisoseg synth`: write a synthetic anisotropic EM task in nnU-Net v1's raw layout."""
+"""`reisoseg synth`: write a synthetic anisotropic EM task in nnU-Net's raw layout (v1 or v2)."""
 from __future__ import annotations
 
 import argparse
@@ -9,9 +9,10 @@ from reisoseg.errors import ReIsoSegError
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "synth", help="generate a synthetic EM task (nnU-Net v1 raw layout)",
+        "synth", help="generate a synthetic EM task (nnU-Net raw layout, v1 or v2)",
         description="Generate EM-like anisotropic volumes with ground truth and write them as "
-                    "nnUNet_raw_data/TaskXXX_Name (imagesTr, labelsTr, imagesTs, labelsTs, dataset.json).")
+                    "nnUNet_raw_data/TaskXXX_Name (v1) or DatasetXXX_Name (--engine v2): imagesTr, labelsTr, "
+                    "imagesTs, labelsTs, dataset.json.")
     parser.add_argument("--task", type=int, default=501, help="task id (default: %(default)s)")
     parser.add_argument("--name", default="SynthEM", help="task name (default: %(default)s)")
     parser.add_argument("--num_training", type=int, default=6, help="training volumes (default: %(default)s)")
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> None:
         folder = make_synthetic_task(raw, args.task, args.name, num_training=args.num_training,
                                      num_test=args.num_test, shape=args.shape, ratio=args.ratio, seed=args.seed,
                                      classes=args.classes, params=SynthParams(xy_spacing_nm=args.xy_spacing),
-                                     overwrite=args.overwrite, instances=args.instances)
+                                     overwrite=args.overwrite, instances=args.instances, engine=args.engine)
     except (FileExistsError, ValueError) as error:
         raise ReIsoSegError(str(error)) from error
     print(f"done: {folder}")

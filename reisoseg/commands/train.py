@@ -1,4 +1,5 @@
-"""`reisoseg train CONFIGURATION TRAINER TASK FOLD`: nnU-Net v1 training with ReIsoSeg's trainers.
+"""`reisoseg train CONFIGURATION TRAINER TASK FOLD`: nnU-Net v1 (or, with --engine v2, v2) training with ReIsoSeg's
+trainers.
 
 Also installed as `run_training_reisoseg`, the reference implementation's name, with the positional form its README
 documents (which the reference's own script does not accept).
@@ -14,6 +15,7 @@ from reisoseg.commands.options import add_output_options, engine_log
 from reisoseg.console import engine_output
 from reisoseg.devices import DEVICE_CHOICES
 from reisoseg.errors import ReIsoSegError
+from reisoseg.io.nnunet_task import ENGINES
 from reisoseg.layout import DEFAULT_PLANS
 from reisoseg.nnunet_v1.training_options import TrainingOptions, effective_plans_identifier, fold_output_folder
 from reisoseg.optimizers import OPTIMIZERS
@@ -22,13 +24,17 @@ DESCRIPTION = ("Train one fold with a ReIsoSeg trainer (ReIsoSegTrainer picks th
                "spacing; ReIsoSegRMA1/2/4/8V6Trainer fix it), nnUNetTrainerV2EM (the nnU-Net baseline with our "
                "checkpoints) or any nnU-Net v1 trainer such as nnUNetTrainerV2. "
                "Needs nnUNet_raw_data_base, nnUNet_preprocessed and RESULTS_FOLDER, and a task planned with "
-               "nnUNet_plan_and_preprocess.")
+               "nnUNet_plan_and_preprocess. With --engine v2: ReIsoSeg trainers or nnUNetTrainer (v2's baseline) "
+               "on a dataset planned with nnUNetv2_plan_and_preprocess (nnUNet_raw, nnUNet_preprocessed, "
+               "nnUNet_results).")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("configuration", help="nnU-Net configuration; ReIsoSeg is 3D: use 3d_fullres")
     parser.add_argument("trainer", help="trainer class, e.g. ReIsoSegTrainer, ReIsoSegRMA4V6Trainer, nnUNetTrainerV2")
-    parser.add_argument("task", help="task as Task501_Name, 501 or Name")
+    parser.add_argument("task", help="task as Task501_Name, 501 or Name (v2: dataset id or DatasetXXX_Name)")
+    parser.add_argument("--engine", choices=ENGINES, default="v1",
+                        help="nnU-Net v1 (default) or v2 (the reisoseg[nnunetv2] extra; not all options yet)")
     parser.add_argument("fold", help="fold 0-4 of the 5-fold split, or 'all'")
     parser.add_argument("-val", "--validation_only", action="store_true",
                         help="only run the validation of a trained fold")
@@ -120,6 +126,8 @@ def launch(processes: int, argv: Sequence[str]) -> None:
 def run(args: argparse.Namespace) -> str | None:
     if args.gpus < 1:
         raise ReIsoSegError(f"--gpus must be at least 1, got {args.gpus}")
+    if args.gpus > 1 and args.engine == "v2":
+        raise ReIsoSegError("--gpus on the v2 engine: not yet (v2's own DDP will run it)")
     if args.gpus > 1:
         launch(args.gpus, sys.argv[2:] if sys.argv[1:2] == ["train"] else sys.argv[1:])
         return None
@@ -137,15 +145,31 @@ def run(args: argparse.Namespace) -> str | None:
         patch_size=args.patch_size, batch_size=args.batch_size, gpu_memory_gb=args.gpu_memory_gb,
         checkpoint_minutes=args.checkpoint_minutes, em_augmentation=args.em_augmentation, optimizer=args.optimizer,
         initial_lr=args.initial_lr)
-    folder = fold_output_folder(args.configuration, args.trainer, args.task, args.fold,
-                                effective_plans_identifier(options))
-    with engine_output(engine_log(folder, args.verbose), verbose=args.verbose):
-        from reisoseg.nnunet_v1.training import run_training  # imports nnU-Net, whose banner goes to the log
+    if args.engine == "v2":
+        folder = _train_on_v2(args, options)
+    else:
+        folder = fold_output_folder(args.configuration, args.trainer, args.task, args.fold,
+                                    effective_plans_identifier(options))
+        with engine_output(engine_log(folder, args.verbose), verbose=args.verbose):
+            from reisoseg.nnunet_v1.training import run_training  # imports nnU-Net, whose banner goes to the log
 
-        folder = run_training(args.configuration, args.trainer, args.task, args.fold, options)
+            folder = run_training(args.configuration, args.trainer, args.task, args.fold, options)
     if os.environ.get("RANK", "0") == "0":  # one line for a distributed run too
         print(f"done: {folder}")
     return folder
+
+
+def _train_on_v2(args: argparse.Namespace, options: TrainingOptions):
+    """The same run on nnU-Net v2; its messages go to the fold's engine.log."""
+    try:
+        from reisoseg.nnunet_v2 import training
+    except ModuleNotFoundError as error:
+        raise ReIsoSegError(f"--engine v2 needs the nnunetv2 extra ({error.name} is missing): "
+                            f"pip install 'reisoseg[nnunetv2]'") from error
+    folder = training.fold_output_folder(args.configuration, args.trainer, args.task, args.fold,
+                                         training.plans_identifier(options))
+    with engine_output(engine_log(folder, args.verbose), verbose=args.verbose):
+        return training.run_training(args.configuration, args.trainer, args.task, args.fold, options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -101,8 +101,9 @@ def convert_to_task(images: Sequence[str | os.PathLike], labels: Sequence[str | 
                     test_sections: tuple[int, int] | None = None, test_volumes: Sequence[int] = (),
                     raw_data_base: str | os.PathLike, modality: str = "EM", overwrite: bool = False,
                     instance_class: str | None = None, instance_labels: bool = False,
-                    annotated_sections: frozenset[int] | None = None, ignore_value: int | None = None) -> Path:
-    """Read, validate and split every (image, labels) pair, then write the task atomically.
+                    annotated_sections: frozenset[int] | None = None, ignore_value: int | None = None,
+                    engine: str = "v1") -> Path:
+    """Read, validate and split every (image, labels) pair, then write the task atomically, in `engine`'s layout.
 
     With `test_sections`, those sections of every volume become a test case and the rest training cases (split
     into two cases if the test range lies inside, so that no false neighbours are created). `test_volumes` sends
@@ -199,7 +200,7 @@ def convert_to_task(images: Sequence[str | os.PathLike], labels: Sequence[str | 
     try:
         return write_task(raw_data_base, task_id, name, training, test, labels_out, modality=modality,
                           description=f"converted by reisoseg from {', '.join(map(str, images))}",
-                          overwrite=overwrite,
+                          overwrite=overwrite, engine=engine,
                           instance_class=None if instance_class is None else names.index(instance_class) + 1)
     except FileExistsError as error:
         raise ReIsoSegError(str(error)) from error

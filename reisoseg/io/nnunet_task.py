@@ -1,4 +1,5 @@
-"""Write an nnU-Net v1 raw task (imagesTr, labelsTr, imagesTs, labelsTs, dataset.json); no nnunet import needed."""
+"""Write an nnU-Net raw task (imagesTr, labelsTr, imagesTs, labelsTs, dataset.json) in v1's layout or v2's; no
+nnunet import needed. The volumes are the same for both engines: only the folder and dataset.json differ."""
 from __future__ import annotations
 
 import json
@@ -27,10 +28,24 @@ class Case:
     instances: np.ndarray | None = None  # object ids of the instance class, where known
 
 
-def task_folder_name(task_id: int, name: str) -> str:
+ENGINES = ("v1", "v2")
+RAW_VARIABLES = {"v1": "nnUNet_raw_data_base", "v2": "nnUNet_raw"}  # where each engine reads its raw tasks
+
+
+def task_folder_name(task_id: int, name: str, engine: str = "v1") -> str:
+    """`TaskXXX_Name` (v1) or `DatasetXXX_Name` (v2)."""
     if not 1 <= int(task_id) <= 999:
         raise ValueError(f"task id must be 1-999, got {task_id}")
-    return f"Task{int(task_id):03d}_{name}"
+    return f"{'Dataset' if engine == 'v2' else 'Task'}{int(task_id):03d}_{name}"
+
+
+def task_folder(raw: str | os.PathLike, task_id: int, name: str, engine: str = "v1") -> Path:
+    """Where `engine` finds the task under its raw folder (v1: $nnUNet_raw_data_base/nnUNet_raw_data, v2:
+    $nnUNet_raw)."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    parent = Path(raw) if engine == "v2" else Path(raw) / "nnUNet_raw_data"
+    return parent / task_folder_name(task_id, name, engine)
 
 
 def ignore_label(labels: Mapping[str, str], source: str) -> int | None:
@@ -45,8 +60,9 @@ def ignore_label(labels: Mapping[str, str], source: str) -> int | None:
 
 def write_task(raw_data_base: str | os.PathLike, task_id: int, name: str, training: Sequence[Case],
                test: Sequence[Case], labels: Mapping[int, str], *, modality: str = "EM",
-               description: str = "", overwrite: bool = False, instance_class: int | None = None) -> Path:
-    """Write `<raw_data_base>/nnUNet_raw_data/TaskXXX_Name` atomically and return its path.
+               description: str = "", overwrite: bool = False, instance_class: int | None = None,
+               engine: str = "v1") -> Path:
+    """Write the task where `engine` reads it (`task_folder`) atomically and return its path.
 
     Test cases with labels also get `labelsTs/` (ignored by nnU-Net, used by `reisoseg evaluate`). With
     `instance_class`, training labels carry the instance target of that class (`reisoseg.instances.target`: a
@@ -54,7 +70,7 @@ def write_task(raw_data_base: str | os.PathLike, task_id: int, name: str, traini
     `instancesTr/` (for calibrating the decoding on held-out folds) and labelled test cases in `instancesTs/`.
     Cases without `instances` get the 3D connected components of the class, with a warning.
     """
-    target = Path(raw_data_base) / "nnUNet_raw_data" / task_folder_name(task_id, name)
+    target = task_folder(raw_data_base, task_id, name, engine)
     label_names = {"0": "background", **{str(k): v for k, v in sorted(labels.items()) if int(k) != 0}}
     instances_record = None
     if instance_class is not None:
@@ -77,25 +93,36 @@ def write_task(raw_data_base: str | os.PathLike, task_id: int, name: str, traini
             if case.instances is not None and instances_record:
                 write_nifti(folder / "instancesTs" / f"{case.name}.nii.gz", case.instances.astype(np.uint32),
                             case.spacing)
-        dataset = {
-            "name": name,
-            "description": description,
-            "tensorImageSize": "3D",
-            "reference": "",
-            "licence": "",
-            "release": "",
-            "modality": {"0": modality},
-            "labels": label_names,
-            "numTraining": len(training),
-            "numTest": len(test),
-            "training": [{"image": f"./imagesTr/{c.name}.nii.gz", "label": f"./labelsTr/{c.name}.nii.gz"}
-                         for c in training],
-            "test": [f"./imagesTs/{c.name}.nii.gz" for c in test],
-        }
+        dataset = _dataset_json(engine, name, description, modality, label_names, training, test)
         if instances_record:
             dataset[INSTANCES_KEY] = instances_record
         (folder / "dataset.json").write_text(json.dumps(dataset, indent=2))
     return target
+
+
+def _dataset_json(engine: str, name: str, description: str, modality: str, label_names: Mapping[str, str],
+                  training: Sequence[Case], test: Sequence[Case]) -> dict:
+    """v1's dataset.json (modality, labels value -> name, case lists) or v2's (channel names, labels name -> value,
+    file ending; the label named `ignore`, the highest, is v2's own ignore label)."""
+    if engine == "v2":
+        return {"name": name, "description": description, "channel_names": {"0": modality},
+                "labels": {label: int(value) for value, label in label_names.items()},
+                "numTraining": len(training), "file_ending": ".nii.gz"}
+    return {
+        "name": name,
+        "description": description,
+        "tensorImageSize": "3D",
+        "reference": "",
+        "licence": "",
+        "release": "",
+        "modality": {"0": modality},
+        "labels": dict(label_names),
+        "numTraining": len(training),
+        "numTest": len(test),
+        "training": [{"image": f"./imagesTr/{c.name}.nii.gz", "label": f"./labelsTr/{c.name}.nii.gz"}
+                     for c in training],
+        "test": [f"./imagesTs/{c.name}.nii.gz" for c in test],
+    }
 
 
 def _with_instance_target(training: Sequence[Case], test: Sequence[Case], label_names: dict[str, str],

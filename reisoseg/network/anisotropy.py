@@ -56,6 +56,18 @@ def nearest_supported_ratio(ratio: float) -> int:
     return min(PATTERNS_BY_RATIO, key=lambda r: abs(math.log2(r) - log_ratio))
 
 
+# The reference's trainers that pin a pattern, named by the z/xy spacing ratio each suits
+FIXED_PATTERN_TRAINERS = {"ReIsoSegRMA1V6Trainer": (1, 1, 1), "ReIsoSegRMA2V6Trainer": (1, 1, 2),
+                          "ReIsoSegRMA4V6Trainer": (1, 2, 2), "ReIsoSegRMA8V6Trainer": (2, 2, 2)}
+
+
+def with_fixed_patterns(trainer: type) -> dict[str, type]:
+    """Subclasses of an engine's ReIsoSeg `trainer`, one per fixed pattern, that differ by `ani_scale` only."""
+    return {name: type(name, (trainer,), {"ani_scale": pattern, "__module__": trainer.__module__,
+                                          "__doc__": f"{trainer.__name__} with pattern {list(pattern)}."})
+            for name, pattern in FIXED_PATTERN_TRAINERS.items()}
+
+
 def ani_scale_from_spacing(spacing_zyx: Sequence[float]) -> tuple[int, int, int]:
     """Pooling pattern for data of this (z, y, x) spacing: the RMA1/2/4/8 pattern of the nearest supported ratio."""
     return PATTERNS_BY_RATIO[nearest_supported_ratio(ratio_from_spacing(spacing_zyx))]

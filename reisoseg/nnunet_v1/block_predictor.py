@@ -29,8 +29,9 @@ from reisoseg.inference.model import CroppedVolume
 from reisoseg.inference.tiles import clipped, windows_touching, zero_padded
 from reisoseg.layout import FINAL_CHECKPOINT
 from reisoseg.nnunet_v1.compat import redirected
-from reisoseg.nnunet_v1.model_files import restore_trainer, safe_load_pickle
+from reisoseg.nnunet_v1.model_files import restore_trainer
 from reisoseg.nnunet_v1.resampling import axis_maps, resample_back, resample_box
+from reisoseg.safe_loading import safe_load_pickle
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ Handled (see documentation/nnunet_v1_integration.md):
 4. Augmentation workers default to the CPU count instead of nnU-Net's hostname table (12 + 6).
 5. `torch.cuda.amp` FutureWarnings are silenced; fp16 is used on CUDA only (our trainers use `torch.amp`).
 6. SciPy deprecation warnings of `scipy.ndimage.filters`/`interpolation` are silenced (scipy < 2 is pinned).
-7. `.model.pkl` and `plans.pkl` of model folders are read with a restricted unpickler (model_files.py).
+7. `.model.pkl` and `plans.pkl` of model folders are read with a restricted unpickler (reisoseg.safe_loading).
 (8 and 9 of the guide's table live in em_training.py and sparse.py.)
 10. nnU-Net binds its folders (`nnunet.paths`) when first imported; every `redirected()` points the loaded modules at
     the folders the environment names now, so setting them after an import (a second demo, a notebook) takes
@@ -30,8 +30,9 @@ from importlib.metadata import version
 from typing import Any
 
 from reisoseg.errors import ReIsoSegError
-from reisoseg.nnunet_v1.model_files import restore_trainer, safe_load_pickle
+from reisoseg.nnunet_v1.model_files import restore_trainer
 from reisoseg.nnunet_v1.registry import trainer_classes
+from reisoseg.safe_loading import safe_load_pickle
 
 SUPPORTED_VERSION = "1.7.1"  # the nnunet release every redirection below was written against
 _lock = threading.Lock()

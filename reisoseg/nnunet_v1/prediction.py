@@ -122,7 +122,7 @@ def predict_folder(input_folder: str | os.PathLike, output_folder: str | os.Path
 
 def _case_probabilities(npz: Path, shape: tuple[int, ...]) -> np.ndarray:
     """nnU-Net's exported softmax (cropped to the nonzero box) placed in the whole volume (background outside)."""
-    from reisoseg.nnunet_v1.model_files import safe_load_pickle
+    from reisoseg.safe_loading import safe_load_pickle
 
     cropped = np.load(npz)["softmax"]
     box = safe_load_pickle(npz.with_suffix(".pkl"))["crop_bbox"]

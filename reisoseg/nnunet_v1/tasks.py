@@ -72,7 +72,7 @@ def parse_fold(fold: str | int) -> str | int:
 def fold_validation_files(model_folder: str | os.PathLike, fold: str | int) -> list[tuple[str, Path, Path]]:
     """(case, image, object ids) of the cases nnU-Net v1 held out of `fold` (its splits_final.pkl), from the raw
     task's imagesTr/ and instancesTr/ (written for tasks with an instance target)."""
-    from reisoseg.nnunet_v1.model_files import safe_load_pickle
+    from reisoseg.safe_loading import safe_load_pickle
 
     folders = require_environment("nnUNet_raw_data_base", "nnUNet_preprocessed")
     task = Path(model_folder).parent.name

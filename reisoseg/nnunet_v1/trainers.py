@@ -1,4 +1,5 @@
-"""ReIsoSeg trainers on nnU-Net v1's `nnUNetTrainerV2`; the four RMA trainers differ by their pattern only.
+"""ReIsoSeg trainers on nnU-Net v1's `nnUNetTrainerV2`; the four RMA trainers differ by their pattern only
+(reisoseg.network.anisotropy.with_fixed_patterns).
 
 The method's trainer overrides only what the method changes:
 - `process_plans`: choose the pooling pattern (fixed, or from the planned spacing) and fit the patch to it;
@@ -30,6 +31,7 @@ from reisoseg.network.anisotropy import (
     fit_patch_size,
     ratio_from_spacing,
     required_divisor,
+    with_fixed_patterns,
 )
 from reisoseg.network.memory import MemoryEstimate, training_step_memory
 from reisoseg.nnunet_v1.em_training import EMTrainingMixin
@@ -161,36 +163,11 @@ class ReIsoSegTrainer(EMTrainingMixin, nnUNetTrainerV2):
         return super().on_epoch_end()
 
 
-class ReIsoSegRMA1V6Trainer(ReIsoSegTrainer):
-    """Pattern [1,1,1] for z/xy spacing ratio ~1."""
-
-    ani_scale = (1, 1, 1)
-
-
-class ReIsoSegRMA2V6Trainer(ReIsoSegTrainer):
-    """Pattern [1,1,2] for ratio ~2."""
-
-    ani_scale = (1, 1, 2)
-
-
-class ReIsoSegRMA4V6Trainer(ReIsoSegTrainer):
-    """Pattern [1,2,2] for ratio ~4."""
-
-    ani_scale = (1, 2, 2)
-
-
-class ReIsoSegRMA8V6Trainer(ReIsoSegTrainer):
-    """Pattern [2,2,2] for ratio ~8."""
-
-    ani_scale = (2, 2, 2)
-
-
 class nnUNetTrainerV2EM(EMTrainingMixin, nnUNetTrainerV2):  # noqa: N801 (nnU-Net's naming)
     """The baseline: nnU-Net v1's default trainer and Generic_UNet, with what `EMTrainingMixin` adds."""
 
 
 TRAINERS: dict[str, type[nnUNetTrainerV2]] = {
     register(cls).__name__: cls
-    for cls in (ReIsoSegTrainer, ReIsoSegRMA1V6Trainer, ReIsoSegRMA2V6Trainer, ReIsoSegRMA4V6Trainer,
-                ReIsoSegRMA8V6Trainer, nnUNetTrainerV2EM)
+    for cls in (ReIsoSegTrainer, *with_fixed_patterns(ReIsoSegTrainer).values(), nnUNetTrainerV2EM)
 }

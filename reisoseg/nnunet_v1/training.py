@@ -27,12 +27,12 @@ from reisoseg.network.anisotropy import PatchDoesNotFit
 from reisoseg.nnunet_v1 import distributed
 from reisoseg.nnunet_v1.compat import finish_augmenters, redirected
 from reisoseg.nnunet_v1.em_training import EMTrainingMixin
-from reisoseg.nnunet_v1.model_files import UnsafePickleError, load_checkpoint_into
+from reisoseg.nnunet_v1.model_files import load_checkpoint_into
 from reisoseg.nnunet_v1.plans import write_derived_plans
 from reisoseg.nnunet_v1.tasks import parse_fold, require_environment, resolve_task
 from reisoseg.nnunet_v1.trainers import ReIsoSegTrainer
 from reisoseg.nnunet_v1.training_options import CONFIGURATIONS, TrainingOptions, effective_plans_identifier
-from reisoseg.optimizers import OPTIMIZERS
+from reisoseg.safe_loading import UnsafePickleError
 
 
 def _require_our_trainer(trainer, option: str, otherwise: str) -> None:
@@ -45,37 +45,25 @@ def _require_our_trainer(trainer, option: str, otherwise: str) -> None:
 def _configure(trainer, options: TrainingOptions, device: torch.device) -> None:
     if options.checkpoint_minutes is not None:
         _require_our_trainer(trainer, "checkpoint_minutes", "saves every 50 epochs")
-        if options.checkpoint_minutes < 0:
-            raise ReIsoSegError(f"`checkpoint_minutes` must be >= 0, got {options.checkpoint_minutes}")
         trainer.checkpoint_minutes = options.checkpoint_minutes
     if options.em_augmentation:
         _require_our_trainer(trainer, "em_augmentation", "has no EM defect augmentation")
         trainer.em_augmentation = True
     if options.optimizer is not None:
-        if options.optimizer not in OPTIMIZERS:
-            raise ReIsoSegError(f"unknown `optimizer` {options.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         _require_our_trainer(trainer, "optimizer", "uses nnU-Net's SGD")
         trainer.optimizer_name = options.optimizer
     if options.initial_lr is not None:
-        if not options.initial_lr > 0:
-            raise ReIsoSegError(f"`initial_lr` must be positive, got {options.initial_lr}")
         trainer.initial_lr = options.initial_lr
 
     if options.time_budget_minutes is not None:
         _require_our_trainer(trainer, "time_budget_minutes", "trains for `epochs`")
-        if not options.time_budget_minutes > 0:
-            raise ReIsoSegError(f"`time_budget_minutes` must be positive, got {options.time_budget_minutes}")
         trainer.time_budget_s = 60.0 * options.time_budget_minutes
     if options.ani_weight is not None:
         if not isinstance(trainer, ReIsoSegTrainer):
             raise ReIsoSegError(f"`ani_weight` weighs ReIsoSeg's two branches; {type(trainer).__name__} has one")
-        if not 0.0 <= options.ani_weight <= 1.0:
-            raise ReIsoSegError(f"`ani_weight` must lie in [0, 1], got {options.ani_weight}")
         trainer.ani_weight = options.ani_weight
     if options.gpu_memory_gb is not None:
         _require_our_trainer(trainer, "gpu_memory_gb", "keeps the patch nnU-Net's planner chose")
-        if options.gpu_memory_gb <= 0:
-            raise ReIsoSegError(f"`gpu_memory_gb` must be positive, got {options.gpu_memory_gb}")
         trainer.memory_budget_bytes = options.gpu_memory_gb * 2**30
     elif device.type == "cuda" and isinstance(trainer, EMTrainingMixin):
         trainer.memory_budget_bytes = float(torch.cuda.get_device_properties(device).total_memory)
@@ -88,9 +76,8 @@ def _configure(trainer, options: TrainingOptions, device: torch.device) -> None:
         trainer.max_num_epochs = options.epochs
     if options.iterations_per_epoch is not None:
         trainer.num_batches_per_epoch = options.iterations_per_epoch
-        trainer.num_val_batches_per_epoch = max(1, options.iterations_per_epoch // 5)
-    if options.val_iterations_per_epoch is not None:
-        trainer.num_val_batches_per_epoch = options.val_iterations_per_epoch
+    if options.validation_iterations() is not None:
+        trainer.num_val_batches_per_epoch = options.validation_iterations()
     if options.snapshot_every_epochs is not None:
         trainer.save_every, trainer.save_latest_only = options.snapshot_every_epochs, False
 

@@ -6,8 +6,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from reisoseg.errors import ReIsoSegError
 from reisoseg.layout import DEFAULT_PLANS, fold_folder, model_folder
 from reisoseg.nnunet_v1.tasks import parse_fold, require_environment, resolve_task
+from reisoseg.optimizers import OPTIMIZERS
 
 CONFIGURATIONS = ("2d", "3d_lowres", "3d_fullres", "3d_cascade_fullres")
 
@@ -42,6 +44,27 @@ class TrainingOptions:
     em_augmentation: bool = False  # our trainers: add the EM section-defect augmentation (reisoseg.augmentation)
     optimizer: str | None = None  # our trainers: "sgd" (nnU-Net's, the default) or "adamw"
     initial_lr: float | None = None  # where the poly learning-rate schedule starts (nnU-Net: 0.01)
+
+    def __post_init__(self) -> None:
+        """Values no engine can use are refused here, before any work."""
+        positive = {"initial_lr": self.initial_lr, "time_budget_minutes": self.time_budget_minutes,
+                    "gpu_memory_gb": self.gpu_memory_gb}
+        for name, value in positive.items():
+            if value is not None and not value > 0:
+                raise ReIsoSegError(f"`{name}` must be positive, got {value}")
+        if self.checkpoint_minutes is not None and self.checkpoint_minutes < 0:
+            raise ReIsoSegError(f"`checkpoint_minutes` must be >= 0, got {self.checkpoint_minutes}")
+        if self.ani_weight is not None and not 0.0 <= self.ani_weight <= 1.0:
+            raise ReIsoSegError(f"`ani_weight` must lie in [0, 1], got {self.ani_weight}")
+        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
+            raise ReIsoSegError(f"unknown `optimizer` {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+    def validation_iterations(self) -> int | None:
+        """Validation iterations per epoch: as asked, else a fifth of the training iterations, else None (the
+        engine's default)."""
+        if self.val_iterations_per_epoch is not None:
+            return self.val_iterations_per_epoch
+        return None if self.iterations_per_epoch is None else max(1, self.iterations_per_epoch // 5)
 
 
 def effective_plans_identifier(options: TrainingOptions) -> str:

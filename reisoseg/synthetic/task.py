@@ -1,4 +1,4 @@
-"""A ready nnU-Net v1 raw task made of synthetic volumes."""
+"""A ready nnU-Net raw task (v1 or v2 layout) made of synthetic volumes."""
 from __future__ import annotations
 
 import os
@@ -30,8 +30,9 @@ def make_synthetic_task(raw_data_base: str | os.PathLike, task_id: int, name: st
                         num_training: int = 6, num_test: int = 2, shape: Sequence[int] = (32, 192, 192),
                         ratio: int = 8, seed: int = 0, classes: Sequence[str] = ("mitochondria",),
                         params: SynthParams = SynthParams(), overwrite: bool = False,
-                        progress: bool = True, instances: bool = False) -> Path:
-    """Generate `num_training + num_test` volumes (seeds derived from `seed`) and write them as a v1 task.
+                        progress: bool = True, instances: bool = False, engine: str = "v1") -> Path:
+    """Generate `num_training + num_test` volumes (seeds derived from `seed`) and write them as a task of
+    `engine` (reisoseg.io.nnunet_task.ENGINES).
 
     `instances`: train on the instance target of mitochondria (interior / boundary, from the generator's object
     ids) and write the test volumes' object ids to instancesTs/.
@@ -53,5 +54,5 @@ def make_synthetic_task(raw_data_base: str | os.PathLike, task_id: int, name: st
     if instances and "mitochondria" not in classes:
         raise ValueError("instances=True needs the mitochondria class: only mitochondria have object ids")
     return write_task(raw_data_base, task_id, name, cases[:num_training], cases[num_training:], labels,
-                      description=description, overwrite=overwrite,
+                      description=description, overwrite=overwrite, engine=engine,
                       instance_class=list(classes).index("mitochondria") + 1 if instances else None)

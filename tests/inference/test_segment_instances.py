@@ -175,7 +175,7 @@ def test_calibration_reads_only_the_validation_volumes_and_stores_its_choice(cal
 
 def test_by_default_each_fold_calibrates_on_its_validation_cases_and_never_opens_a_test_case(trained_instances,
                                                                                           tmp_path, monkeypatch):
-    from reisoseg.nnunet_v1.model_files import safe_load_pickle
+    from reisoseg.safe_loading import safe_load_pickle
 
     env, copy = _copy_of_the_model(trained_instances, tmp_path)
     opened = _calibrate_in_process([str(copy)], env, monkeypatch)

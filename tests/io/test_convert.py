@@ -57,6 +57,35 @@ def test_convert_splits_sections_maps_labels_and_keeps_spacing(good, capsys):
     assert code == 0 and out.startswith("ok:")
 
 
+def test_convert_for_v2_writes_v2s_layout_with_its_ignore_label(good, capsys, monkeypatch):
+    monkeypatch.setenv("nnUNet_raw", str(good / "raw_v2"))
+    code, out, err = _run(capsys, "convert", "--image", str(good / "img.tif"), "--labels", str(good / "lab.tif"),
+                          "--label-map", "mitochondria=191", "--task", "502", "--name", "Mito", "--engine", "v2",
+                          "--test-sections", "4-5", "--annotated-sections", "0,2,4,5")
+    assert code == 0, err
+    dataset_folder = good / "raw_v2" / "Dataset502_Mito"
+    assert out.strip() == f"done: {dataset_folder}"
+    dataset = json.loads((dataset_folder / "dataset.json").read_text())
+    assert dataset["labels"] == {"background": 0, "mitochondria": 1, "ignore": 2}  # v2's ignore: the highest
+    assert dataset["channel_names"] == {"0": "EM"} and dataset["file_ending"] == ".nii.gz"
+    assert dataset["numTraining"] == 1 and "training" not in dataset
+    labels, spacing = read_nifti(dataset_folder / "labelsTr" / "vol00_traina.nii.gz")
+    assert spacing == SPACING and set(np.unique(labels[1])) == {2} and set(np.unique(labels[0])) == {0, 1}
+    assert (dataset_folder / "imagesTr" / "vol00_traina_0000.nii.gz").is_file()
+    verify = pytest.importorskip("nnunetv2.experiment_planning.verify_dataset_integrity",
+                                 reason="the nnunetv2 extra is not installed")
+    verify.verify_dataset_integrity(str(dataset_folder), num_processes=1)  # v2's own check of its layout
+
+
+def test_v2_needs_its_own_raw_folder(good, capsys, monkeypatch):
+    monkeypatch.delenv("nnUNet_raw", raising=False)
+    monkeypatch.setenv("nnUNet_raw_data_base", str(good / "raw_v1"))  # v1's folder is not v2's
+    code, out, err = _run(capsys, "convert", "--image", str(good / "img.tif"), "--labels", str(good / "lab.tif"),
+                          "--label-map", "mitochondria=191", "--task", "502", "--name", "Mito", "--engine", "v2")
+    assert code == 1 and err.strip().endswith("no output location: pass --raw_data_base or set nnUNet_raw")
+    assert not (good / "raw_v1").exists()
+
+
 def test_z_axis_on_the_wrong_side_warns(good, capsys):
     write_volume(good / "wrong.tif", _image(), (5.0, 5.0, 40.0))
     write_volume(good / "wrong_lab.tif", _labels(), (5.0, 5.0, 40.0))

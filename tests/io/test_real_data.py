@@ -9,7 +9,8 @@ import pytest
 from reisoseg.io.nifti import read_nifti
 from tests.conftest import nnunet_environment, plan_and_preprocess, run_reisoseg
 
-pytestmark = pytest.mark.real_data
+pytestmark = [pytest.mark.real_data,
+              pytest.mark.slow]  # ~25 s each: 1024 x 1024 stacks through nnU-Net's own verification
 
 
 def _verify(env, task_id):

@@ -3,31 +3,39 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from reisoseg.network.anisotropy import required_divisor
 from reisoseg.network.memory import MemoryEstimate, fit_patch_to_memory, training_step_memory
 
+ROOT = Path(__file__).resolve().parents[2]
+
 STEP = """
-import json, resource, sys, torch
+import json, sys, torch
 from reisoseg.loss import ReIsoLoss
 from reisoseg.network import ReIsoSegRMV6
+from tests.memory_probe import peak_bytes
 patch, pattern, batch = json.loads(sys.argv[1])
 torch.set_num_threads(2)
 network = ReIsoSegRMV6(1, 2, pattern)
 optimizer = torch.optim.SGD(network.parameters(), lr=0.01, momentum=0.99, nesterov=True)
 image = torch.randn(batch, 1, *patch)
 target = (torch.rand(batch, *patch) > 0.5).long()
-with open("/proc/self/statm") as handle:
-    before = int(handle.read().split()[1]) * 4096
 loss = ReIsoLoss(lambda logits, labels: torch.nn.functional.cross_entropy(
     logits, torch.nn.functional.interpolate(labels[:, None].float(), logits.shape[2:]).long()[:, 0]))
-loss(network(image), [target] * 6).backward()
-optimizer.step()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
+
+
+def step():
+    loss(network(image), [target] * 6).backward()
+    optimizer.step()
+
+
+print(peak_bytes(step))
 """
 
 
@@ -37,7 +45,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
 ])
 def test_estimate_is_within_a_quarter_of_a_measured_cpu_training_step(patch, pattern, batch):
     result = subprocess.run([sys.executable, "-c", STEP, json.dumps([patch, pattern, batch])], capture_output=True,
-                            text=True, timeout=600)
+                            text=True, timeout=600, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr[-3000:]
     measured = int(result.stdout.split()[-1])
     estimated = training_step_memory(patch, batch, pattern).total

@@ -102,14 +102,16 @@ def test_two_ranks_with_batch_1_give_one_process_with_batch_2_its_gradient_and_s
 TWO_CPU_RANKS = ["--gpus", "2", "--device", "cpu", "--iterations_per_epoch", "2", "--disable_validation_inference"]
 
 
-def test_the_baseline_trains_on_two_ranks_with_one_writer(trained):
+def test_the_baseline_trains_on_two_ranks_with_one_writer_to_a_time_budget(trained):
+    """The baseline has the training layer's DDP and time budget, as ReIsoSeg has."""
     env, root, model = trained
-    result = run_reisoseg(["train", "3d_fullres", "nnUNetTrainerV2EM", TASK, "4", "--epochs", "1", *TWO_CPU_RANKS],
-                          env)
+    result = run_reisoseg(["train", "3d_fullres", "nnUNetTrainerV2EM", TASK, "4", "--epochs", "5",
+                           "--budget_minutes", "0.001", *TWO_CPU_RANKS], env)
     assert result.returncode == 0, result.stderr[-3000:]
     fold = fold_folder(model_folder(env["RESULTS_FOLDER"], TASK, "nnUNetTrainerV2EM"), 4)
     logs = list(fold.glob("training_log_*.txt"))
     assert len(logs) == 1 and "batch 1: about" in logs[0].read_text()  # the plans' 2 split over two ranks
+    assert "time budget 0 s" in logs[0].read_text() and ": 1 epochs" in logs[0].read_text()  # spent: stop, not at 5
     assert checkpoint_file(fold).is_file()
 
 

@@ -7,7 +7,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-from reisoseg.nnunet_v1.model_files import UnsafePickleError, safe_load_pickle
+from reisoseg.safe_loading import UnsafePickleError, safe_load_pickle
 from tests.conftest import NNUNET_VARIABLES
 
 
@@ -42,12 +42,12 @@ def test_trainer_lookup_finds_ours_and_falls_back_to_nnunet():
         import nnunet
         from nnunet.training import model_restore
 
-        from reisoseg.nnunet_v1.trainers import ReIsoSegRMA4V6Trainer
+        from reisoseg.nnunet_v1.trainers import TRAINERS
 
         folder = [nnunet.__path__[0] + "/training/network_training"]
         module = "nnunet.training.network_training"
         find = model_restore.recursive_find_python_class
-        assert find(folder, "ReIsoSegRMA4V6Trainer", module) is ReIsoSegRMA4V6Trainer
+        assert find(folder, "ReIsoSegRMA4V6Trainer", module) is TRAINERS["ReIsoSegRMA4V6Trainer"]
         assert find(folder, "nnUNetTrainerV2", module).__name__ == "nnUNetTrainerV2"
 
 

@@ -177,9 +177,10 @@ def test_the_baselines_estimate_sees_nnunets_generic_unet(tmp_path):
 
 
 BASELINE_STEP = """
-import json, resource, sys, tempfile, torch
+import json, sys, tempfile, torch
 from pathlib import Path
 from reisoseg.nnunet_v1.network import baseline_network
+from tests.memory_probe import peak_bytes
 from tests.nnunet_v1.test_trainers import _trainer
 patch, batch = json.loads(sys.argv[1])
 torch.set_num_threads(2)
@@ -188,13 +189,16 @@ trainer.batch_size = batch
 network = baseline_network(trainer)
 optimizer = torch.optim.SGD(network.parameters(), lr=0.01, momentum=0.99, nesterov=True)
 image, target = torch.randn(batch, 1, *patch), (torch.rand(batch, 1, *patch) > 0.5).float()
-with open("/proc/self/statm") as handle:
-    before = int(handle.read().split()[1]) * 4096
-loss = sum(torch.nn.functional.cross_entropy(output, torch.nn.functional.interpolate(target, output.shape[2:])
-                                             .long()[:, 0]) for output in network(image))
-loss.backward()
-optimizer.step()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
+
+
+def step():
+    loss = sum(torch.nn.functional.cross_entropy(output, torch.nn.functional.interpolate(target, output.shape[2:])
+                                                 .long()[:, 0]) for output in network(image))
+    loss.backward()
+    optimizer.step()
+
+
+print(peak_bytes(step))
 """
 
 

@@ -34,3 +34,16 @@ def test_one_test_volume_of_a_task_regenerates_from_its_seed_alone(tmp_path):
     np.testing.assert_array_equal(image, volume.image)
     assert objects.any()
     np.testing.assert_array_equal(objects > 0, volume.labels == CLASSES["mitochondria"])
+
+
+def test_a_v2_task_holds_the_same_volumes_in_v2s_layout(tmp_path):
+    v1 = make_synthetic_task(tmp_path / "v1", 505, "Both", num_training=2, num_test=1, shape=(6, 32, 48), ratio=4,
+                             seed=2, instances=True, progress=False)
+    v2 = make_synthetic_task(tmp_path / "v2", 505, "Both", num_training=2, num_test=1, shape=(6, 32, 48), ratio=4,
+                             seed=2, instances=True, progress=False, engine="v2")
+    assert v2 == tmp_path / "v2" / "Dataset505_Both"
+    dataset = json.loads((v2 / "dataset.json").read_text())
+    assert dataset["labels"] == {"background": 0, "mitochondria": 1, "mitochondria_boundary": 2}
+    assert dataset["reisoseg_instances"] == json.loads((v1 / "dataset.json").read_text())["reisoseg_instances"]
+    for path in v1.rglob("*.nii.gz"):
+        np.testing.assert_array_equal(read_nifti(path)[0], read_nifti(v2 / path.relative_to(v1))[0])

@@ -1,0 +1,136 @@
+"""Training on nnU-Net v2 as a library call, for our trainers and v2's own `nnUNetTrainer` (the v2 baseline).
+
+The trainer class is constructed here, not looked up by name through v2's package walk (which imports modules that
+need a torchvision matching this torch). Checkpoints to continue from are read weights-only (reisoseg.safe_loading,
+through reisoseg.nnunet_v2.compat), never by v2's own `torch.load(weights_only=False)`. The training features of
+the v1 layer (time budget, memory-aware patches, EM augmentation, AdamW, durable checkpoints) are not on this engine
+yet: asking for them is refused.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+from reisoseg.devices import resolve_device
+from reisoseg.errors import ReIsoSegError
+from reisoseg.layout import DEFAULT_PLANS
+from reisoseg.nnunet_v1.training_options import TrainingOptions
+from reisoseg.nnunet_v2.compat import checkpoints_read_safely
+from reisoseg.nnunet_v2.trainers import TRAINERS, ReIsoSegTrainer
+from reisoseg.safe_loading import UnsafePickleError
+
+V2_PLANS = "nnUNetPlans"  # v2's default plans identifier
+V2_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+SUPPORTED_OPTIONS = {"continue_training", "npz", "plans_identifier", "seed", "device", "epochs",
+                     "iterations_per_epoch", "val_iterations_per_epoch", "ani_weight", "initial_lr",
+                     "run_validation", "progress", "validation_folder", "disable_postprocessing_on_folds"}
+CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")  # v2's order of preference
+
+
+def require_v2_environment() -> None:
+    missing = [name for name in V2_VARIABLES[1:] if not os.environ.get(name)]
+    if missing:
+        raise ReIsoSegError(f"nnU-Net v2 needs {' and '.join(missing)} set (export nnUNet_raw, nnUNet_preprocessed "
+                            f"and nnUNet_results)")
+
+
+def dataset_name(dataset: str | int) -> str:
+    """`DatasetXXX_Name` from an id, a name or the full name; one line if v2 finds none."""
+    try:
+        return maybe_convert_to_dataset_name(int(dataset) if str(dataset).isdigit() else str(dataset))
+    except RuntimeError as error:
+        raise ReIsoSegError(str(error).splitlines()[0]) from error
+
+
+def plans_identifier(options: TrainingOptions) -> str:
+    """v2's default plans unless another than v1's default was asked for."""
+    return V2_PLANS if options.plans_identifier == DEFAULT_PLANS else options.plans_identifier
+
+
+def fold_output_folder(configuration: str, trainer_name: str, dataset: str | int, fold: str | int,
+                       plans: str = V2_PLANS) -> Path:
+    """Where v2 trains this fold (nnUNet_results/DatasetXXX/TRAINER__PLANS__CONFIGURATION/fold_N)."""
+    require_v2_environment()
+    return (Path(os.environ["nnUNet_results"]) / dataset_name(dataset) / f"{trainer_name}__{plans}__{configuration}"
+            / f"fold_{fold}")
+
+
+def _refuse_unsupported(options: TrainingOptions) -> None:
+    defaults = TrainingOptions()
+    asked = [field.name for field in fields(TrainingOptions) if field.name not in SUPPORTED_OPTIONS
+             and getattr(options, field.name) != getattr(defaults, field.name)]
+    if asked:
+        raise ReIsoSegError(f"not on the nnU-Net v2 engine yet: {', '.join(f'`{name}`' for name in asked)} (use the "
+                            f"v1 engine for these)")
+
+
+def run_training(configuration: str, trainer_name: str, dataset: str | int, fold: str | int,
+                 options: TrainingOptions | None = None) -> Path:
+    """Train one fold on nnU-Net v2, as `nnUNetv2_train` does; returns the fold's output folder."""
+    options = options or TrainingOptions()
+    _refuse_unsupported(options)
+    require_v2_environment()
+    name = dataset_name(dataset)
+    if trainer_name not in TRAINERS:
+        raise ReIsoSegError(f"unknown trainer {trainer_name!r} on the v2 engine: use one of {', '.join(TRAINERS)}")
+    if options.ani_weight is not None and not issubclass(TRAINERS[trainer_name], ReIsoSegTrainer):
+        raise ReIsoSegError(f"`ani_weight` weighs ReIsoSeg's two branches; {trainer_name} has one")
+    preprocessed = Path(os.environ["nnUNet_preprocessed"]) / name
+    plans_file = preprocessed / f"{plans_identifier(options)}.json"
+    if not plans_file.is_file():
+        raise ReIsoSegError(f"{plans_file}: plans not found; run nnUNetv2_plan_and_preprocess -d {name[7:10]} first")
+    plans = {**json.loads(plans_file.read_text()), "continue_training": options.continue_training}
+    if configuration not in plans["configurations"]:
+        raise ReIsoSegError(f"{plans_file}: no configuration {configuration!r} (it has "
+                            f"{', '.join(plans['configurations'])})")
+    dataset_json = json.loads((preprocessed / "dataset.json").read_text())
+    device = resolve_device(options.device)
+    _seed(options.seed)
+    trainer = TRAINERS[trainer_name](plans, configuration, int(fold) if str(fold).isdigit() else fold, dataset_json,
+                                     device=device)
+    _configure(trainer, options)
+    if options.continue_training:
+        _continue(trainer)
+    trainer.run_training()
+    if options.run_validation:
+        trainer.perform_actual_validation(options.npz)
+    return Path(trainer.output_folder)
+
+
+def _configure(trainer, options: TrainingOptions) -> None:
+    if options.epochs is not None:
+        trainer.num_epochs = options.epochs
+    if options.iterations_per_epoch is not None:
+        trainer.num_iterations_per_epoch = options.iterations_per_epoch
+    if options.validation_iterations() is not None:
+        trainer.num_val_iterations_per_epoch = options.validation_iterations()
+    if options.initial_lr is not None:
+        trainer.initial_lr = options.initial_lr
+    if options.ani_weight is not None:
+        trainer.ani_weight = options.ani_weight
+
+
+def _continue(trainer) -> None:
+    """Load the fold's checkpoint into the trainer, read weights-only."""
+    found = [path for name in CHECKPOINTS if (path := Path(trainer.output_folder) / name).is_file()]
+    if not found:
+        raise ReIsoSegError(f"{trainer.output_folder}: no checkpoint to continue from")
+    try:
+        with checkpoints_read_safely():
+            trainer.load_checkpoint(str(found[0]))
+    except UnsafePickleError as error:
+        raise ReIsoSegError(f"refusing to load a model file: {error}") from error
+
+
+def _seed(seed: int | None) -> None:
+    if seed is not None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
