@@ -32,6 +32,11 @@ ENGINES = ("v1", "v2")
 RAW_VARIABLES = {"v1": "nnUNet_raw_data_base", "v2": "nnUNet_raw"}  # where each engine reads its raw tasks
 
 
+def is_nnunet_folder(path: str | os.PathLike) -> bool:
+    """A folder in nnU-Net's naming (CASE_0000.nii.gz ...), as opposed to EM volumes or sections."""
+    return Path(path).is_dir() and any(Path(path).glob("*_0000.nii.gz"))
+
+
 def task_folder_name(task_id: int, name: str, engine: str = "v1") -> str:
     """`TaskXXX_Name` (v1) or `DatasetXXX_Name` (v2)."""
     if not 1 <= int(task_id) <= 999:

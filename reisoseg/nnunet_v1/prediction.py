@@ -162,11 +162,6 @@ def _finish_instance_outputs(input_folder: Path, output_folder: Path, settings, 
 OUTPUT_SUFFIXES = {"tiff": ".tif", "sections": ".tif", "hdf5": ".h5", "zarr": ".zarr", "nifti": ".nii.gz"}
 
 
-def is_nnunet_folder(path: str | os.PathLike) -> bool:
-    """A folder in nnU-Net's naming (CASE_0000.nii.gz ...), as opposed to EM volumes or sections."""
-    return Path(path).is_dir() and any(Path(path).glob("*_0000.nii.gz"))
-
-
 def _em_inputs(path: Path) -> list[Path]:
     """One volume (file, zarr or a folder of sections) or every volume in a folder of volumes."""
     from reisoseg.io.base import HDF5_SUFFIXES, NIFTI_SUFFIXES, TIFF_SUFFIXES

@@ -1,15 +1,18 @@
 """The v2 engine end to end on a tiny dataset: synth --engine v2, v2's own planning, `reisoseg train --engine v2`,
-continuing with -c through the weights-only loader, and a poisoned checkpoint refused."""
+`reisoseg predict --engine v2`, continuing with -c through the weights-only loader, and a poisoned checkpoint
+refused."""
 from __future__ import annotations
 
 import os
 import pickle
 import shutil
 
+import numpy as np
 import pytest
 
 pytest.importorskip("nnunetv2", reason="the nnunetv2 extra is not installed")
 
+from reisoseg.io.nifti import read_nifti  # noqa: E402
 from tests.conftest import BIN, assert_one_line_error, run_command, run_reisoseg  # noqa: E402
 
 ONE_EPOCH = ["--iterations_per_epoch", "2", "--device", "cpu", "--disable_validation_inference"]
@@ -45,6 +48,16 @@ def test_v2_trains_and_refuses_to_continue_from_a_poisoned_checkpoint(planned):
     assert first.returncode == 0, first.stderr[-3000:]
     assert first.stdout.splitlines() == [f"done: {fold}"]  # v2's messages went to the fold's engine.log
     assert (fold / "checkpoint_final.pth").is_file() and (fold / "engine.log").is_file()
+
+    cases = root / "nnUNet_raw" / "Dataset601_Tiny" / "imagesTs"
+    predicted = run_reisoseg(["predict", "--engine", "v2", "-i", str(cases), "-o", str(root / "predictions"),
+                              "-t", "601", "-f", "0", "--disable_tta", "--device", "cpu"], env)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    image, spacing = read_nifti(cases / "synth_005_0000.nii.gz")
+    segmentation, segmentation_spacing = read_nifti(root / "predictions" / "synth_005.nii.gz")
+    assert segmentation.shape == image.shape and segmentation_spacing == spacing
+    assert set(np.unique(segmentation)) <= {0, 1, 2}
+
     shutil.copy(fold / "checkpoint_final.pth", root / "trained.pth")
     marker = root / "pwned"
     (fold / "checkpoint_final.pth").write_bytes(pickle.dumps(_RunsCode(marker)))

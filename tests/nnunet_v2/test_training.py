@@ -35,3 +35,16 @@ def test_what_v2_cannot_do_or_find_is_refused_before_any_work(dataset, options, 
 def test_an_unknown_dataset_is_one_line(dataset):
     with pytest.raises(ReIsoSegError, match="^Could not find a dataset with the ID 699"):
         run_training("3d_fullres", "ReIsoSegTrainer", "699", "0")
+
+
+def test_prediction_of_what_v2_cannot_predict_yet_is_refused_before_any_work(tmp_path, capsys):
+    from reisoseg.commands.main import main
+
+    volume = tmp_path / "stack.tif"
+    volume.write_bytes(b"")
+    assert main(["predict", "--engine", "v2", "-i", str(volume), "-o", str(tmp_path / "out"), "-t", "601"]) == 1
+    assert "the v2 engine predicts nnU-Net case folders (CASE_0000.nii.gz) only so far" in capsys.readouterr().err
+    assert main(["predict", "--engine", "v2", "-i", str(tmp_path), "-o", str(tmp_path / "out"), "-t", "601",
+                 "--instances", "--min_score", "0.5"]) == 1
+    assert "not on the nnU-Net v2 engine yet: --instances, --min_score" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
