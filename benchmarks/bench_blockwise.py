@@ -1,7 +1,7 @@
 """Blockwise segmentation (`reisoseg.segment`): peak memory against volume size, and speed against nnU-Net v1's
 in-memory predictor, with the same model, block size and sliding-window settings, measured in one run.
 
-Targets (issue #4): peak RSS ratio (largest / smallest volume) <= 1.2 and under 4 GiB; blockwise voxels/s within
+Targets: peak RSS ratio (largest / smallest volume) <= 1.2 and under 4 GiB; blockwise voxels/s within
 10 % of nnU-Net's in-memory predictor on the smallest volume. The default sizes are the issue's, 0.1 and 1 Gvoxel;
 on a 2-core CPU the network alone needs about 2 hours per Gvoxel, so there use `--sizes 0.01 0.1` (same 10x ratio).
 

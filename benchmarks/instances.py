@@ -1,6 +1,6 @@
 """Objects, two questions: how good (`quality`) and what they cost (`cost`).
 
-`quality` (issue #10): on the quality benchmark's datasets (synthetic ratios 4 and 8, Gerhard, CDeep3M; see
+`quality`: on the quality benchmark's datasets (synthetic ratios 4 and 8, Gerhard, CDeep3M; see
 quality.py), for ReIsoSeg and nnU-Net alike at equal iterations, seed and patch, compares
   (a) connected components: 3D components of a plain semantic model's mask, which is what users did before;
   (b) instance pipeline: a model trained on the instance target (background / interior / boundary), decoded into

@@ -11,7 +11,7 @@ Synthetic ratio-8 data (the quality benchmark's `synth8`: 6 training and 2 test 
 
 Scored (final model, sliding window, no TTA, `reisoseg.evaluation`) on the clean test volumes and on a defective test
 set: the same generator with its defect settings turned up (`DEFECTIVE`: misalignment, gain drift and defective
-sections). Targets (issue #11): sparse within 0.05 Dice of full at equal iterations; the augmented model better on the
+sections). Targets: sparse within 0.05 Dice of full at equal iterations; the augmented model better on the
 defective volumes and not worse on the clean ones. Each finished run is one record in
 benchmarks/results/sparse_and_defects_runs/ (committed); models and predictions live under --work.
 

@@ -202,6 +202,7 @@ print(peak_bytes(step))
 """
 
 
+@pytest.mark.slow  # ~15 s, like the second case of tests/network/test_memory.py; the suite's 15-minute budget
 def test_the_baselines_estimate_is_within_a_quarter_of_a_measured_cpu_training_step(tmp_path):
     patch, batch = (16, 96, 96), 2
     result = subprocess.run([sys.executable, "-c", BASELINE_STEP, json.dumps([patch, batch])], capture_output=True,
