@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from reisoseg.errors import ReIsoSegError
 from reisoseg.instances.target import DECODING_FIELDS
@@ -90,6 +92,15 @@ def add_decoding_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("object decoding (default: the model's, calibrated where it was)")
     for name in DECODING_FIELDS:
         group.add_argument(f"--{name}", type=float, default=None, help=DECODING_HELP[name])
+
+
+def v2_engine_module(name: str) -> ModuleType:
+    """`reisoseg.nnunet_v2.<name>`, or one line saying that --engine v2 needs the extra."""
+    try:
+        return importlib.import_module(f"reisoseg.nnunet_v2.{name}")
+    except ModuleNotFoundError as error:
+        raise ReIsoSegError(f"--engine v2 needs the nnunetv2 extra ({error.name} is missing): "
+                            f"pip install 'reisoseg[nnunetv2]'") from error
 
 
 def decoding_overrides(args: argparse.Namespace) -> dict[str, float]:

@@ -9,11 +9,12 @@ from reisoseg.commands.options import (
     add_output_options,
     decoding_overrides,
     engine_log,
+    v2_engine_module,
 )
 from reisoseg.console import engine_output
 from reisoseg.errors import ReIsoSegError
 from reisoseg.io.nnunet_task import ENGINES, is_nnunet_folder
-from reisoseg.layout import DEFAULT_PLANS, FINAL_CHECKPOINT
+from reisoseg.layout import FINAL_CHECKPOINT
 
 
 def add_parser(subparsers) -> None:
@@ -81,24 +82,20 @@ def _predict_on_v2(args: argparse.Namespace) -> None:
     """A case folder predicted with a v2 model; what v2 cannot do here yet is refused before any work."""
     asked = [flag for flag, value in (("--instances", args.instances), ("--save_npz", args.save_npz),
                                       ("--spacing", args.spacing), ("--output_format", args.output_format))
-             if value] + [f"--{name}" for name, value in decoding_overrides(args).items() if value is not None]
+             if value] + [f"--{name}" for name in decoding_overrides(args)]
     if asked:
         raise ReIsoSegError(f"not on the nnU-Net v2 engine yet: {', '.join(asked)}")
     if not is_nnunet_folder(args.input_folder):
         raise ReIsoSegError(f"{args.input_folder}: the v2 engine predicts nnU-Net case folders (CASE_0000.nii.gz) "
                             f"only so far; convert EM volumes with `reisoseg convert --engine v2`")
-    try:
-        from reisoseg.nnunet_v2.prediction import V2PredictionOptions, predict_folder
-    except ModuleNotFoundError as error:
-        raise ReIsoSegError(f"--engine v2 needs the nnunetv2 extra ({error.name} is missing): "
-                            f"pip install 'reisoseg[nnunetv2]'") from error
-    plans = "nnUNetPlans" if args.plans_identifier == DEFAULT_PLANS else args.plans_identifier
-    options = V2PredictionOptions(
-        configuration=args.model, plans_identifier=plans, folds=args.folds,
-        checkpoint="checkpoint_final.pth" if args.checkpoint == FINAL_CHECKPOINT else args.checkpoint,
+    prediction, training = v2_engine_module("prediction"), v2_engine_module("training")
+    defaults = prediction.V2PredictionOptions
+    options = defaults(
+        configuration=args.model, plans_identifier=training.plans_identifier(args.plans_identifier),
+        folds=args.folds, checkpoint=defaults.checkpoint if args.checkpoint == FINAL_CHECKPOINT else args.checkpoint,
         step_size=args.step_size, disable_tta=args.disable_tta, device=args.device,
         overwrite_existing=args.overwrite_existing, progress=not args.no_progress)
     with engine_output(engine_log(args.output_folder, args.verbose), verbose=args.verbose):
-        written = predict_folder(args.input_folder, args.output_folder, args.task_name, args.trainer_class_name,
-                                 options)
+        written = prediction.predict_folder(args.input_folder, args.output_folder, args.task_name,
+                                            args.trainer_class_name, options)
     print(f"wrote {written}")

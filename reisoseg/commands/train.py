@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Sequence
 
-from reisoseg.commands.options import add_output_options, engine_log
+from reisoseg.commands.options import add_output_options, engine_log, v2_engine_module
 from reisoseg.console import engine_output
 from reisoseg.devices import DEVICE_CHOICES
 from reisoseg.errors import ReIsoSegError
@@ -161,13 +161,9 @@ def run(args: argparse.Namespace) -> str | None:
 
 def _train_on_v2(args: argparse.Namespace, options: TrainingOptions):
     """The same run on nnU-Net v2; its messages go to the fold's engine.log."""
-    try:
-        from reisoseg.nnunet_v2 import training
-    except ModuleNotFoundError as error:
-        raise ReIsoSegError(f"--engine v2 needs the nnunetv2 extra ({error.name} is missing): "
-                            f"pip install 'reisoseg[nnunetv2]'") from error
+    training = v2_engine_module("training")
     folder = training.fold_output_folder(args.configuration, args.trainer, args.task, args.fold,
-                                         training.plans_identifier(options))
+                                         training.plans_identifier(options.plans_identifier))
     with engine_output(engine_log(folder, args.verbose), verbose=args.verbose):
         return training.run_training(args.configuration, args.trainer, args.task, args.fold, options)
 

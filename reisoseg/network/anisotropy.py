@@ -61,6 +61,14 @@ FIXED_PATTERN_TRAINERS = {"ReIsoSegRMA1V6Trainer": (1, 1, 1), "ReIsoSegRMA2V6Tra
                           "ReIsoSegRMA4V6Trainer": (1, 2, 2), "ReIsoSegRMA8V6Trainer": (2, 2, 2)}
 
 
+def deep_supervision_scales(ani_scale: Sequence[int]) -> list[list[float]]:
+    """The target scale of each of the six heads (iso then ani: full, full, x2 level): the x2-level heads halve z
+    only where the first pooling stage pools z."""
+    z = 0.5 if ani_scale[0] == 1 else 1.0
+    full, half = [1.0, 1.0, 1.0], [z, 0.5, 0.5]
+    return [full, full, half, full, full, half]
+
+
 def with_fixed_patterns(trainer: type) -> dict[str, type]:
     """Subclasses of an engine's ReIsoSeg `trainer`, one per fixed pattern, that differ by `ani_scale` only."""
     return {name: type(name, (trainer,), {"ani_scale": pattern, "__module__": trainer.__module__,

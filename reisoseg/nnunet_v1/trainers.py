@@ -28,6 +28,7 @@ from reisoseg.layout import TRAINER_SETTINGS_FILE
 from reisoseg.loss import DEFAULT_ANI_WEIGHT, DS_WEIGHTS, ReIsoLoss
 from reisoseg.network.anisotropy import (
     ani_scale_from_spacing,
+    deep_supervision_scales,
     fit_patch_size,
     ratio_from_spacing,
     required_divisor,
@@ -97,9 +98,7 @@ class ReIsoSegTrainer(EMTrainingMixin, nnUNetTrainerV2):
     def setup_DA_params(self):
         """nnUNetTrainerV2's augmentation, with the six DS scales (x2-level heads halve z only if s1 == 1)."""
         super().setup_DA_params()
-        z = 0.5 if self.pattern[0] == 1 else 1.0
-        full, half = [1.0, 1.0, 1.0], [z, 0.5, 0.5]
-        self.deep_supervision_scales = [full, full, half, full, full, half]
+        self.deep_supervision_scales = deep_supervision_scales(self.pattern)
 
     def initialize(self, training=True, force_load_plans=False):
         """nnUNetTrainerV2.initialize with its MultipleOutputLoss2 replaced by ReIsoLoss."""

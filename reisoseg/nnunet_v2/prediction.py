@@ -25,7 +25,7 @@ from reisoseg.errors import ReIsoSegError
 from reisoseg.io.nifti import read_nifti, write_nifti
 from reisoseg.io.validation import check_image
 from reisoseg.nnunet_v2.trainers import TRAINERS
-from reisoseg.nnunet_v2.training import V2_PLANS, dataset_name, require_v2_environment
+from reisoseg.nnunet_v2.training import V2_PLANS, model_folder
 from reisoseg.safe_loading import UnsafePickleError, safe_load_checkpoint
 
 CASE_SUFFIX = "_0000.nii.gz"
@@ -44,15 +44,6 @@ class V2PredictionOptions:
     device: str | None = None
     overwrite_existing: bool = False
     progress: bool = False
-
-
-def model_folder(dataset: str | int, trainer_name: str, options: V2PredictionOptions) -> Path:
-    require_v2_environment()
-    folder = (Path(os.environ["nnUNet_results"]) / dataset_name(dataset)
-              / f"{trainer_name}__{options.plans_identifier}__{options.configuration}")
-    if not folder.is_dir():
-        raise ReIsoSegError(f"{folder}: no v2 model (train it with `reisoseg train --engine v2`)")
-    return folder
 
 
 def load_predictor(folder: Path, options: V2PredictionOptions) -> nnUNetPredictor:
@@ -94,7 +85,10 @@ def predict_folder(input_folder: str | os.PathLike, output_folder: str | os.Path
     cases = sorted(Path(input_folder).glob(f"*{CASE_SUFFIX}"))
     if not cases:
         raise ReIsoSegError(f"{input_folder}: no cases named CASE{CASE_SUFFIX}")
-    predictor = load_predictor(model_folder(dataset, trainer_name, options), options)
+    folder = model_folder(options.configuration, trainer_name, dataset, options.plans_identifier)
+    if not folder.is_dir():
+        raise ReIsoSegError(f"{folder}: no v2 model (train it with `reisoseg train --engine v2`)")
+    predictor = load_predictor(folder, options)
     output = Path(output_folder)
     output.mkdir(parents=True, exist_ok=True)
     with progress_bar(len(cases), "predicting", "case", enabled=options.progress) as bar:

@@ -16,8 +16,6 @@ from copy import deepcopy
 from typing import ClassVar, Iterator
 
 import torch
-from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
-from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
@@ -25,7 +23,12 @@ from torch._dynamo import OptimizedModule
 
 from reisoseg.loss import DEFAULT_ANI_WEIGHT, DS_WEIGHTS, ReIsoLoss
 from reisoseg.network import ReIsoSegRMV6
-from reisoseg.network.anisotropy import ani_scale_from_spacing, fit_patch_size, with_fixed_patterns
+from reisoseg.network.anisotropy import (
+    ani_scale_from_spacing,
+    deep_supervision_scales,
+    fit_patch_size,
+    with_fixed_patterns,
+)
 
 
 def branches_swapped(heads: list) -> list:
@@ -80,16 +83,12 @@ class ReIsoSegTrainer(nnUNetTrainer):
     def _get_deep_supervision_scales(self):
         if not self.enable_deep_supervision:
             return None
-        z = 0.5 if self.pattern(self.configuration_manager.spacing)[0] == 1 else 1.0
-        full, half = [1.0, 1.0, 1.0], [z, 0.5, 0.5]
-        return [full, full, half, full, full, half]
+        return deep_supervision_scales(self.pattern(self.configuration_manager.spacing))
 
     def _build_loss(self):
-        per_head = DC_and_CE_loss({"batch_dice": self.configuration_manager.batch_dice, "smooth": 1e-5,
-                                   "do_bg": False, "ddp": self.is_ddp}, {}, weight_ce=1, weight_dice=1,
-                                  ignore_label=self.label_manager.ignore_label,
-                                  dice_class=MemoryEfficientSoftDiceLoss)
-        return ReIsoLoss(per_head, DS_WEIGHTS, ani_weight=self.ani_weight)
+        """v2's per-head Dice + cross-entropy, taken out of its deep-supervision wrapper, under the re-isotropic
+        loss."""
+        return ReIsoLoss(super()._build_loss().loss, DS_WEIGHTS, ani_weight=self.ani_weight)
 
     def _network_module(self) -> ReIsoSegV2Network:
         module = self.network.module if self.is_ddp else self.network

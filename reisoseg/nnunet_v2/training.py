@@ -49,17 +49,21 @@ def dataset_name(dataset: str | int) -> str:
         raise ReIsoSegError(str(error).splitlines()[0]) from error
 
 
-def plans_identifier(options: TrainingOptions) -> str:
-    """v2's default plans unless another than v1's default was asked for."""
-    return V2_PLANS if options.plans_identifier == DEFAULT_PLANS else options.plans_identifier
+def plans_identifier(asked: str) -> str:
+    """v2's default plans where the commands' default (v1's) was left as it is."""
+    return V2_PLANS if asked == DEFAULT_PLANS else asked
+
+
+def model_folder(configuration: str, trainer_name: str, dataset: str | int, plans: str = V2_PLANS) -> Path:
+    """Where v2 keeps a model (nnUNet_results/DatasetXXX/TRAINER__PLANS__CONFIGURATION)."""
+    require_v2_environment()
+    return Path(os.environ["nnUNet_results"]) / dataset_name(dataset) / f"{trainer_name}__{plans}__{configuration}"
 
 
 def fold_output_folder(configuration: str, trainer_name: str, dataset: str | int, fold: str | int,
                        plans: str = V2_PLANS) -> Path:
-    """Where v2 trains this fold (nnUNet_results/DatasetXXX/TRAINER__PLANS__CONFIGURATION/fold_N)."""
-    require_v2_environment()
-    return (Path(os.environ["nnUNet_results"]) / dataset_name(dataset) / f"{trainer_name}__{plans}__{configuration}"
-            / f"fold_{fold}")
+    """Where v2 trains this fold (the model folder's fold_N)."""
+    return model_folder(configuration, trainer_name, dataset, plans) / f"fold_{fold}"
 
 
 def _refuse_unsupported(options: TrainingOptions) -> None:
@@ -83,7 +87,7 @@ def run_training(configuration: str, trainer_name: str, dataset: str | int, fold
     if options.ani_weight is not None and not issubclass(TRAINERS[trainer_name], ReIsoSegTrainer):
         raise ReIsoSegError(f"`ani_weight` weighs ReIsoSeg's two branches; {trainer_name} has one")
     preprocessed = Path(os.environ["nnUNet_preprocessed"]) / name
-    plans_file = preprocessed / f"{plans_identifier(options)}.json"
+    plans_file = preprocessed / f"{plans_identifier(options.plans_identifier)}.json"
     if not plans_file.is_file():
         raise ReIsoSegError(f"{plans_file}: plans not found; run nnUNetv2_plan_and_preprocess -d {name[7:10]} first")
     plans = {**json.loads(plans_file.read_text()), "continue_training": options.continue_training}
