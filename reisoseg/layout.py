@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 DEFAULT_PLANS = "nnUNetPlansv2.1"  # nnU-Net v1's plans identifier (ExperimentPlanner3D_v21)
+V2_PLANS = "nnUNetPlans"  # nnU-Net v2's default plans identifier
 DEFAULT_CONFIGURATION = "3d_fullres"
 DEFAULT_TRAINER = "ReIsoSegTrainer"
 FINAL_CHECKPOINT = "model_final_checkpoint"  # checkpoint names, without the .model suffix
@@ -19,6 +20,7 @@ INSTANCES_KEY = "reisoseg_instances"  # the same settings in dataset.json, where
 INSTANCES_SUBFOLDER = "instances"  # predicted objects inside a prediction folder
 IGNORE_LABEL_NAME = "ignore"  # dataset.json label name of unannotated voxels (the highest value, as in nnU-Net v2)
 ENGINE_LOG = "engine.log"  # nnU-Net's own messages, in a command's output folder
+CASE_SUFFIX = "_0000.nii.gz"  # an nnU-Net case's (only) channel: CASE_0000.nii.gz, on both engines
 
 
 def model_folder(results: str | os.PathLike, task_name: str, trainer: str = DEFAULT_TRAINER,
@@ -34,6 +36,11 @@ def fold_folder(model: str | os.PathLike, fold: str | int) -> Path:
 
 def checkpoint_file(fold: str | os.PathLike, checkpoint: str = FINAL_CHECKPOINT) -> Path:
     return Path(fold) / f"{checkpoint}{CHECKPOINT_SUFFIX}"
+
+
+def case_names(folder: str | os.PathLike) -> list[str]:
+    """The cases of an nnU-Net image folder (CASE for each CASE_0000.nii.gz), sorted."""
+    return sorted(p.name[:-len(CASE_SUFFIX)] for p in Path(folder).glob(f"*{CASE_SUFFIX}"))
 
 
 def plans_file(preprocessed: str | os.PathLike, task_name: str, plans: str = DEFAULT_PLANS,

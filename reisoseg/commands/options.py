@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from pathlib import Path
-from types import ModuleType
 
 from reisoseg.errors import ReIsoSegError
 from reisoseg.instances.target import DECODING_FIELDS
 from reisoseg.io.nnunet_task import ENGINES, RAW_VARIABLES
-from reisoseg.layout import DEFAULT_CONFIGURATION, DEFAULT_PLANS, DEFAULT_TRAINER, FINAL_CHECKPOINT
+from reisoseg.layout import DEFAULT_CONFIGURATION, DEFAULT_PLANS, DEFAULT_TRAINER, FINAL_CHECKPOINT, V2_PLANS
 
 
 def add_task_output_options(parser: argparse.ArgumentParser) -> None:
@@ -94,13 +92,36 @@ def add_decoding_options(parser: argparse.ArgumentParser) -> None:
         group.add_argument(f"--{name}", type=float, default=None, help=DECODING_HELP[name])
 
 
-def v2_engine_module(name: str) -> ModuleType:
-    """`reisoseg.nnunet_v2.<name>`, or one line saying that --engine v2 needs the extra."""
-    try:
-        return importlib.import_module(f"reisoseg.nnunet_v2.{name}")
-    except ModuleNotFoundError as error:
-        raise ReIsoSegError(f"--engine v2 needs the nnunetv2 extra ({error.name} is missing): "
-                            f"pip install 'reisoseg[nnunetv2]'") from error
+ENGINE_HELP = ("the engine the model was trained on (default: the one whose results folder holds it; say which "
+               "when both do)")
+
+
+def _model_folders(engine: str, args: argparse.Namespace) -> list[Path]:
+    """The folders of this engine's results that would hold the model -t/-tr/-m/-p name (task by id or name)."""
+    results = os.environ.get({"v1": "RESULTS_FOLDER", "v2": "nnUNet_results"}[engine])
+    if not results or args.task_name is None:
+        return []
+    prefix = {"v1": "Task", "v2": "Dataset"}[engine]
+    task = str(args.task_name)
+    pattern = (f"{prefix}{int(task):03d}_*" if task.isdigit() else task if task.startswith(("Task", "Dataset"))
+               else f"{prefix}???_{task}")
+    if engine == "v1":
+        return [d / f"{args.trainer_class_name}__{args.plans_identifier}"
+                for d in (Path(results) / "nnUNet" / args.model).glob(pattern)]
+    plans = V2_PLANS if args.plans_identifier == DEFAULT_PLANS else args.plans_identifier
+    return [d / f"{args.trainer_class_name}__{plans}__{args.model}" for d in Path(results).glob(pattern)]
+
+
+def model_engine(args: argparse.Namespace) -> str:
+    """--engine if given, else the engine whose results hold the named model (v1 when neither does, so that its
+    message says what is missing)."""
+    if args.engine is not None:
+        return args.engine
+    found = [engine for engine in ENGINES if any(folder.is_dir() for folder in _model_folders(engine, args))]
+    if len(found) > 1:
+        raise ReIsoSegError(f"both engines hold a model of {args.trainer_class_name} on task {args.task_name}: pass "
+                            f"--engine v1 or --engine v2")
+    return found[0] if found else "v1"
 
 
 def decoding_overrides(args: argparse.Namespace) -> dict[str, float]:

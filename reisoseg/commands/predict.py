@@ -4,14 +4,16 @@ from __future__ import annotations
 import argparse
 
 from reisoseg.commands.options import (
+    ENGINE_HELP,
     add_decoding_options,
     add_model_options,
     add_output_options,
     decoding_overrides,
     engine_log,
-    v2_engine_module,
+    model_engine,
 )
 from reisoseg.console import engine_output
+from reisoseg.engines import v2_engine_module
 from reisoseg.errors import ReIsoSegError
 from reisoseg.io.nnunet_task import ENGINES, is_nnunet_folder
 from reisoseg.layout import FINAL_CHECKPOINT
@@ -46,18 +48,29 @@ def add_parser(subparsers) -> None:
                              "instance target): OUT/instances/CASE.nii.gz for case folders, NAME_instances.EXT "
                              "beside each EM output, each with NAME.scores.json (mean foreground probability)")
     add_decoding_options(parser)
-    parser.add_argument("--engine", choices=ENGINES, default="v1",
-                        help="the engine the model was trained on (default: v1); v2 predicts nnU-Net case folders "
-                             "only so far")
+    parser.add_argument("--engine", choices=ENGINES, default=None, help=ENGINE_HELP)
     add_output_options(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.engine == "v2":
-        _predict_on_v2(args)
-        return
-    from reisoseg.nnunet_v1.prediction import PredictionOptions, predict_folder, predict_volumes
+    from reisoseg.inference.cases import predict_volumes, read_em_volumes
+
+    predict_cases = _v2_case_predictor(args) if model_engine(args) == "v2" else _v1_case_predictor(args)
+    cases = is_nnunet_folder(args.input_folder)
+    volumes = None if cases else read_em_volumes(args.input_folder, args.output_folder, spacing=args.spacing,
+                                                 output_format=args.output_format)  # checked before any output
+    with engine_output(engine_log(args.output_folder, args.verbose), verbose=args.verbose):
+        if cases:
+            written = [predict_cases(args.input_folder, args.output_folder)]
+        else:
+            written = predict_volumes(volumes, predict_cases, instances=args.instances)
+    for path in written:
+        print(f"wrote {path}")
+
+
+def _v1_case_predictor(args: argparse.Namespace):
+    from reisoseg.nnunet_v1.prediction import PredictionOptions, predict_folder
 
     options = PredictionOptions(
         configuration=args.model, plans_identifier=args.plans_identifier, folds=args.folds,
@@ -66,36 +79,21 @@ def run(args: argparse.Namespace) -> None:
         num_threads_nifti_save=args.num_threads_nifti_save, disable_postprocessing=args.disable_postprocessing,
         fp32=args.disable_mixed_precision, device=args.device, instances=args.instances,
         decoding=decoding_overrides(args), progress=not args.no_progress)
-    with engine_output(engine_log(args.output_folder, args.verbose), verbose=args.verbose):
-        if is_nnunet_folder(args.input_folder):
-            written = [predict_folder(args.input_folder, args.output_folder, args.task_name, args.trainer_class_name,
-                                      options)]
-        else:
-            written = predict_volumes(args.input_folder, args.output_folder, args.task_name,
-                                      args.trainer_class_name, options, spacing=args.spacing,
-                                      output_format=args.output_format)
-    for path in written:
-        print(f"wrote {path}")
+    return lambda cases, output: predict_folder(cases, output, args.task_name, args.trainer_class_name, options)
 
 
-def _predict_on_v2(args: argparse.Namespace) -> None:
-    """A case folder predicted with a v2 model; what v2 cannot do here yet is refused before any work."""
-    asked = [flag for flag, value in (("--instances", args.instances), ("--save_npz", args.save_npz),
-                                      ("--spacing", args.spacing), ("--output_format", args.output_format))
-             if value] + [f"--{name}" for name in decoding_overrides(args)]
-    if asked:
-        raise ReIsoSegError(f"not on the nnU-Net v2 engine yet: {', '.join(asked)}")
-    if not is_nnunet_folder(args.input_folder):
-        raise ReIsoSegError(f"{args.input_folder}: the v2 engine predicts nnU-Net case folders (CASE_0000.nii.gz) "
-                            f"only so far; convert EM volumes with `reisoseg convert --engine v2`")
+def _v2_case_predictor(args: argparse.Namespace):
+    """v2's predictor for the same flags; what it cannot do is refused before any work."""
+    if args.disable_mixed_precision:
+        raise ReIsoSegError("--disable_mixed_precision: not on the nnU-Net v2 engine (its predictor always uses "
+                            "mixed precision on CUDA)")
     prediction, training = v2_engine_module("prediction"), v2_engine_module("training")
     defaults = prediction.V2PredictionOptions
     options = defaults(
         configuration=args.model, plans_identifier=training.plans_identifier(args.plans_identifier),
         folds=args.folds, checkpoint=defaults.checkpoint if args.checkpoint == FINAL_CHECKPOINT else args.checkpoint,
         step_size=args.step_size, disable_tta=args.disable_tta, device=args.device,
-        overwrite_existing=args.overwrite_existing, progress=not args.no_progress)
-    with engine_output(engine_log(args.output_folder, args.verbose), verbose=args.verbose):
-        written = prediction.predict_folder(args.input_folder, args.output_folder, args.task_name,
-                                            args.trainer_class_name, options)
-    print(f"wrote {written}")
+        overwrite_existing=args.overwrite_existing, save_probabilities=args.save_npz, instances=args.instances,
+        decoding=decoding_overrides(args), progress=not args.no_progress)
+    return lambda cases, output: prediction.predict_folder(cases, output, args.task_name, args.trainer_class_name,
+                                                           options)

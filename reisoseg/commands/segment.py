@@ -4,13 +4,18 @@ from __future__ import annotations
 import argparse
 
 from reisoseg.commands.options import (
+    ENGINE_HELP,
     add_decoding_options,
     add_model_options,
     add_output_options,
     decoding_overrides,
     engine_log,
+    model_engine,
 )
+from reisoseg.engines import v2_engine_module
 from reisoseg.errors import ReIsoSegError
+from reisoseg.io.nnunet_task import ENGINES
+from reisoseg.layout import FINAL_CHECKPOINT
 
 
 def add_parser(subparsers) -> None:
@@ -28,7 +33,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("-o", "--output", required=True, help="output OME-Zarr labels, e.g. segmentation.zarr")
     add_model_options(parser, task_required=False)
     parser.add_argument("--model_folder", default=None,
-                        help="a trained model folder (TRAINER__PLANS with fold_* inside) instead of -t/-tr/-m/-p")
+                        help="a trained model folder (v1: TRAINER__PLANS, v2: TRAINER__PLANS__CONFIGURATION, with "
+                             "fold_* inside) instead of -t/-tr/-m/-p")
+    parser.add_argument("--engine", choices=ENGINES, default=None, help=ENGINE_HELP)
     parser.add_argument("--block", type=int, nargs=3, metavar=("Z", "Y", "X"), default=(128, 512, 512),
                         help="block core in input voxels; memory grows with it (default: 128 512 512)")
     parser.add_argument("--save_probabilities", action="store_true",
@@ -53,19 +60,11 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from reisoseg.console import engine_output
+    from reisoseg.engines import model_from_folder
     from reisoseg.inference.segment import segment
-    from reisoseg.nnunet_v1.block_predictor import NnunetV1Model
 
-    if args.model_folder is None:
-        if args.task_name is None:
-            raise ReIsoSegError("name the model: -t TASK [-tr TRAINER] or --model_folder FOLDER")
-        from reisoseg.nnunet_v1.prediction import PredictionOptions, model_folder
-
-        folder = model_folder(args.task_name, args.trainer_class_name,
-                              PredictionOptions(configuration=args.model, plans_identifier=args.plans_identifier))
-    else:
-        folder = args.model_folder
-    model = NnunetV1Model.from_folder(folder, args.folds, args.checkpoint, fp32=args.disable_mixed_precision)
+    checkpoint = None if args.checkpoint == FINAL_CHECKPOINT else args.checkpoint  # each engine's final one
+    model = model_from_folder(_model_folder(args), args.folds, checkpoint, fp32=args.disable_mixed_precision)
     with engine_output(engine_log(args.output, args.verbose), verbose=args.verbose):
         written = segment(args.input, args.spacing, model, args.output, block=args.block, step_size=args.step_size,
                           tta=not args.disable_tta, probabilities=args.save_probabilities, device=args.device,
@@ -73,3 +72,19 @@ def run(args: argparse.Namespace) -> None:
                           instances=args.instances, instance_halo=args.instance_halo,
                           decoding=decoding_overrides(args))
     print(f"wrote {written}")
+
+
+def _model_folder(args: argparse.Namespace) -> str:
+    """--model_folder, or the folder -t/-tr/-m/-p name on the model's engine."""
+    if args.model_folder is not None:
+        return args.model_folder
+    if args.task_name is None:
+        raise ReIsoSegError("name the model: -t TASK [-tr TRAINER] or --model_folder FOLDER")
+    if model_engine(args) == "v2":
+        training = v2_engine_module("training")
+        return str(training.model_folder(args.model, args.trainer_class_name, args.task_name,
+                                         training.plans_identifier(args.plans_identifier)))
+    from reisoseg.nnunet_v1.prediction import PredictionOptions, model_folder
+
+    return str(model_folder(args.task_name, args.trainer_class_name,
+                            PredictionOptions(configuration=args.model, plans_identifier=args.plans_identifier)))

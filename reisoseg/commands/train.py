@@ -11,9 +11,10 @@ import os
 import sys
 from typing import Sequence
 
-from reisoseg.commands.options import add_output_options, engine_log, v2_engine_module
+from reisoseg.commands.options import add_output_options, engine_log
 from reisoseg.console import engine_output
 from reisoseg.devices import DEVICE_CHOICES
+from reisoseg.engines import v2_engine_module
 from reisoseg.errors import ReIsoSegError
 from reisoseg.io.nnunet_task import ENGINES
 from reisoseg.layout import DEFAULT_PLANS

@@ -38,7 +38,7 @@ class CroppedVolume:
     def read(self, box: Sequence[tuple[int, int]]) -> np.ndarray:
         """Raw float32 values of `box`, given in cropped coordinates."""
         origin = [lo for lo, _ in self.statistics.bbox]
-        return np.asarray(self.data[box_slices(box, origin)], dtype=np.float32)
+        return np.array(self.data[box_slices(box, origin)], dtype=np.float32)  # a copy: callers normalise in place
 
 
 @runtime_checkable

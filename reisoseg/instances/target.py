@@ -16,7 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-from reisoseg.layout import INSTANCES_FILE
+from reisoseg.io.atomic import atomic_file
+from reisoseg.layout import INSTANCES_FILE, INSTANCES_KEY
 
 DECODING_FIELDS = ("seed_threshold", "seed_erosion_nm", "min_volume_nm3", "min_score")  # chosen by calibration
 BOUNDARY_PIXELS = 2.0  # default boundary width in in-plane pixels
@@ -94,3 +95,15 @@ def model_instance_settings(model_folder: str | Path) -> InstanceSettings | None
     """The settings stored beside a trained model, or None for a semantic model."""
     path = Path(model_folder) / INSTANCES_FILE
     return InstanceSettings.from_dict(json.loads(path.read_text())) if path.is_file() else None
+
+
+def store_instance_settings(dataset_json: Path, model_folder: Path) -> None:
+    """Copy the instance target's settings from a task's dataset.json beside a model, where prediction finds them
+    (neither engine's model folder keeps them otherwise: v1 copies no dataset.json there, v2 rewrites it)."""
+    if not dataset_json.is_file():
+        return
+    record = json.loads(dataset_json.read_text()).get(INSTANCES_KEY)
+    if record is not None:
+        model_folder.mkdir(parents=True, exist_ok=True)
+        with atomic_file(model_folder / INSTANCES_FILE) as temporary:
+            temporary.write_text(json.dumps(record, indent=1))

@@ -38,6 +38,7 @@ from nnunet.utilities.to_torch import maybe_to_torch
 from torch.nn.parallel import DistributedDataParallel
 
 from reisoseg.augmentation import DefectedBatches, em_defects
+from reisoseg.checkpointing import DEFAULT_CHECKPOINT_MINUTES, StopRequested, restore_rng_state, rng_state
 from reisoseg.devices import resolve_device
 from reisoseg.errors import ReIsoSegError, TrainingStopped
 from reisoseg.io.atomic import atomic_file
@@ -45,14 +46,7 @@ from reisoseg.layout import LATEST_CHECKPOINT, checkpoint_file
 from reisoseg.network.anisotropy import PatchDoesNotFit
 from reisoseg.network.memory import MemoryEstimate, fit_patch_to_memory
 from reisoseg.nnunet_v1 import distributed
-from reisoseg.nnunet_v1.checkpoints import (
-    DEFAULT_CHECKPOINT_MINUTES,
-    StopRequested,
-    remove_unfinished_writes,
-    restore_rng_state,
-    rng_state,
-    write_checkpoint,
-)
+from reisoseg.nnunet_v1.checkpoints import remove_unfinished_writes, write_checkpoint
 from reisoseg.nnunet_v1.compat import scoring_annotated_voxels
 from reisoseg.nnunet_v1.model_files import load_checkpoint_into
 from reisoseg.nnunet_v1.network import baseline_divisor, baseline_step_memory

@@ -16,6 +16,7 @@ from reisoseg.layout import (
     DEFAULT_PLANS,
     FINAL_CHECKPOINT,
     INSTANCES_SUBFOLDER,
+    case_names,
     checkpoint_file,
     fold_folder,
 )
@@ -95,7 +96,7 @@ def predict_folder(input_folder: str | os.PathLike, output_folder: str | os.Path
     device = resolve_device(options.device)  # once per call, before nnU-Net starts (it hides GPUs for cpu)
     mixed_precision = not options.fp32 and device.type == "cuda"
     os.makedirs(output_folder, exist_ok=True)
-    cases = sorted({p.name[:-len("_0000.nii.gz")] for p in Path(input_folder).glob("*_0000.nii.gz")})
+    cases = case_names(input_folder)
     # without a postprocessing.json (no cross-validation was consolidated) there is nothing to apply or warn about
     no_postprocessing = options.disable_postprocessing or not (folder / "postprocessing.json").is_file()
     try:
@@ -135,112 +136,20 @@ def _case_probabilities(npz: Path, shape: tuple[int, ...]) -> np.ndarray:
 def _finish_instance_outputs(input_folder: Path, output_folder: Path, settings, options: PredictionOptions) -> None:
     """Fold boundary voxels back into the object class of each semantic output; with `options.instances`, decode
     the objects into OUTPUT/instances/CASE.nii.gz (uint32) with their scores beside them."""
-    from reisoseg.instances.decode import decode_instances
-    from reisoseg.instances.scores import write_scores
+    from reisoseg.inference.cases import write_objects
     from reisoseg.io.atomic import atomic_file
     from reisoseg.io.nifti import read_nifti, write_nifti
 
-    cases = sorted(p.name[: -len("_0000.nii.gz")] for p in input_folder.glob("*_0000.nii.gz"))
-    for case in cases:
+    for case in case_names(input_folder):
         output = output_folder / f"{case}.nii.gz"
         labels, spacing = read_nifti(output)
         if options.instances:
             npz = output_folder / f"{case}.npz"
-            objects, scores = decode_instances(_case_probabilities(npz, labels.shape), spacing, settings)
-            target = output_folder / INSTANCES_SUBFOLDER / f"{case}.nii.gz"
-            with atomic_file(target) as temporary:
-                write_nifti(temporary, objects, spacing)
-            write_scores(target, scores)
+            write_objects(output_folder / INSTANCES_SUBFOLDER / f"{case}.nii.gz",
+                          _case_probabilities(npz, labels.shape), spacing, settings)
             if not options.save_npz:
                 npz.unlink()
                 npz.with_suffix(".pkl").unlink()
         if (labels == settings.boundary_class).any():
             with atomic_file(output) as temporary:
                 write_nifti(temporary, settings.semantic(labels), spacing)
-
-
-OUTPUT_SUFFIXES = {"tiff": ".tif", "sections": ".tif", "hdf5": ".h5", "zarr": ".zarr", "nifti": ".nii.gz"}
-
-
-def _em_inputs(path: Path) -> list[Path]:
-    """One volume (file, zarr or a folder of sections) or every volume in a folder of volumes."""
-    from reisoseg.io.base import HDF5_SUFFIXES, NIFTI_SUFFIXES, TIFF_SUFFIXES
-    from reisoseg.io.volume import split_key
-
-    if not Path(split_key(path)[0]).exists():
-        raise ReIsoSegError(f"{path}: no such file or folder")
-    if not path.is_dir() or path.suffix == ".zarr":
-        return [path]
-    volumes = [p for p in sorted(path.iterdir()) if p.suffix == ".zarr" or p.name.lower().endswith(
-        (*HDF5_SUFFIXES, *NIFTI_SUFFIXES))]
-    tiffs = [p for p in sorted(path.iterdir()) if p.name.lower().endswith(TIFF_SUFFIXES)]
-    if tiffs and not volumes:
-        import tifffile
-
-        with tifffile.TiffFile(tiffs[0]) as handle:
-            if len(handle.pages) == 1:
-                return [path]  # a folder of sections is one volume
-    return volumes + tiffs
-
-
-def _output_path(output: Path, source: Path, kind: str, several: bool) -> Path:
-    suffix = OUTPUT_SUFFIXES[kind]
-    if not several and output.name.lower().endswith(tuple(OUTPUT_SUFFIXES.values())):
-        return output
-    from reisoseg.io.volume import volume_stem
-
-    return output / f"{volume_stem(source)}_segmentation{suffix}"
-
-
-def predict_volumes(input_path: str | os.PathLike, output: str | os.PathLike, task: str, trainer_name: str,
-                    options: PredictionOptions | None = None, *, spacing: Sequence[float] | None = None,
-                    output_format: str | None = None) -> list[Path]:
-    """Segment EM volumes in any `reisoseg.io` format; each result is written in the input's format (a folder of
-    sections gives a multipage TIFF, zarr gives OME-Zarr labels) unless `output_format` names another."""
-    import tempfile
-
-    from reisoseg.io.nifti import read_nifti, write_nifti
-    from reisoseg.io.validation import check_image, resolve_spacing
-    from reisoseg.io.volume import open_volume, write_volume
-
-    options = options or PredictionOptions()
-    sources = _em_inputs(Path(input_path))
-    if not sources:
-        raise ReIsoSegError(f"{input_path}: no volumes found")
-    volumes = []
-    for source in sources:  # validate everything before predicting anything
-        volume = open_volume(source)
-        volume_spacing = resolve_spacing(volume.source, volume.spacing, spacing)
-        data = volume.read()
-        check_image(volume.source, data)
-        kind = output_format or volume.format
-        volumes.append((source, data, volume_spacing, _output_path(Path(output), source, kind, len(sources) > 1)))
-    written = []
-    with tempfile.TemporaryDirectory(prefix="reisoseg_predict_") as scratch:
-        cases_in, cases_out = Path(scratch) / "in", Path(scratch) / "out"
-        cases_in.mkdir()
-        for index, (_, data, volume_spacing, _) in enumerate(volumes):
-            write_nifti(cases_in / f"case{index:04d}_0000.nii.gz", data, volume_spacing)
-        predict_folder(cases_in, cases_out, task, trainer_name, options)
-        for index, (_, _, volume_spacing, target) in enumerate(volumes):
-            segmentation, _ = read_nifti(cases_out / f"case{index:04d}.nii.gz")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            write_volume(target, segmentation.astype(np.uint8), volume_spacing, key="segmentation", labels=True)
-            written.append(target)
-            if options.instances:
-                written.append(_write_instances_beside(target, cases_out / INSTANCES_SUBFOLDER /
-                                                       f"case{index:04d}.nii.gz", volume_spacing))
-    return written
-
-
-def _write_instances_beside(semantic: Path, decoded: Path, spacing: Sequence[float]) -> Path:
-    """`<semantic stem>_instances<suffix>` in the semantic output's format, and its scores beside it."""
-    from reisoseg.instances.scores import read_scores, write_scores
-    from reisoseg.io.nifti import read_nifti
-    from reisoseg.io.volume import volume_stem, write_volume
-
-    target = semantic.with_name(f"{volume_stem(semantic)}_instances{semantic.name[len(volume_stem(semantic)):]}")
-    objects, _ = read_nifti(decoded)
-    write_volume(target, objects.astype(np.uint32), spacing, key="instances", labels=True)
-    write_scores(target, read_scores(decoded) or {})
-    return target

@@ -2,9 +2,9 @@
 module imports nnU-Net (reisoseg.nnunet_v1.training_options holds what a caller needs before that)."""
 from __future__ import annotations
 
-import json
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,12 +13,10 @@ from nnunet.run.default_configuration import get_default_configuration
 from reisoseg.console import progress_bar
 from reisoseg.devices import resolve_device
 from reisoseg.errors import ReIsoSegError
-from reisoseg.io.atomic import atomic_file
+from reisoseg.instances.target import store_instance_settings
 from reisoseg.layout import (
     BEST_CHECKPOINT,
     FINAL_CHECKPOINT,
-    INSTANCES_FILE,
-    INSTANCES_KEY,
     LATEST_CHECKPOINT,
     checkpoint_file,
 )
@@ -154,7 +152,7 @@ def _train(configuration: str, trainer_name: str, task_name: str, fold: str | in
                                 f"run by nnU-Net's scripts")
         trainer.ranks = ranks
     if main_process:
-        _store_instance_settings(os.path.dirname(plans_file), os.path.dirname(trainer.output_folder))
+        store_instance_settings(Path(plans_file).parent / "dataset.json", Path(trainer.output_folder).parent)
     try:
         try:
             if not main_process:
@@ -217,17 +215,3 @@ def _seed(seed: int | None, ranks) -> None:
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
-
-
-def _store_instance_settings(preprocessed_task: str, model_folder: str) -> None:
-    """Copy the instance target's settings from the task's dataset.json beside the model, where prediction finds
-    them (nnU-Net copies dataset.json into the preprocessed folder but not into the model folder)."""
-    dataset = os.path.join(preprocessed_task, "dataset.json")
-    if not os.path.isfile(dataset):
-        return
-    with open(dataset) as handle:
-        record = json.load(handle).get(INSTANCES_KEY)
-    if record is not None:
-        os.makedirs(model_folder, exist_ok=True)
-        with atomic_file(os.path.join(model_folder, INSTANCES_FILE)) as temporary:
-            temporary.write_text(json.dumps(record, indent=1))

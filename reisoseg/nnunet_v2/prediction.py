@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -22,13 +22,15 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from reisoseg.console import progress_bar
 from reisoseg.devices import resolve_device
 from reisoseg.errors import ReIsoSegError
+from reisoseg.inference.cases import write_objects
+from reisoseg.instances.target import InstanceSettings, model_instance_settings
+from reisoseg.io.atomic import atomic_file
 from reisoseg.io.nifti import read_nifti, write_nifti
 from reisoseg.io.validation import check_image
+from reisoseg.layout import CASE_SUFFIX, INSTANCES_SUBFOLDER, V2_PLANS, case_names
 from reisoseg.nnunet_v2.trainers import TRAINERS
-from reisoseg.nnunet_v2.training import V2_PLANS, model_folder
+from reisoseg.nnunet_v2.training import model_folder
 from reisoseg.safe_loading import UnsafePickleError, safe_load_checkpoint
-
-CASE_SUFFIX = "_0000.nii.gz"
 
 
 @dataclass
@@ -43,17 +45,26 @@ class V2PredictionOptions:
     disable_tta: bool = False
     device: str | None = None
     overwrite_existing: bool = False
+    save_probabilities: bool = False  # CASE.npz ("probabilities", v2's name) beside each output
+    instances: bool = False  # also decode objects (models trained on an instance target)
+    decoding: dict[str, float] = field(default_factory=dict)  # overrides of the model's InstanceSettings
     progress: bool = False
 
 
-def load_predictor(folder: Path, options: V2PredictionOptions) -> nnUNetPredictor:
-    """v2's predictor for the model in `folder`, every file read without unrestricted pickle."""
-    folds = options.folds or sorted(p.name[len("fold_"):] for p in folder.glob("fold_*")
-                                    if (p / options.checkpoint).is_file())
-    paths = [folder / f"fold_{fold}" / options.checkpoint for fold in folds]
-    missing = [str(path) for path in paths if not path.is_file()]
-    if not paths or missing:
+def trained_folds(folder: Path, folds: Sequence[str] | None, checkpoint: str) -> list[str]:
+    """The folds asked for (default: every fold with the checkpoint), each checked to hold it."""
+    folds = list(folds) if folds else sorted(p.name[len("fold_"):] for p in folder.glob("fold_*")
+                                             if (p / checkpoint).is_file())
+    missing = [str(path) for fold in folds if not (path := folder / f"fold_{fold}" / checkpoint).is_file()]
+    if not folds or missing:
         raise ReIsoSegError(f"{missing[0] if missing else folder}: checkpoint not found")
+    return folds
+
+
+def load_predictor(folder: Path, configuration: str, folds: Sequence[str], checkpoint: str, device: torch.device,
+                   *, step_size: float = 0.5, mirroring: bool = True) -> nnUNetPredictor:
+    """v2's predictor for the model in `folder`, every file read without unrestricted pickle."""
+    paths = [folder / f"fold_{fold}" / checkpoint for fold in folds]
     try:
         checkpoints = [safe_load_checkpoint(path) for path in paths]
     except UnsafePickleError as error:
@@ -64,13 +75,12 @@ def load_predictor(folder: Path, options: V2PredictionOptions) -> nnUNetPredicto
                             f"of {', '.join(TRAINERS)})")
     plans_manager = PlansManager(json.loads((folder / "plans.json").read_text()))
     dataset_json = json.loads((folder / "dataset.json").read_text())
-    configuration_manager = plans_manager.get_configuration(options.configuration)
+    configuration_manager = plans_manager.get_configuration(configuration)
     network = TRAINERS[trainer_name].build_network_architecture(
         plans_manager, configuration_manager,
         determine_num_input_channels(plans_manager, configuration_manager, dataset_json),
         plans_manager.get_label_manager(dataset_json).num_segmentation_heads, enable_deep_supervision=False)
-    device = resolve_device(options.device)
-    predictor = nnUNetPredictor(tile_step_size=options.step_size, use_mirroring=not options.disable_tta,
+    predictor = nnUNetPredictor(tile_step_size=step_size, use_mirroring=mirroring,
                                 perform_everything_on_device=device.type == "cuda", device=device, allow_tqdm=False)
     predictor.manual_initialization(network.to(device), plans_manager, configuration_manager,
                                     [checkpoint["network_weights"] for checkpoint in checkpoints], dataset_json,
@@ -80,26 +90,53 @@ def load_predictor(folder: Path, options: V2PredictionOptions) -> nnUNetPredicto
 
 def predict_folder(input_folder: str | os.PathLike, output_folder: str | os.PathLike, dataset: str | int,
                    trainer_name: str, options: V2PredictionOptions | None = None) -> Path:
-    """Predict every `CASE_0000.nii.gz` of `input_folder` into `output_folder/CASE.nii.gz`, with its spacing."""
+    """Predict every `CASE_0000.nii.gz` of `input_folder` into `output_folder/CASE.nii.gz`, with its spacing; a
+    model trained on an instance target writes its semantic classes there and, with `options.instances`, its
+    objects to `output_folder/instances/CASE.nii.gz`."""
     options = options or V2PredictionOptions()
-    cases = sorted(Path(input_folder).glob(f"*{CASE_SUFFIX}"))
+    cases = case_names(input_folder)
     if not cases:
         raise ReIsoSegError(f"{input_folder}: no cases named CASE{CASE_SUFFIX}")
     folder = model_folder(options.configuration, trainer_name, dataset, options.plans_identifier)
     if not folder.is_dir():
         raise ReIsoSegError(f"{folder}: no v2 model (train it with `reisoseg train --engine v2`)")
-    predictor = load_predictor(folder, options)
+    settings = model_instance_settings(folder)
+    if options.instances and settings is None:
+        raise ReIsoSegError(f"{folder}: this model was trained without an instance target, so it cannot decode "
+                            f"objects; train on a dataset written by `reisoseg synth --instances` or `reisoseg "
+                            f"convert --instances`")
+    if settings is not None:
+        settings = replace(settings, **options.decoding)
+    predictor = load_predictor(folder, options.configuration, trained_folds(folder, options.folds, options.checkpoint),
+                               options.checkpoint, resolve_device(options.device), step_size=options.step_size,
+                               mirroring=not options.disable_tta)
     output = Path(output_folder)
     output.mkdir(parents=True, exist_ok=True)
     with progress_bar(len(cases), "predicting", "case", enabled=options.progress) as bar:
-        for path in cases:
-            target = output / (path.name[:-len(CASE_SUFFIX)] + ".nii.gz")
+        for case in cases:
+            target = output / f"{case}.nii.gz"
             if options.overwrite_existing or not target.exists():
-                image, spacing = read_nifti(path)
-                check_image(str(path), image)
-                with torch.no_grad():
-                    segmentation = predictor.predict_single_npy_array(image[None].astype(np.float32),
-                                                                      {"spacing": list(spacing)})
-                write_nifti(target, np.asarray(segmentation).astype(np.uint8), spacing)
+                _predict_case(predictor, Path(input_folder) / f"{case}{CASE_SUFFIX}", target, settings, options)
             bar.update()
     return output
+
+
+def _predict_case(predictor: nnUNetPredictor, image_file: Path, target: Path, settings: InstanceSettings | None,
+                  options: V2PredictionOptions) -> None:
+    image, spacing = read_nifti(image_file)
+    check_image(str(image_file), image)
+    probabilities_needed = options.save_probabilities or options.instances
+    with torch.no_grad():
+        predicted = predictor.predict_single_npy_array(image[None].astype(np.float32), {"spacing": list(spacing)},
+                                                       save_or_return_probabilities=probabilities_needed)
+    segmentation, probabilities = predicted if probabilities_needed else (predicted, None)
+    segmentation = np.asarray(segmentation).astype(np.uint8)
+    if options.save_probabilities:
+        with atomic_file(target.with_name(f"{target.name[:-len('.nii.gz')]}.npz")) as temporary:
+            np.savez_compressed(temporary, probabilities=probabilities)
+    if options.instances:
+        write_objects(target.parent / INSTANCES_SUBFOLDER / target.name, probabilities, spacing, settings)
+    if settings is not None:
+        segmentation = settings.semantic(segmentation)
+    with atomic_file(target) as temporary:
+        write_nifti(temporary, segmentation, spacing)

@@ -1,5 +1,6 @@
 """ReIsoSeg trainers on nnU-Net v2's `nnUNetTrainer`; the four RMA trainers differ by their pattern only
-(reisoseg.network.anisotropy.with_fixed_patterns).
+(reisoseg.network.anisotropy.with_fixed_patterns). They and the baseline `nnUNetTrainerEM` share the training layer
+of reisoseg.nnunet_v2.em_training (durable checkpoints, SIGTERM, time budget).
 
 What the method changes, and nothing else:
 - `build_network_architecture`: ReIsoSegRMV6 with the pattern of the planned spacing (or the trainer's fixed one);
@@ -29,6 +30,7 @@ from reisoseg.network.anisotropy import (
     fit_patch_size,
     with_fixed_patterns,
 )
+from reisoseg.nnunet_v2.em_training import V2TrainingMixin
 
 
 def branches_swapped(heads: list) -> list:
@@ -48,7 +50,7 @@ class ReIsoSegV2Network(ReIsoSegRMV6):
         return branches_swapped(outputs) if self.ani_branch_first and self.deep_supervision else outputs
 
 
-class ReIsoSegTrainer(nnUNetTrainer):
+class ReIsoSegTrainer(V2TrainingMixin, nnUNetTrainer):
     """ReIsoSeg on nnU-Net v2. Subclasses pin `ani_scale`; None derives it from the planned spacing."""
 
     ani_scale: ClassVar[tuple[int, int, int] | None] = None
@@ -114,6 +116,11 @@ class ReIsoSegTrainer(nnUNetTrainer):
             return super().validation_step({**batch, "target": branches_swapped(batch["target"])})
 
 
+class nnUNetTrainerEM(V2TrainingMixin, nnUNetTrainer):  # noqa: N801  (nnU-Net's naming)
+    """v2's own trainer with the training layer ReIsoSeg's trainers have: the baseline they are compared with."""
+
+
 TRAINERS: dict[str, type[nnUNetTrainer]] = {
-    "ReIsoSegTrainer": ReIsoSegTrainer, **with_fixed_patterns(ReIsoSegTrainer), "nnUNetTrainer": nnUNetTrainer,
+    "ReIsoSegTrainer": ReIsoSegTrainer, **with_fixed_patterns(ReIsoSegTrainer), "nnUNetTrainerEM": nnUNetTrainerEM,
+    "nnUNetTrainer": nnUNetTrainer,
 }

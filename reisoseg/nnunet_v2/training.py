@@ -2,9 +2,10 @@
 
 The trainer class is constructed here, not looked up by name through v2's package walk (which imports modules that
 need a torchvision matching this torch). Checkpoints to continue from are read weights-only (reisoseg.safe_loading,
-through reisoseg.nnunet_v2.compat), never by v2's own `torch.load(weights_only=False)`. The training features of
-the v1 layer (time budget, memory-aware patches, EM augmentation, AdamW, durable checkpoints) are not on this engine
-yet: asking for them is refused.
+through reisoseg.nnunet_v2.compat), never by v2's own `torch.load(weights_only=False)`. The training layer of
+reisoseg.nnunet_v2.em_training (time budget, durable checkpoints every N minutes, SIGTERM) is in our trainers and in
+the baseline `nnUNetTrainerEM`; memory-aware patches, EM augmentation and AdamW are not on this engine yet: asking
+for them is refused.
 """
 from __future__ import annotations
 
@@ -20,17 +21,20 @@ from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_datas
 
 from reisoseg.devices import resolve_device
 from reisoseg.errors import ReIsoSegError
-from reisoseg.layout import DEFAULT_PLANS
+from reisoseg.instances.target import store_instance_settings
+from reisoseg.layout import DEFAULT_PLANS, V2_PLANS
 from reisoseg.nnunet_v1.training_options import TrainingOptions
 from reisoseg.nnunet_v2.compat import checkpoints_read_safely
+from reisoseg.nnunet_v2.em_training import V2TrainingMixin
 from reisoseg.nnunet_v2.trainers import TRAINERS, ReIsoSegTrainer
 from reisoseg.safe_loading import UnsafePickleError
 
-V2_PLANS = "nnUNetPlans"  # v2's default plans identifier
 V2_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 SUPPORTED_OPTIONS = {"continue_training", "npz", "plans_identifier", "seed", "device", "epochs",
                      "iterations_per_epoch", "val_iterations_per_epoch", "ani_weight", "initial_lr",
-                     "run_validation", "progress", "validation_folder", "disable_postprocessing_on_folds"}
+                     "run_validation", "progress", "validation_folder", "disable_postprocessing_on_folds",
+                     "time_budget_minutes", "checkpoint_minutes"}
+LAYER_OPTIONS = ("time_budget_minutes", "checkpoint_minutes")  # what needs V2TrainingMixin
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")  # v2's order of preference
 
 
@@ -86,6 +90,10 @@ def run_training(configuration: str, trainer_name: str, dataset: str | int, fold
         raise ReIsoSegError(f"unknown trainer {trainer_name!r} on the v2 engine: use one of {', '.join(TRAINERS)}")
     if options.ani_weight is not None and not issubclass(TRAINERS[trainer_name], ReIsoSegTrainer):
         raise ReIsoSegError(f"`ani_weight` weighs ReIsoSeg's two branches; {trainer_name} has one")
+    layered = [name for name in LAYER_OPTIONS if getattr(options, name) is not None]
+    if layered and not issubclass(TRAINERS[trainer_name], V2TrainingMixin):
+        raise ReIsoSegError(f"{', '.join(f'`{name}`' for name in layered)}: not in v2's own {trainer_name}; train "
+                            f"the baseline as nnUNetTrainerEM (v2's trainer with our training layer)")
     preprocessed = Path(os.environ["nnUNet_preprocessed"]) / name
     plans_file = preprocessed / f"{plans_identifier(options.plans_identifier)}.json"
     if not plans_file.is_file():
@@ -100,6 +108,7 @@ def run_training(configuration: str, trainer_name: str, dataset: str | int, fold
     trainer = TRAINERS[trainer_name](plans, configuration, int(fold) if str(fold).isdigit() else fold, dataset_json,
                                      device=device)
     _configure(trainer, options)
+    store_instance_settings(preprocessed / "dataset.json", Path(trainer.output_folder_base))
     if options.continue_training:
         _continue(trainer)
     trainer.run_training()
@@ -119,6 +128,10 @@ def _configure(trainer, options: TrainingOptions) -> None:
         trainer.initial_lr = options.initial_lr
     if options.ani_weight is not None:
         trainer.ani_weight = options.ani_weight
+    if options.time_budget_minutes is not None:
+        trainer.time_budget_s = 60.0 * options.time_budget_minutes
+    if options.checkpoint_minutes is not None:
+        trainer.checkpoint_minutes = options.checkpoint_minutes
 
 
 def _continue(trainer) -> None:

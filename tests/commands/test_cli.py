@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from reisoseg.commands.main import build_parser
+from reisoseg.errors import ReIsoSegError
 from tests.conftest import assert_one_line_error, nnunet_environment, run_reisoseg
 
 
@@ -132,3 +133,21 @@ def test_debug_shows_the_traceback_and_the_cause_a_one_line_error_hides(tmp_path
     assert debug.count("Traceback") == 2 and cause in debug  # the cause the one line names, then ours
     assert "OSError" in debug.split(cause)[0]  # h5py's own error
     assert debug.strip().splitlines()[-1] == plain.strip()  # the one line still comes last
+
+
+def test_predict_and_segment_find_the_engine_from_the_results_folders(tmp_path, monkeypatch):
+    from reisoseg.commands.options import model_engine
+
+    monkeypatch.setenv("RESULTS_FOLDER", str(tmp_path / "v1"))
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "v2"))
+    args = build_parser().parse_args(["predict", "-i", "in", "-o", "out", "-t", "601"])
+    assert model_engine(args) == "v1"  # neither holds it: v1, whose own message says what is missing
+    (tmp_path / "v2" / "Dataset601_Tiny" / "ReIsoSegTrainer__nnUNetPlans__3d_fullres").mkdir(parents=True)
+    assert model_engine(args) == "v2"
+    assert model_engine(build_parser().parse_args(["segment", "-i", "in", "-o", "out", "-t", "Tiny"])) == "v2"
+    (tmp_path / "v1" / "nnUNet" / "3d_fullres" / "Task601_Tiny" / "ReIsoSegTrainer__nnUNetPlansv2.1").mkdir(
+        parents=True)
+    with pytest.raises(ReIsoSegError, match="both engines hold a model of ReIsoSegTrainer on task 601"):
+        model_engine(args)
+    assert model_engine(build_parser().parse_args(["predict", "-i", "in", "-o", "out", "-t", "601",
+                                                   "--engine", "v1"])) == "v1"

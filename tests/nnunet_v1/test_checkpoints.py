@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import torch
 
+from reisoseg.checkpointing import restore_rng_state, rng_state
 from reisoseg.errors import ReIsoSegError
 from reisoseg.layout import ENGINE_LOG, FINAL_CHECKPOINT, LATEST_CHECKPOINT, checkpoint_file, fold_folder
-from reisoseg.nnunet_v1.checkpoints import restore_rng_state, rng_state, write_checkpoint
+from reisoseg.nnunet_v1.checkpoints import write_checkpoint
 from reisoseg.safe_loading import safe_load_checkpoint
 from tests.conftest import TASK, run_reisoseg
 from tests.nnunet_v1.test_trainers import _trainer

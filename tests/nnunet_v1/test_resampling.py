@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from reisoseg.nnunet_v1.resampling import axis_maps, resample_back, resample_box
+from reisoseg.inference.resampling import axis_maps, resample_back, resample_box
 
 
 def _smooth(shape, seed):

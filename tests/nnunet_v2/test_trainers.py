@@ -145,3 +145,17 @@ def test_the_network_under_v2_equals_the_v1_adapter_with_the_same_weights(folder
             theirs = v1(image)
             pairs = zip(ours, theirs) if deep_supervision else [(ours, theirs)]
             assert all(torch.equal(a, b) for a, b in pairs)
+
+
+def test_v2_finds_our_trainers_in_the_folder_nnunet_ext_trainer_names(monkeypatch):
+    """The part of nnUNetv2_train's trainer search that reads nnUNet_extTrainer, as v2 runs it."""
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
+    from reisoseg.nnunet_v2.external import FOLDER
+    from reisoseg.nnunet_v2.trainers import TRAINERS
+
+    for name in ("ReIsoSegTrainer", "ReIsoSegRMA8V6Trainer"):
+        found = recursive_find_python_class(str(FOLDER), name, None, base_folder=str(FOLDER),
+                                            cleanup_imports_from_base_folder=True)
+        assert found is TRAINERS[name]
+    assert recursive_find_python_class(str(FOLDER), "nnUNetTrainer", None, base_folder=str(FOLDER)) is None

@@ -1,4 +1,4 @@
-"""Any box of nnU-Net v1's whole-volume resampling, computed from a box of the input.
+"""Any box of nnU-Net's whole-volume resampling (v1, and v2 with the same defaults), computed from a box of the input.
 
 nnU-Net resamples a whole volume of `n` voxels along an axis to `m = round(n * spacing / target)` voxels with
 `skimage.transform.resize` (spline order 3, edge mode, no anti-aliasing, output clipped to the input's range) and,

@@ -1,0 +1,101 @@
+"""What training on real EM work needs beyond nnU-Net v2's trainer, for ours and for the baseline alike.
+
+`V2TrainingMixin` goes before `nnUNetTrainer` in a trainer's bases (`ReIsoSegTrainer`, `nnUNetTrainerEM`):
+- checkpoints that survive: every checkpoint is written atomically and flushed to disk, and `checkpoint_latest.pth`
+  is written at the end of an epoch once `checkpoint_minutes` have passed since the last save (v2: every 50
+  epochs, in place);
+- SIGTERM (a cluster's preemption) saves `checkpoint_latest.pth` between iterations, with the epoch that was running
+  counted as not done, and stops with `TrainingStopped`; `-c` repeats that epoch;
+- a time budget (`time_budget_s`): after each epoch the remaining epochs are refitted to the budget at this run's
+  mean epoch time, and v2's poly learning rate follows, so that the schedule ends when the budget does.
+"""
+from __future__ import annotations
+
+import os
+from time import time
+
+from reisoseg.checkpointing import DEFAULT_CHECKPOINT_MINUTES, StopRequested, durable
+from reisoseg.errors import TrainingStopped
+from reisoseg.io.atomic import atomic_file
+
+LATEST_CHECKPOINT = "checkpoint_latest.pth"
+
+
+class _BudgetSpent(Exception):
+    """Raised at the start of an epoch beyond the fitted count: v2's loop fixes its range when it starts."""
+
+
+class V2TrainingMixin:
+    """Mixed into nnU-Net v2 trainers (before `nnUNetTrainer`); see the module docstring. No `__init__`: v2 records
+    its trainers' constructor arguments from the signature of the most derived one."""
+
+    checkpoint_minutes: float = DEFAULT_CHECKPOINT_MINUTES
+    time_budget_s: float | None = None
+
+    def save_checkpoint(self, filename: str) -> None:
+        """v2's checkpoint, written to a temporary sibling, flushed and renamed into place."""
+        if self.local_rank != 0 or self.disable_checkpointing:
+            super().save_checkpoint(filename)
+            return
+        with atomic_file(filename) as temporary:
+            super().save_checkpoint(str(temporary))
+            durable(temporary)
+
+    def _save_latest(self, next_epoch: int) -> None:
+        """`checkpoint_latest.pth`, from which -c resumes at `next_epoch` (v2 stores `current_epoch + 1`)."""
+        current = self.current_epoch
+        self.current_epoch = next_epoch - 1
+        try:
+            self.save_checkpoint(os.path.join(self.output_folder, LATEST_CHECKPOINT))
+        finally:
+            self.current_epoch = current
+        self._last_save = time()
+
+    def run_training(self):
+        """v2's training loop, ended early by the time budget (with v2's final checkpoint) or by SIGTERM (with
+        `checkpoint_latest.pth` and TrainingStopped)."""
+        self._started = self._last_save = time()
+        self._first_epoch = self.current_epoch  # -c: this run's budget and epochs
+        self._stop = StopRequested()
+        with self._stop.installed():
+            try:
+                super().run_training()
+            except _BudgetSpent:
+                self.on_train_end()
+            except TrainingStopped:
+                self._save_latest(self.current_epoch)
+                for loader in (self.dataloader_train, self.dataloader_val):
+                    if hasattr(loader, "_finish"):  # v2's background augmentation workers
+                        loader._finish()
+                raise
+
+    def on_epoch_start(self):
+        if self.current_epoch >= self.num_epochs:
+            raise _BudgetSpent
+        super().on_epoch_start()
+
+    def train_step(self, batch: dict) -> dict:
+        if self._stop:
+            raise TrainingStopped(f"{self._stop.signal_name} during epoch {self.current_epoch}: "
+                                  f"{os.path.join(self.output_folder, LATEST_CHECKPOINT)} holds the weights so far "
+                                  f"and resumes at epoch {self.current_epoch}; continue with -c")
+        return super().train_step(batch)
+
+    def on_epoch_end(self):
+        """Refit the epochs to the time budget, then v2's end of epoch, then `checkpoint_latest.pth` if it is
+        due."""
+        if self.time_budget_s is not None:
+            self._fit_epochs_to_budget(time() - self._started)
+        super().on_epoch_end()  # counts the epoch as done
+        if self.current_epoch < self.num_epochs and time() - self._last_save >= 60.0 * self.checkpoint_minutes:
+            self._save_latest(self.current_epoch)
+
+    def _fit_epochs_to_budget(self, elapsed: float) -> None:
+        """Epochs that still fit the remaining budget at the mean epoch time of this run (the poly LR follows)."""
+        per_epoch = elapsed / (self.current_epoch + 1 - self._first_epoch)
+        fitted = min(self.num_epochs, self.current_epoch + 1 + int(max(0.0, self.time_budget_s - elapsed) // per_epoch))
+        if fitted != self.num_epochs:
+            self.print_to_log_file(f"time budget {self.time_budget_s:.0f} s, {per_epoch:.1f} s per epoch: "
+                                   f"{fitted} epochs")
+            self.num_epochs = fitted
+            self.lr_scheduler.max_steps = fitted
