@@ -1,26 +1,23 @@
 """Which nnU-Net engine a trained model folder belongs to, and the folder as a blockwise model of that engine.
 
-A v1 model folder (TRAINER__PLANS) holds plans.pkl; a v2 one (TRAINER__PLANS__CONFIGURATION) holds plans.json.
+A v1 model folder (TRAINER__PLANS) holds plans.pkl; a v2 one (TRAINER__PLANS__CONFIGURATION) holds plans.json. A
+BioImage.IO package (model.zip) runs without an engine (reisoseg.bioimageio.package_model).
 """
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from types import ModuleType
 from typing import Sequence
 
 from reisoseg.errors import ReIsoSegError
+from reisoseg.extras import extra_module
 from reisoseg.inference.model import ModelLoader
 
 
 def v2_engine_module(name: str) -> ModuleType:
     """`reisoseg.nnunet_v2.<name>`, or one line saying that the v2 engine needs the extra."""
-    try:
-        return importlib.import_module(f"reisoseg.nnunet_v2.{name}")
-    except ModuleNotFoundError as error:
-        raise ReIsoSegError(f"the nnU-Net v2 engine needs the nnunetv2 extra ({error.name} is missing): "
-                            f"pip install 'reisoseg[nnunetv2]'") from error
+    return extra_module(f"reisoseg.nnunet_v2.{name}", "nnunetv2", "the nnU-Net v2 engine")
 
 
 def folder_engine(folder: str | os.PathLike) -> str:
@@ -28,9 +25,19 @@ def folder_engine(folder: str | os.PathLike) -> str:
     return "v2" if (Path(folder) / "plans.json").is_file() else "v1"
 
 
+def is_package(model: str | os.PathLike | None) -> bool:
+    """Whether `model` names a BioImage.IO package (model.zip) rather than a model folder or a configuration."""
+    return model is not None and str(model).lower().endswith(".zip")
+
+
 def model_from_folder(folder: str | os.PathLike, folds: Sequence[str] | None = None, checkpoint: str | None = None,
                       fp32: bool = False) -> ModelLoader:
-    """The trained model in `folder`, on its engine, with its folds and checkpoint (default: the final one)."""
+    """The trained model in `folder`, on its engine, with its folds and checkpoint (default: the final one); or
+    the ReIsoSeg network of a BioImage.IO package that `reisoseg export-bioimageio` wrote."""
+    if is_package(folder):
+        from reisoseg.bioimageio.package_model import BioImageIOModel
+
+        return BioImageIOModel.from_package(folder)
     if folder_engine(folder) == "v2":
         if fp32:
             raise ReIsoSegError("fp32: not on the nnU-Net v2 engine (its predictor always uses mixed precision on "

@@ -134,3 +134,14 @@ def trained_instances(tmp_path_factory):
     assert stored["boundary_class"] == 2 and stored["min_volume_nm3"] > 0
     (model / "instances.json").write_text(json.dumps({**stored, "min_volume_nm3": 0.0, "seed_threshold": 0.4}))
     return env, model
+
+
+class TouchesMarker:
+    """A pickle payload that runs code when unpickled: it creates `marker`. Model files holding it must be
+    refused, and the marker must never appear."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))

@@ -12,7 +12,7 @@ from reisoseg.errors import ReIsoSegError
 
 DEBUG_VARIABLE = "REISOSEG_DEBUG"  # set to 1: as --debug, for runs whose command line is hard to change
 COMMANDS = ("train", "predict", "segment", "measure", "synth", "demo", "convert", "check", "evaluate",
-            "calibrate_instances")
+            "calibrate_instances", "export_bioimageio")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -51,15 +51,17 @@ def engine_log(output: str | os.PathLike, verbose: bool) -> Path:
     return log
 
 
-def add_model_options(parser: argparse.ArgumentParser, *, task_required: bool) -> None:
+def add_model_options(parser: argparse.ArgumentParser) -> None:
     """The trained model and how to run it: nnUNet_predict's -t/-tr/-m/-p/-f/-chk, step size, TTA, device."""
     from reisoseg.devices import DEVICE_CHOICES
 
-    parser.add_argument("-t", "--task_name", required=task_required, default=None,
+    parser.add_argument("-t", "--task_name", default=None,
                         help="task as Task501_Name, 501 or Name")
     parser.add_argument("-tr", "--trainer_class_name", default=DEFAULT_TRAINER,
                         help="trainer the model was trained with (default: %(default)s)")
-    parser.add_argument("-m", "--model", default=DEFAULT_CONFIGURATION, help="configuration (default: %(default)s)")
+    parser.add_argument("-m", "--model", default=DEFAULT_CONFIGURATION,
+                        help="configuration (default: %(default)s), or a BioImage.IO package (model.zip) written by "
+                             "reisoseg export-bioimageio, which needs no -t")
     parser.add_argument("-p", "--plans_identifier", default=DEFAULT_PLANS,
                         help="plans the model was trained with (default: %(default)s)")
     parser.add_argument("-f", "--folds", nargs="+", default=None,

@@ -13,7 +13,7 @@ from reisoseg.commands.options import (
     model_engine,
 )
 from reisoseg.console import engine_output
-from reisoseg.engines import v2_engine_module
+from reisoseg.engines import is_package, v2_engine_module
 from reisoseg.errors import ReIsoSegError
 from reisoseg.io.nnunet_task import ENGINES, is_nnunet_folder
 from reisoseg.layout import FINAL_CHECKPOINT
@@ -33,7 +33,7 @@ def add_parser(subparsers) -> None:
                         help="output folder (created); for one EM volume also a file name such as seg.tif")
     parser.add_argument("--output_format", choices=("tiff", "hdf5", "zarr", "nifti"), default=None,
                         help="EM input: write segmentations in this format (default: the input's)")
-    add_model_options(parser, task_required=True)
+    add_model_options(parser)
     parser.add_argument("-z", "--save_npz", action="store_true", help="also save softmax probabilities (.npz)")
     parser.add_argument("--overwrite_existing", action="store_true",
                         help="predict cases whose output already exists (default: skip them)")
@@ -56,7 +56,12 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> None:
     from reisoseg.inference.cases import predict_volumes, read_em_volumes
 
-    predict_cases = _v2_case_predictor(args) if model_engine(args) == "v2" else _v1_case_predictor(args)
+    if is_package(args.model):
+        predict_cases = _package_case_predictor(args)
+    elif args.task_name is None:
+        raise ReIsoSegError("name the model: -t TASK [-tr TRAINER] or -m model.zip")
+    else:
+        predict_cases = _v2_case_predictor(args) if model_engine(args) == "v2" else _v1_case_predictor(args)
     cases = is_nnunet_folder(args.input_folder)
     volumes = None if cases else read_em_volumes(args.input_folder, args.output_folder, spacing=args.spacing,
                                                  output_format=args.output_format)  # checked before any output
@@ -67,6 +72,16 @@ def run(args: argparse.Namespace) -> None:
             written = predict_volumes(volumes, predict_cases, instances=args.instances)
     for path in written:
         print(f"wrote {path}")
+
+
+def _package_case_predictor(args: argparse.Namespace):
+    """A BioImage.IO package's network, block by block over each case (no engine)."""
+    from reisoseg.engines import model_from_folder
+    from reisoseg.inference.cases import blockwise_case_predictor
+
+    return blockwise_case_predictor(model_from_folder(args.model), instances=args.instances,
+                                    tta=not args.disable_tta, step_size=args.step_size, device=args.device,
+                                    decoding=decoding_overrides(args), progress=False)
 
 
 def _v1_case_predictor(args: argparse.Namespace):

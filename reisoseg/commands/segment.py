@@ -12,7 +12,7 @@ from reisoseg.commands.options import (
     engine_log,
     model_engine,
 )
-from reisoseg.engines import v2_engine_module
+from reisoseg.engines import is_package, v2_engine_module
 from reisoseg.errors import ReIsoSegError
 from reisoseg.io.nnunet_task import ENGINES
 from reisoseg.layout import FINAL_CHECKPOINT
@@ -31,7 +31,7 @@ def add_parser(subparsers) -> None:
                     "after an interruption, the run skips finished blocks.")
     parser.add_argument("-i", "--input", required=True, help="input volume (e.g. raw.zarr, stack.h5:/raw, stack.tif)")
     parser.add_argument("-o", "--output", required=True, help="output OME-Zarr labels, e.g. segmentation.zarr")
-    add_model_options(parser, task_required=False)
+    add_model_options(parser)
     parser.add_argument("--model_folder", default=None,
                         help="a trained model folder (v1: TRAINER__PLANS, v2: TRAINER__PLANS__CONFIGURATION, with "
                              "fold_* inside) instead of -t/-tr/-m/-p")
@@ -75,11 +75,13 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _model_folder(args: argparse.Namespace) -> str:
-    """--model_folder, or the folder -t/-tr/-m/-p name on the model's engine."""
+    """--model_folder, a package (-m model.zip), or the folder -t/-tr/-m/-p name on the model's engine."""
     if args.model_folder is not None:
         return args.model_folder
+    if is_package(args.model):
+        return args.model
     if args.task_name is None:
-        raise ReIsoSegError("name the model: -t TASK [-tr TRAINER] or --model_folder FOLDER")
+        raise ReIsoSegError("name the model: -t TASK [-tr TRAINER], --model_folder FOLDER or -m model.zip")
     if model_engine(args) == "v2":
         training = v2_engine_module("training")
         return str(training.model_folder(args.model, args.trainer_class_name, args.task_name,

@@ -10,11 +10,12 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from reisoseg.errors import ReIsoSegError
+from reisoseg.inference.model import ModelLoader
 from reisoseg.instances.decode import decode_instances
 from reisoseg.instances.scores import read_scores, write_scores
 from reisoseg.instances.target import InstanceSettings
@@ -23,7 +24,7 @@ from reisoseg.io.base import HDF5_SUFFIXES, NIFTI_SUFFIXES, TIFF_SUFFIXES
 from reisoseg.io.nifti import read_nifti, write_nifti
 from reisoseg.io.validation import check_image, resolve_spacing
 from reisoseg.io.volume import open_volume, split_key, volume_stem, write_volume
-from reisoseg.layout import CASE_SUFFIX, INSTANCES_SUBFOLDER
+from reisoseg.layout import CASE_SUFFIX, INSTANCES_SUBFOLDER, case_names
 
 OUTPUT_SUFFIXES = {"tiff": ".tif", "sections": ".tif", "hdf5": ".h5", "zarr": ".zarr", "nifti": ".nii.gz"}
 CasePredictor = Callable[[Path, Path], object]  # (folder of cases, output folder) -> anything
@@ -36,6 +37,37 @@ def write_objects(target: Path, probabilities: np.ndarray, spacing: Sequence[flo
     with atomic_file(target) as temporary:
         write_nifti(temporary, objects, spacing)
     write_scores(target, scores)
+
+
+def blockwise_case_predictor(model: ModelLoader, *, instances: bool = False, **options: Any) -> CasePredictor:
+    """A `CasePredictor` that segments each case with `model` block by block (`reisoseg.inference.segment`, with
+    `options` such as `tta`, `step_size`, `device`, `decoding`), for models that no engine predicts, such as a
+    BioImage.IO package."""
+    import zarr
+
+    from reisoseg.inference.instances import SEMANTIC
+    from reisoseg.inference.segment import segment
+
+    def predict_cases(cases_in: str | os.PathLike, cases_out: str | os.PathLike) -> Path:
+        cases_in, cases_out = Path(cases_in), Path(cases_out)
+        cases_out.mkdir(parents=True, exist_ok=True)
+        for case in case_names(cases_in):
+            image, spacing = read_nifti(cases_in / f"{case}{CASE_SUFFIX}")
+            check_image(str(cases_in / f"{case}{CASE_SUFFIX}"), image)
+            with tempfile.TemporaryDirectory(prefix="reisoseg_case_") as scratch:
+                written = segment(image, spacing, model, Path(scratch) / "case.zarr", instances=instances, **options)
+                labels = open_volume(written).read()
+                semantic = zarr.open_array(str(written / SEMANTIC), mode="r")[:] if instances else labels
+                if instances:
+                    target = cases_out / INSTANCES_SUBFOLDER / f"{case}.nii.gz"
+                    with atomic_file(target) as temporary:
+                        write_nifti(temporary, labels.astype(np.uint32), spacing)
+                    write_scores(target, read_scores(written) or {})
+            with atomic_file(cases_out / f"{case}.nii.gz") as temporary:
+                write_nifti(temporary, semantic.astype(np.uint8), spacing)
+        return cases_out
+
+    return predict_cases
 
 
 def em_inputs(path: Path) -> list[Path]:

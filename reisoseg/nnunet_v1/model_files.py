@@ -2,12 +2,16 @@
 (nnU-Net's own loaders would run code from a poisoned file)."""
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from reisoseg.safe_loading import safe_load_checkpoint
+from reisoseg.errors import ReIsoSegError
+from reisoseg.layout import TRAINER_SETTINGS_FILE
+from reisoseg.network.trained import TrainedNetwork, strip_prefix
+from reisoseg.safe_loading import safe_load_checkpoint, safe_load_pickle
 
 
 def restore_trainer(folder: str | os.PathLike, folds: Sequence[int | str] | int | str, checkpoint_name: str,
@@ -36,3 +40,41 @@ def load_checkpoint_into(trainer: Any, path: str | os.PathLike, train: bool) -> 
     if not trainer.was_initialized:
         trainer.initialize(train)
     trainer.load_checkpoint_ram(safe_load_checkpoint(path), train)
+
+
+def trained_network(folder: str | os.PathLike, fold: str | int, checkpoint_name: str) -> TrainedNetwork:
+    """The ReIsoSeg network of one fold of a v1 model folder, read without nnU-Net and without unrestricted pickle:
+    weights from the checkpoint, the pattern and patch from the fold's reisoseg.json, spacing and normalisation
+    from plans.pkl, class names from the task's dataset.json where nnU-Net's folders still hold it."""
+    folder = Path(folder)
+    fold_folder = folder / ("all" if str(fold) == "all" else f"fold_{fold}")
+    settings_file = fold_folder / TRAINER_SETTINGS_FILE
+    if not settings_file.is_file():
+        raise ReIsoSegError(f"{settings_file}: not found; only ReIsoSeg trainers' models can be exported (nnU-Net's "
+                            f"networks are not ReIsoSegRMV6)")
+    settings = json.loads(settings_file.read_text())
+    plans = safe_load_pickle(folder / "plans.pkl")
+    stage = plans["plans_per_stage"][len(plans["plans_per_stage"]) - 1]
+    scheme = plans["normalization_schemes"][0]
+    if scheme == "CT" or scheme == "CT2" or plans["use_mask_for_norm"][0]:
+        raise ReIsoSegError(f"{folder}: its plans normalise with {'the nonzero mask' if scheme == 'nonCT' else scheme}"
+                            f", which BioImage.IO's preprocessing cannot express (only z-score over the whole input)")
+    weights = safe_load_checkpoint(fold_folder / f"{checkpoint_name}.model")["state_dict"]
+    return TrainedNetwork(
+        ani_scale=tuple(settings["ani_scale"]), input_channels=int(plans["num_modalities"]),
+        class_names=_class_names(folder, int(plans["num_classes"]) + 1), state_dict=strip_prefix(weights, "net."),
+        spacing=tuple(float(s) for s in stage["current_spacing"]), patch_size=tuple(settings["patch_size"]),
+        normalisation="none" if scheme == "noNorm" else "zscore", trainer=settings["trainer"])
+
+
+def _class_names(folder: Path, count: int) -> tuple[str, ...]:
+    """The labels' names from the task's dataset.json (nnUNet_preprocessed or nnUNet_raw_data_base), else
+    background and class_N."""
+    task = folder.parent.name
+    for variable, parts in (("nnUNet_preprocessed", (task,)), ("nnUNet_raw_data_base", ("nnUNet_raw_data", task))):
+        dataset = Path(os.environ.get(variable, "/nonexistent"), *parts, "dataset.json")
+        if dataset.is_file():
+            labels = json.loads(dataset.read_text())["labels"]
+            names = [labels.get(str(value), f"class_{value}") for value in range(count)]
+            return tuple(names)
+    return ("background", *(f"class_{value}" for value in range(1, count)))

@@ -27,8 +27,9 @@ from reisoseg.instances.target import InstanceSettings, model_instance_settings
 from reisoseg.io.atomic import atomic_file
 from reisoseg.io.nifti import read_nifti, write_nifti
 from reisoseg.io.validation import check_image
-from reisoseg.layout import CASE_SUFFIX, INSTANCES_SUBFOLDER, V2_PLANS, case_names
-from reisoseg.nnunet_v2.trainers import TRAINERS
+from reisoseg.layout import CASE_SUFFIX, IGNORE_LABEL_NAME, INSTANCES_SUBFOLDER, V2_PLANS, case_names
+from reisoseg.network.trained import TrainedNetwork
+from reisoseg.nnunet_v2.trainers import TRAINERS, ReIsoSegTrainer
 from reisoseg.nnunet_v2.training import model_folder
 from reisoseg.safe_loading import UnsafePickleError, safe_load_checkpoint
 
@@ -140,3 +141,34 @@ def _predict_case(predictor: nnUNetPredictor, image_file: Path, target: Path, se
         segmentation = settings.semantic(segmentation)
     with atomic_file(target) as temporary:
         write_nifti(temporary, segmentation, spacing)
+
+
+def trained_network(folder: Path, fold: str, checkpoint: str) -> TrainedNetwork:
+    """The ReIsoSeg network of one fold of a v2 model folder (TRAINER__PLANS__CONFIGURATION), read without
+    unrestricted pickle: weights from the checkpoint, spacing, patch and normalisation from plans.json, class names
+    from dataset.json, the pattern from the trainer."""
+    path = folder / f"fold_{fold}" / checkpoint
+    if not path.is_file():
+        raise ReIsoSegError(f"{path}: checkpoint not found")
+    try:
+        saved = safe_load_checkpoint(path)
+    except UnsafePickleError as error:
+        raise ReIsoSegError(f"refusing to load a model file: {error}") from error
+    trainer = TRAINERS.get(saved["trainer_name"])
+    if trainer is None or not issubclass(trainer, ReIsoSegTrainer):
+        raise ReIsoSegError(f"{path}: trained with {saved['trainer_name']}; only ReIsoSeg trainers' models can be "
+                            f"exported (nnU-Net's networks are not ReIsoSegRMV6)")
+    configuration = PlansManager(json.loads((folder / "plans.json").read_text())).get_configuration(
+        folder.name.rsplit("__", 1)[-1])
+    scheme, masked = configuration.normalization_schemes[0], configuration.use_mask_for_norm[0]
+    if scheme not in ("ZScoreNormalization", "NoNormalization") or masked:
+        raise ReIsoSegError(f"{folder}: its plans normalise with {scheme}{' inside the nonzero mask' if masked else ''}"
+                            f", which BioImage.IO's preprocessing cannot express (only z-score over the whole input)")
+    dataset = json.loads((folder / "dataset.json").read_text())
+    names = {int(value): name for name, value in dataset["labels"].items() if name != IGNORE_LABEL_NAME}
+    spacing = tuple(float(s) for s in configuration.spacing)
+    return TrainedNetwork(
+        ani_scale=tuple(trainer.pattern(spacing)), input_channels=len(dataset["channel_names"]),
+        class_names=tuple(names[value] for value in sorted(names)),
+        state_dict=saved["network_weights"], spacing=spacing, patch_size=tuple(configuration.patch_size),
+        normalisation="none" if scheme == "NoNormalization" else "zscore", trainer=saved["trainer_name"])

@@ -10,7 +10,7 @@ from tests.conftest import assert_one_line_error, nnunet_environment, run_reisos
 
 
 @pytest.mark.parametrize("command", ["train", "predict", "segment", "measure", "synth", "demo", "convert", "check",
-                                     "evaluate", "calibrate-instances"])
+                                     "evaluate", "calibrate-instances", "export-bioimageio"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([command, "--help"])

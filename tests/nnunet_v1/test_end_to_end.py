@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from reisoseg.commands.main import main
 from reisoseg.layout import ENGINE_LOG, FINAL_CHECKPOINT, checkpoint_file, fold_folder, model_folder
-from tests.conftest import TASK, TRAIN, assert_one_line_error, run_reisoseg
+from tests.conftest import NNUNET_VARIABLES, TASK, TRAIN, TouchesMarker, assert_one_line_error, run_reisoseg
 
 
 def _log(fold_dir: Path) -> str:
@@ -82,29 +83,25 @@ def test_environment_errors(trained):
     ("ReIsoSegTrainer", TASK, "seven", "unknown fold 'seven'"),
     ("ReIsoSegRMA1V6Trainer", TASK, "0", "must be a multiple of 16"),
 ])
-def test_training_errors(trained, trainer, task, fold, fragment):
-    assert_one_line_error(run_reisoseg(["train", "3d_fullres", trainer, task, fold, *TRAIN], trained[0]), fragment)
+def test_training_errors(trained, trainer, task, fold, fragment, monkeypatch, capsys):
+    for name in NNUNET_VARIABLES:  # in this process: no start-up per case
+        monkeypatch.setenv(name, trained[0][name])
+    assert main(["train", "3d_fullres", trainer, task, fold, *TRAIN]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("reisoseg: error:")]
+    assert len(errors) == 1 and fragment in errors[0], errors
 
 
-def test_missing_checkpoints_are_reported(trained):
+def test_missing_checkpoints_are_reported(trained, monkeypatch, capsys):
     env, root, model = trained
     images = Path(env["nnUNet_raw_data_base"]) / "nnUNet_raw_data" / TASK / "imagesTs"
     assert_one_line_error(run_reisoseg(["train", "3d_fullres", "ReIsoSegTrainer", TASK, "3", "-val"], env),
                           "checkpoint not found")
-    assert_one_line_error(run_reisoseg(["predict", "-i", str(images), "-o", str(root / "p2"), "-t", "501",
-                                        "-f", "0", "-chk", "model_best_missing"], env), "checkpoint not found")
-    assert_one_line_error(run_reisoseg(["predict", "-i", str(images), "-o", str(root / "p3"), "-t", "501",
-                                        "-f", "2"], env), "fold 2 was not trained")
-
-
-class _TouchesMarker:
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        import os
-
-        return (os.system, (f"touch {self.marker}",))
+    for name in NNUNET_VARIABLES:  # prediction's checks, in this process
+        monkeypatch.setenv(name, env[name])
+    for extra, fragment in ((["-f", "0", "-chk", "model_best_missing"], "checkpoint not found"),
+                            (["-f", "2"], "fold 2 was not trained")):
+        assert main(["predict", "-i", str(images), "-o", str(root / "p2"), "-t", "501", *extra]) == 1
+        assert fragment in capsys.readouterr().err
 
 
 POISONED_FILES = [f"fold_0/{FINAL_CHECKPOINT}.model.pkl", "plans.pkl", f"fold_0/{FINAL_CHECKPOINT}.model"]
@@ -119,7 +116,7 @@ def _poisoned_copy(model: Path, root: Path, poisoned: str, trainer: str) -> tupl
     shutil.copytree(model, evil)
     marker = root / f"pwned_{trainer}"
     marker.unlink(missing_ok=True)
-    (evil / poisoned).write_bytes(pickle.dumps({"init": _TouchesMarker(marker), "name": "ReIsoSegTrainer"}))
+    (evil / poisoned).write_bytes(pickle.dumps({"init": TouchesMarker(marker), "name": "ReIsoSegTrainer"}))
     return evil, marker
 
 
@@ -160,7 +157,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_when_continuing(trained):
     shutil.copytree(model / "fold_0", fold)
     marker = root / "pwned_continue"
     try:
-        checkpoint_file(fold).write_bytes(pickle.dumps({"epoch": _TouchesMarker(marker)}))
+        checkpoint_file(fold).write_bytes(pickle.dumps({"epoch": TouchesMarker(marker)}))
         result = run_reisoseg(["train", "3d_fullres", "ReIsoSegTrainer", TASK, "4", "-c", "--device", "cpu",
                                "--disable_validation_inference"], {**env, **PERMISSIVE_TORCH})
         assert_one_line_error(result, "refusing to load a model file")

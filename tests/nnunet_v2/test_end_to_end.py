@@ -24,7 +24,7 @@ from reisoseg.instances.scores import read_scores  # noqa: E402
 from reisoseg.io.nifti import read_nifti  # noqa: E402
 from reisoseg.io.volume import open_volume, write_volume  # noqa: E402
 from reisoseg.safe_loading import safe_load_checkpoint  # noqa: E402
-from tests.conftest import BIN, assert_one_line_error, run_command, run_reisoseg  # noqa: E402
+from tests.conftest import BIN, TouchesMarker, assert_one_line_error, run_command, run_reisoseg  # noqa: E402
 
 ONE_EPOCH = ["--iterations_per_epoch", "2", "--device", "cpu", "--disable_validation_inference"]
 
@@ -88,7 +88,7 @@ def test_v2_predicts_cases_with_objects_and_refuses_a_poisoned_checkpoint(traine
 
     shutil.copy(fold / "checkpoint_final.pth", root / "trained.pth")
     marker = root / "pwned"
-    (fold / "checkpoint_final.pth").write_bytes(pickle.dumps(_RunsCode(marker)))
+    (fold / "checkpoint_final.pth").write_bytes(pickle.dumps(TouchesMarker(marker)))
     try:
         refused = _train(env, "--epochs", "2", "-c")
         refused_predict = run_reisoseg(["predict", "-i", str(cases), "-o", str(root / "refused"), "-t", "601"], env)
@@ -150,14 +150,6 @@ def test_v2_preempted_training_continues_where_it_stopped_and_a_time_budget_ends
     assert f"{epoch + 1} epochs" in log  # the budget's refit
     assert safe_load_checkpoint(fold / "checkpoint_final.pth")["current_epoch"] == epoch + 1
     assert not (fold / "checkpoint_latest.pth").exists()
-
-
-class _RunsCode:
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 @pytest.mark.slow  # nnUNetv2_train's first epoch is 250 iterations
