@@ -38,6 +38,21 @@ def checkpoint_file(fold: str | os.PathLike, checkpoint: str = FINAL_CHECKPOINT)
     return Path(fold) / f"{checkpoint}{CHECKPOINT_SUFFIX}"
 
 
+def v2_plans_identifier(asked: str) -> str:
+    """v2's default plans where the commands' default (v1's) was left as it is."""
+    return V2_PLANS if asked == DEFAULT_PLANS else asked
+
+
+def v2_model_name(trainer: str, plans: str, configuration: str) -> str:
+    """A v2 model folder's name: TRAINER__PLANS__CONFIGURATION."""
+    return f"{trainer}__{plans}__{configuration}"
+
+
+def v2_configuration(model_folder: str | os.PathLike) -> str:
+    """The configuration a v2 model folder was trained on, from its name."""
+    return Path(model_folder).name.rsplit("__", 1)[-1]
+
+
 def case_names(folder: str | os.PathLike) -> list[str]:
     """The cases of an nnU-Net image folder (CASE for each CASE_0000.nii.gz), sorted."""
     return sorted(p.name[:-len(CASE_SUFFIX)] for p in Path(folder).glob(f"*{CASE_SUFFIX}"))

@@ -27,7 +27,7 @@ import yaml
 from scipy.ndimage import gaussian_filter
 
 from reisoseg.errors import ReIsoSegError
-from reisoseg.inference.windows import Normalisation, WindowPredictor
+from reisoseg.inference.windows import Normalisation, WindowPredictor, coarse_axis
 from reisoseg.instances.target import InstanceSettings
 from reisoseg.network import ReIsoSegRMV6
 
@@ -162,14 +162,7 @@ class PackagePredictor(WindowPredictor):
         return prediction * gaussian.to(prediction.device) if gaussian is not None else prediction
 
     def separate_axis(self, spacing: Sequence[float]) -> int | None:
-        """z, when it is the one coarsest axis of the data or of the plans by more than the threshold."""
-        for candidate in (spacing, self.target_spacing):
-            if max(candidate) / min(candidate) > ANISOTROPY_THRESHOLD:
-                coarsest = [axis for axis, value in enumerate(candidate) if value == max(candidate)]
-                if len(coarsest) != 1:
-                    return None
-                if coarsest != [0]:
-                    raise ReIsoSegError(f"spacing {list(spacing)} nm: the coarsest axis is not z; blockwise "
-                                        f"resampling needs z to be the coarse axis")
-                return 0
-        return None
+        """nnU-Net's rule: the one coarsest axis, where the spacing ratio exceeds the threshold."""
+        return coarse_axis(spacing, self.target_spacing,
+                           lambda s: max(s) / min(s) > ANISOTROPY_THRESHOLD,
+                           lambda s: [axis for axis, value in enumerate(s) if value == max(s)])

@@ -9,7 +9,15 @@ from pathlib import Path
 from reisoseg.errors import ReIsoSegError
 from reisoseg.instances.target import DECODING_FIELDS
 from reisoseg.io.nnunet_task import ENGINES, RAW_VARIABLES
-from reisoseg.layout import DEFAULT_CONFIGURATION, DEFAULT_PLANS, DEFAULT_TRAINER, FINAL_CHECKPOINT, V2_PLANS
+from reisoseg.layout import (
+    DEFAULT_CONFIGURATION,
+    DEFAULT_PLANS,
+    DEFAULT_TRAINER,
+    FINAL_CHECKPOINT,
+    model_folder,
+    v2_model_name,
+    v2_plans_identifier,
+)
 
 
 def add_task_output_options(parser: argparse.ArgumentParser) -> None:
@@ -108,10 +116,10 @@ def _model_folders(engine: str, args: argparse.Namespace) -> list[Path]:
     pattern = (f"{prefix}{int(task):03d}_*" if task.isdigit() else task if task.startswith(("Task", "Dataset"))
                else f"{prefix}???_{task}")
     if engine == "v1":
-        return [d / f"{args.trainer_class_name}__{args.plans_identifier}"
+        return [model_folder(results, d.name, args.trainer_class_name, args.plans_identifier, args.model)
                 for d in (Path(results) / "nnUNet" / args.model).glob(pattern)]
-    plans = V2_PLANS if args.plans_identifier == DEFAULT_PLANS else args.plans_identifier
-    return [d / f"{args.trainer_class_name}__{plans}__{args.model}" for d in Path(results).glob(pattern)]
+    name = v2_model_name(args.trainer_class_name, v2_plans_identifier(args.plans_identifier), args.model)
+    return [d / name for d in Path(results).glob(pattern)]
 
 
 def model_engine(args: argparse.Namespace) -> str:

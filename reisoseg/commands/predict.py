@@ -16,7 +16,7 @@ from reisoseg.console import engine_output
 from reisoseg.engines import is_package, v2_engine_module
 from reisoseg.errors import ReIsoSegError
 from reisoseg.io.nnunet_task import ENGINES, is_nnunet_folder
-from reisoseg.layout import FINAL_CHECKPOINT
+from reisoseg.layout import FINAL_CHECKPOINT, v2_plans_identifier
 
 
 def add_parser(subparsers) -> None:
@@ -102,10 +102,10 @@ def _v2_case_predictor(args: argparse.Namespace):
     if args.disable_mixed_precision:
         raise ReIsoSegError("--disable_mixed_precision: not on the nnU-Net v2 engine (its predictor always uses "
                             "mixed precision on CUDA)")
-    prediction, training = v2_engine_module("prediction"), v2_engine_module("training")
+    prediction = v2_engine_module("prediction")
     defaults = prediction.V2PredictionOptions
     options = defaults(
-        configuration=args.model, plans_identifier=training.plans_identifier(args.plans_identifier),
+        configuration=args.model, plans_identifier=v2_plans_identifier(args.plans_identifier),
         folds=args.folds, checkpoint=defaults.checkpoint if args.checkpoint == FINAL_CHECKPOINT else args.checkpoint,
         step_size=args.step_size, disable_tta=args.disable_tta, device=args.device,
         overwrite_existing=args.overwrite_existing, save_probabilities=args.save_npz, instances=args.instances,

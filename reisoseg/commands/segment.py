@@ -15,7 +15,7 @@ from reisoseg.commands.options import (
 from reisoseg.engines import is_package, v2_engine_module
 from reisoseg.errors import ReIsoSegError
 from reisoseg.io.nnunet_task import ENGINES
-from reisoseg.layout import FINAL_CHECKPOINT
+from reisoseg.layout import FINAL_CHECKPOINT, v2_plans_identifier
 
 
 def add_parser(subparsers) -> None:
@@ -85,7 +85,7 @@ def _model_folder(args: argparse.Namespace) -> str:
     if model_engine(args) == "v2":
         training = v2_engine_module("training")
         return str(training.model_folder(args.model, args.trainer_class_name, args.task_name,
-                                         training.plans_identifier(args.plans_identifier)))
+                                         v2_plans_identifier(args.plans_identifier)))
     from reisoseg.nnunet_v1.prediction import PredictionOptions, model_folder
 
     return str(model_folder(args.task_name, args.trainer_class_name,

@@ -24,6 +24,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from reisoseg.errors import ReIsoSegError
 from reisoseg.inference.windows import Normalisation, WindowPredictor, coarse_axis
 from reisoseg.instances.target import model_instance_settings
+from reisoseg.layout import v2_configuration
 from reisoseg.nnunet_v2.prediction import V2PredictionOptions, load_predictor, trained_folds
 
 SCHEMES = {"ZScoreNormalization": "zscore", "CTNormalization": "CT", "NoNormalization": "noNorm"}
@@ -52,7 +53,7 @@ class NnunetV2Model:
 
     @property
     def configuration(self) -> str:
-        return Path(self.folder).name.rsplit("__", 1)[-1]
+        return v2_configuration(self.folder)
 
     @property
     def num_classes(self) -> int:

@@ -27,7 +27,14 @@ from reisoseg.instances.target import InstanceSettings, model_instance_settings
 from reisoseg.io.atomic import atomic_file
 from reisoseg.io.nifti import read_nifti, write_nifti
 from reisoseg.io.validation import check_image
-from reisoseg.layout import CASE_SUFFIX, IGNORE_LABEL_NAME, INSTANCES_SUBFOLDER, V2_PLANS, case_names
+from reisoseg.layout import (
+    CASE_SUFFIX,
+    IGNORE_LABEL_NAME,
+    INSTANCES_SUBFOLDER,
+    V2_PLANS,
+    case_names,
+    v2_configuration,
+)
 from reisoseg.network.trained import TrainedNetwork
 from reisoseg.nnunet_v2.trainers import TRAINERS, ReIsoSegTrainer
 from reisoseg.nnunet_v2.training import model_folder
@@ -159,7 +166,7 @@ def trained_network(folder: Path, fold: str, checkpoint: str) -> TrainedNetwork:
         raise ReIsoSegError(f"{path}: trained with {saved['trainer_name']}; only ReIsoSeg trainers' models can be "
                             f"exported (nnU-Net's networks are not ReIsoSegRMV6)")
     configuration = PlansManager(json.loads((folder / "plans.json").read_text())).get_configuration(
-        folder.name.rsplit("__", 1)[-1])
+        v2_configuration(folder))
     scheme, masked = configuration.normalization_schemes[0], configuration.use_mask_for_norm[0]
     if scheme not in ("ZScoreNormalization", "NoNormalization") or masked:
         raise ReIsoSegError(f"{folder}: its plans normalise with {scheme}{' inside the nonzero mask' if masked else ''}"

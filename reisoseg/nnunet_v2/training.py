@@ -22,7 +22,7 @@ from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_datas
 from reisoseg.devices import resolve_device
 from reisoseg.errors import ReIsoSegError
 from reisoseg.instances.target import store_instance_settings
-from reisoseg.layout import DEFAULT_PLANS, V2_PLANS
+from reisoseg.layout import V2_PLANS, v2_model_name, v2_plans_identifier
 from reisoseg.nnunet_v1.training_options import TrainingOptions
 from reisoseg.nnunet_v2.compat import checkpoints_read_safely
 from reisoseg.nnunet_v2.em_training import V2TrainingMixin
@@ -53,15 +53,11 @@ def dataset_name(dataset: str | int) -> str:
         raise ReIsoSegError(str(error).splitlines()[0]) from error
 
 
-def plans_identifier(asked: str) -> str:
-    """v2's default plans where the commands' default (v1's) was left as it is."""
-    return V2_PLANS if asked == DEFAULT_PLANS else asked
-
-
 def model_folder(configuration: str, trainer_name: str, dataset: str | int, plans: str = V2_PLANS) -> Path:
     """Where v2 keeps a model (nnUNet_results/DatasetXXX/TRAINER__PLANS__CONFIGURATION)."""
     require_v2_environment()
-    return Path(os.environ["nnUNet_results"]) / dataset_name(dataset) / f"{trainer_name}__{plans}__{configuration}"
+    results = Path(os.environ["nnUNet_results"])
+    return results / dataset_name(dataset) / v2_model_name(trainer_name, plans, configuration)
 
 
 def fold_output_folder(configuration: str, trainer_name: str, dataset: str | int, fold: str | int,
@@ -95,7 +91,7 @@ def run_training(configuration: str, trainer_name: str, dataset: str | int, fold
         raise ReIsoSegError(f"{', '.join(f'`{name}`' for name in layered)}: not in v2's own {trainer_name}; train "
                             f"the baseline as nnUNetTrainerEM (v2's trainer with our training layer)")
     preprocessed = Path(os.environ["nnUNet_preprocessed"]) / name
-    plans_file = preprocessed / f"{plans_identifier(options.plans_identifier)}.json"
+    plans_file = preprocessed / f"{v2_plans_identifier(options.plans_identifier)}.json"
     if not plans_file.is_file():
         raise ReIsoSegError(f"{plans_file}: plans not found; run nnUNetv2_plan_and_preprocess -d {name[7:10]} first")
     plans = {**json.loads(plans_file.read_text()), "continue_training": options.continue_training}
