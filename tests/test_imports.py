@@ -64,3 +64,21 @@ def test_the_package_has_no_import_cycle():
     assert "reisoseg.nnunet_v1.compat" in graph["reisoseg.nnunet_v1.em_training"]  # the graph sees real edges
     assert cycles(graph) == []
     assert graph["reisoseg.nnunet_v1.registry"] == set()  # a leaf: the trainers register themselves
+
+
+def external_imports(path: Path) -> set[str]:
+    """Top-level names of the packages a module imports anywhere in its source."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_only_the_napari_plugin_needs_napari_or_qt():
+    gui = {"napari", "magicgui", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "superqt"}
+    users = {name for name, path in _module_names().items() if external_imports(path) & gui}
+    assert "reisoseg.napari.widgets" in users  # the check sees real imports
+    assert {name for name in users if not name.startswith("reisoseg.napari")} == set()

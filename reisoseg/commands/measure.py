@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -59,9 +56,8 @@ def _open_probabilities(path: str, shape: tuple[int, ...]):
 def run(args: argparse.Namespace) -> dict:
     from reisoseg.console import progress_bar
     from reisoseg.inference.tiles import block_indices
-    from reisoseg.instances.measure import COLUMNS, measure_objects, summarise
+    from reisoseg.instances.measure import measure_objects, summary_path, write_measurements
     from reisoseg.instances.scores import read_scores
-    from reisoseg.io.atomic import atomic_file
     from reisoseg.io.validation import resolve_spacing
     from reisoseg.io.volume import open_volume, split_key, volume_stem
 
@@ -73,7 +69,6 @@ def run(args: argparse.Namespace) -> dict:
         raise ReIsoSegError(f"--block must be three positive integers, got {list(args.block)}")
     labels_path = Path(split_key(args.labels)[0])
     output = Path(args.output) if args.output else labels_path.with_name(f"{volume_stem(labels_path)}_objects.csv")
-    summary_path = output.with_suffix(".summary.json")
     if output.exists() and not args.overwrite:
         raise ReIsoSegError(f"{output}: already exists (pass --overwrite to replace it)")
     if output.resolve() == labels_path.resolve():
@@ -84,15 +79,7 @@ def run(args: argparse.Namespace) -> dict:
         rows = measure_objects(volume.data, spacing, probabilities=probabilities,
                                scores=None if probabilities is not None else read_scores(args.labels),
                                block=args.block, progress=bar.update)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    summary = summarise(rows)
-    with atomic_file(output) as temporary:
-        temporary.write_text(buffer.getvalue())
-    with atomic_file(summary_path) as temporary:
-        temporary.write_text(json.dumps(summary, indent=1))
+    summary = write_measurements(rows, output)
     print("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()))
-    print(f"wrote {output} and {summary_path}")
+    print(f"wrote {output} and {summary_path(output)}")
     return summary

@@ -38,7 +38,8 @@ def _pair_count(counts: np.ndarray) -> float:
 @dataclass(frozen=True)
 class Overlap:
     """The contingency table of two instance label volumes, computed in one pass over the voxels: every metric of
-    this module reads it. Ids are compact (1..N, 0 the background); `pred_original` maps them back for scores."""
+    this module reads it. Ids are compact (1..N, 0 the background); `pred_original` and `ref_original` map them back
+    (id i is `pred_original[i - 1]`)."""
 
     ref_ids: np.ndarray  # one entry per (reference, prediction) pair that shares voxels, background included
     pred_ids: np.ndarray
@@ -46,15 +47,16 @@ class Overlap:
     ref_sizes: np.ndarray  # voxels per reference id (index = id)
     pred_sizes: np.ndarray
     pred_original: np.ndarray
+    ref_original: np.ndarray
 
     @classmethod
     def of(cls, reference: np.ndarray, prediction: np.ndarray) -> Overlap:
-        _, ref = _compact(reference)
+        ref_original, ref = _compact(reference)
         pred_original, pred = _compact(prediction)
         n_pred = pred_original.size
         pairs, counts = np.unique(ref * (n_pred + 1) + pred, return_counts=True)
         return cls(pairs // (n_pred + 1), pairs % (n_pred + 1), counts, np.bincount(ref),
-                   np.bincount(pred, minlength=n_pred + 1), pred_original)
+                   np.bincount(pred, minlength=n_pred + 1), pred_original, ref_original)
 
     def keeping(self, kept: np.ndarray) -> Overlap:
         """The table after the predicted objects not in `kept` (a mask over compact ids 1..N) became background:
@@ -66,7 +68,7 @@ class Overlap:
         counts = np.bincount(inverse.reshape(-1), weights=self.counts).astype(np.int64)
         pred_sizes = np.bincount(new_id, weights=self.pred_sizes, minlength=n_kept + 1).astype(np.int64)
         return Overlap(pairs // (n_kept + 1), pairs % (n_kept + 1), counts, self.ref_sizes, pred_sizes,
-                       self.pred_original[kept])
+                       self.pred_original[kept], self.ref_original)
 
     @property
     def n_ref(self) -> int:
@@ -138,17 +140,21 @@ class Overlap:
         return 1.0 if largest == expected else (_pair_count(self.counts.astype(np.float64)) - expected) / (
             largest - expected)
 
-    def errors(self) -> dict[str, float]:
-        """Counts of false, missed, merged and split objects (see module doc)."""
+    def error_objects(self) -> dict[str, np.ndarray]:
+        """Compact ids of the false, missed, merging (predicted) and split (reference) objects (see module doc)."""
         ref_ids, pred_ids, intersections = self.objects()
         ref_inside = np.bincount(ref_ids, weights=intersections, minlength=self.ref_sizes.size)
         pred_inside = np.bincount(pred_ids, weights=intersections, minlength=self.pred_sizes.size)
         most_of_ref = 2 * intersections > self.ref_sizes[ref_ids]  # the pair holds most of the reference object
         most_of_pred = 2 * intersections > self.pred_sizes[pred_ids]
-        return {"false_objects": float((2 * pred_inside < self.pred_sizes)[1:].sum()),
-                "missed_objects": float((2 * ref_inside < self.ref_sizes)[1:].sum()),
-                "merges": float((np.bincount(pred_ids[most_of_ref]) >= 2).sum()),
-                "splits": float((np.bincount(ref_ids[most_of_pred]) >= 2).sum())}
+        return {"false_objects": np.flatnonzero((2 * pred_inside < self.pred_sizes)[1:]) + 1,
+                "missed_objects": np.flatnonzero((2 * ref_inside < self.ref_sizes)[1:]) + 1,
+                "merges": np.flatnonzero(np.bincount(pred_ids[most_of_ref]) >= 2),
+                "splits": np.flatnonzero(np.bincount(ref_ids[most_of_pred]) >= 2)}
+
+    def errors(self) -> dict[str, float]:
+        """Counts of false, missed, merged and split objects (see module doc)."""
+        return {kind: float(ids.size) for kind, ids in self.error_objects().items()}
 
 
 def match_instances(reference: np.ndarray, prediction: np.ndarray) -> tuple[np.ndarray, int, int]:

@@ -17,6 +17,7 @@ when started again with the same arguments (see `reisoseg.inference.store`).
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import sys
@@ -24,7 +25,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -33,6 +34,20 @@ from reisoseg.errors import ReIsoSegError
 from reisoseg.inference.model import ModelLoader
 
 DEFAULT_BLOCK = (128, 512, 512)
+
+
+class SegmentationCancelled(ReIsoSegError):
+    """`run` stopped between blocks because its `should_stop` said so; the output stays resumable."""
+
+    label = "cancelled"
+
+
+def array_identity(volume: np.ndarray) -> str:
+    """The name of an in-memory volume in a run's record: a digest of its contents, so that a run on the same array
+    resumes like a run on the same file."""
+    digest = hashlib.blake2b(np.ascontiguousarray(volume).data, digest_size=12)
+    digest.update(f"{volume.dtype.str}{volume.shape}".encode())
+    return f"memory:{digest.hexdigest()}"
 
 
 def _block_shape(values: Sequence[int], name: str = "block", minimum: int = 1) -> tuple[int, int, int]:
@@ -51,7 +66,7 @@ def _input(volume: Any, spacing: Sequence[float] | None) -> tuple[str, tuple, tu
             raise ReIsoSegError(f"array input: expected a 3D (z, y, x) volume, got shape {volume.shape}")
         if spacing is None:
             raise ReIsoSegError("array input: give spacing=(z, y, x) in nm")
-        source = f"memory:{id(volume)}"
+        source = array_identity(volume)
         return source, volume.shape, resolve_spacing(source, None, spacing), volume
     from reisoseg.io.volume import open_volume
 
@@ -161,23 +176,35 @@ def prepare(volume: np.ndarray | str | os.PathLike, spacing: Sequence[float] | N
                 scratch.cleanup()
 
 
-def run(prepared: SegmentationRun) -> dict[int, float] | None:
-    """Predict the pending blocks (Dask tasks), then decode objects if asked; returns the objects' scores."""
+def run(prepared: SegmentationRun, *, bar: Callable[..., Any] = progress_bar,
+        should_stop: Callable[[], bool] | None = None) -> dict[int, float] | None:
+    """Predict the pending blocks (Dask tasks), then decode objects if asked; returns the objects' scores.
+
+    `bar(total, description, unit, enabled=, initial=)` makes each stage's progress bar (tqdm's interface; a GUI
+    passes its own). `should_stop`, asked after every block, ends the run with `SegmentationCancelled`: finished
+    blocks are kept, and the same call continues from them."""
     from reisoseg.inference import instances as blockwise_instances
     from reisoseg.inference.blocks import run_block
 
     workers = _local_workers(prepared.job.device)
 
+    def check_stop() -> None:
+        if should_stop is not None and should_stop():
+            raise SegmentationCancelled(f"{prepared.store.partial}: cancelled; run it again with the same settings "
+                                        f"to continue")
+
     def run_stage(function: Any, stage_job: Any, pending: list, description: str) -> None:
-        with progress_bar(len(prepared.blocks), description, "block", enabled=prepared.progress,
-                          initial=len(prepared.blocks) - len(pending)) as bar:
+        check_stop()
+        with bar(len(prepared.blocks), description, "block", enabled=prepared.progress,
+                 initial=len(prepared.blocks) - len(pending)) as stage_bar:
             started, voxels = time.perf_counter(), 0
 
             def advance(count: int) -> None:
                 nonlocal voxels
                 voxels += count
-                bar.set_postfix_str(f"{voxels / max(time.perf_counter() - started, 1e-9):.3g} voxels/s")
-                bar.update()
+                stage_bar.set_postfix_str(f"{voxels / max(time.perf_counter() - started, 1e-9):.3g} voxels/s")
+                stage_bar.update()
+                check_stop()
 
             if prepared.scheduler is None:
                 _run_local(function, stage_job, pending, advance, workers)
@@ -209,9 +236,10 @@ def finish(prepared: SegmentationRun, scores: dict[int, float] | None) -> np.nda
 
 
 def segment(volume: np.ndarray | str | os.PathLike, spacing: Sequence[float] | None, model: ModelLoader,
-            output: str | os.PathLike | None = None, **options: Any) -> np.ndarray | Path:
+            output: str | os.PathLike | None = None, *, bar: Callable[..., Any] = progress_bar,
+            should_stop: Callable[[], bool] | None = None, **options: Any) -> np.ndarray | Path:
     """Segment `volume` (a (z, y, x) array, or any path `reisoseg.io` reads) with `model` (see `prepare` for the
-    options): `prepare`, `run`, `finish`.
+    options, `run` for `bar` and `should_stop`): `prepare`, `run`, `finish`.
 
     Without `output` the labels come back as a numpy array; with `output` (`*.zarr`) they are written there as
     OME-Zarr labels (plus `probabilities`, float16, if asked) and the path is returned. `spacing` (nm, z y x) is
@@ -227,7 +255,7 @@ def segment(volume: np.ndarray | str | os.PathLike, spacing: Sequence[float] | N
     """
     prepared = prepare(volume, spacing, model, output, **options)
     try:
-        return finish(prepared, run(prepared))
+        return finish(prepared, run(prepared, bar=bar, should_stop=should_stop))
     finally:
         prepared.close()
 

@@ -10,8 +10,13 @@ each voxel counted as a box (variance spacing²/12 per axis), so a one-section o
 """
 from __future__ import annotations
 
+import csv
+import io
+import json
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -150,3 +155,24 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
     return {"objects": int(volumes.size), "total_volume_um3": float(volumes.sum()),
             "volume_min_um3": float(volumes.min()), "volume_median_um3": float(np.median(volumes)),
             "volume_mean_um3": float(volumes.mean()), "volume_max_um3": float(volumes.max())}
+
+
+def summary_path(table: str | os.PathLike) -> Path:
+    """Where `write_measurements` puts the summary of a table: beside it, as JSON."""
+    return Path(table).with_suffix(".summary.json")
+
+
+def write_measurements(rows: list[dict[str, float]], table: str | os.PathLike) -> dict[str, float]:
+    """Write the rows as CSV (COLUMNS) and their summary beside it (atomically); returns the summary."""
+    from reisoseg.io.atomic import atomic_file
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    summary = summarise(rows)
+    with atomic_file(table) as temporary:
+        temporary.write_text(buffer.getvalue())
+    with atomic_file(summary_path(table)) as temporary:
+        temporary.write_text(json.dumps(summary, indent=1))
+    return summary

@@ -19,14 +19,19 @@ UNIT_TO_NM = {"nm": 1.0, "nanometer": 1.0, "nanometre": 1.0, "um": 1000.0, "µm"
               "pixel": None, "": None}
 
 
+LABELS_CONTENT = "labels"  # how our files say that they hold labels (ImageJ `content`, OME `Name`, HDF5 `content`)
+
+
 @dataclass
 class Volume:
-    """A 3D volume: `data` is (z, y, x), numpy or lazily sliceable (h5py/zarr); `spacing` (z, y, x) nm or None."""
+    """A 3D volume: `data` is (z, y, x), numpy or lazily sliceable (h5py/zarr); `spacing` (z, y, x) nm or None;
+    `labels`: the file says it holds label ids (OME-Zarr image-label, or written by `write_volume(labels=True)`)."""
 
     data: Any
     spacing: tuple[float, float, float] | None
     source: str
     format: str
+    labels: bool = False
 
     @property
     def shape(self) -> tuple[int, int, int]:

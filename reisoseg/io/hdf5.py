@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 
 from reisoseg.errors import ReIsoSegError
-from reisoseg.io.base import Volume
+from reisoseg.io.base import LABELS_CONTENT, Volume
 
 
 def _datasets(handle: h5py.File) -> list[str]:
@@ -37,11 +37,14 @@ def read_hdf5(path: str | os.PathLike, key: str | None) -> Volume:
         spacing = tuple(float(v) for v in attrs["spacing_nm"])
     elif "element_size_um" in attrs:
         spacing = tuple(float(v) * 1000.0 for v in attrs["element_size_um"])
-    return Volume(dataset, spacing, f"{path}:{key}", "hdf5")
+    return Volume(dataset, spacing, f"{path}:{key}", "hdf5", attrs.get("content") == LABELS_CONTENT)
 
 
-def write_hdf5(path: str | os.PathLike, data: np.ndarray, spacing: Sequence[float], key: str = "data") -> None:
+def write_hdf5(path: str | os.PathLike, data: np.ndarray, spacing: Sequence[float], key: str = "data", *,
+               labels: bool = False) -> None:
     with h5py.File(path, "w") as handle:
         dataset = handle.create_dataset(key, data=data, chunks=True, compression="gzip")
+        if labels:
+            dataset.attrs["content"] = LABELS_CONTENT
         dataset.attrs["element_size_um"] = np.array([float(s) / 1000.0 for s in spacing])
         dataset.attrs["spacing_nm"] = np.array([float(s) for s in spacing])

@@ -47,7 +47,7 @@ def read_zarr(path: str | os.PathLike, key: str | None = None) -> Volume:
             if any(s != 1 for s in data.shape[:-3]):
                 raise ReIsoSegError(f"{path}: OME image has non-spatial axes {names} of size > 1")
             data = data[(0,) * (data.ndim - 3)]
-        return Volume(data, spacing, str(path), "zarr")
+        return Volume(data, spacing, str(path), "zarr", "image-label" in node.attrs)
     if "spacing_nm" in node.attrs:
         spacing = tuple(float(v) for v in node.attrs["spacing_nm"])
     return Volume(node, spacing, str(path) + (f":{key}" if key else ""), "zarr")

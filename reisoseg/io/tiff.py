@@ -10,7 +10,7 @@ import numpy as np
 import tifffile
 
 from reisoseg.errors import ReIsoSegError
-from reisoseg.io.base import SECTION_SUFFIXES, Volume, to_nanometres
+from reisoseg.io.base import LABELS_CONTENT, SECTION_SUFFIXES, Volume, to_nanometres
 
 
 def _xy_from_resolution(page: tifffile.TiffPage) -> tuple[float, float] | None:
@@ -48,6 +48,8 @@ def read_tiff(path: str | os.PathLike) -> Volume:
         spacing = _spacing(handle, str(path))
         series = handle.series[0]
         shape = series.shape
+        labels = (handle.imagej_metadata or {}).get("content") == LABELS_CONTENT if handle.is_imagej else \
+            handle.is_ome and series.name == LABELS_CONTENT
         declared = (handle.imagej_metadata or {}).get("images") if handle.is_imagej else None
         readable = len(handle.pages)
     if declared and int(declared) != readable:  # tifffile only logs a truncated file and returns what it found
@@ -67,7 +69,7 @@ def read_tiff(path: str | os.PathLike) -> Volume:
         data = np.asarray(data)[None]
     if tuple(data.shape[-2:]) != tuple(shape[-2:]):
         raise ReIsoSegError(f"{path}: unexpected TIFF layout {shape}")
-    return Volume(data, spacing, str(path), "tiff")
+    return Volume(data, spacing, str(path), "tiff", labels)
 
 
 def _natural_key(path: Path) -> list:
@@ -115,10 +117,10 @@ def read_sections(folder: str | os.PathLike) -> Volume:
 IMAGEJ_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))  # the types ImageJ TIFF holds
 
 
-def write_tiff(path: str | os.PathLike, data: np.ndarray, spacing: Sequence[float]) -> None:
+def write_tiff(path: str | os.PathLike, data: np.ndarray, spacing: Sequence[float], *, labels: bool = False) -> None:
     """An ImageJ hyperstack with spacing in nm (Fiji and napari read it back) for the types ImageJ holds, integers
     whose values fit included (stored as uint16: object ids); otherwise (object ids beyond 65535, int16, float64)
-    an OME-TIFF, which keeps the type and the spacing."""
+    an OME-TIFF, which keeps the type and the spacing. `labels` marks the file as label ids for readers."""
     z, y, x = (float(s) for s in spacing)
     data = np.ascontiguousarray(data)
     if data.dtype.kind in "iu" and data.dtype not in IMAGEJ_DTYPES and data.size and \
@@ -126,8 +128,10 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray, spacing: Sequence[floa
         data = data.astype(np.uint16)
     if data.dtype in IMAGEJ_DTYPES:
         tifffile.imwrite(path, data, imagej=True, resolution=(1.0 / x, 1.0 / y),
-                         metadata={"spacing": z, "unit": "nm", "axes": "ZYX"})
+                         metadata={"spacing": z, "unit": "nm", "axes": "ZYX",
+                                   **({"content": LABELS_CONTENT} if labels else {})})
         return
     tifffile.imwrite(path, data, ome=True, metadata={
-        "axes": "ZYX", **{f"PhysicalSize{axis}": size for axis, size in zip("ZYX", (z, y, x))},
+        "axes": "ZYX", **({"Name": LABELS_CONTENT} if labels else {}),
+        **{f"PhysicalSize{axis}": size for axis, size in zip("ZYX", (z, y, x))},
         **{f"PhysicalSize{axis}Unit": "nm" for axis in "ZYX"}})

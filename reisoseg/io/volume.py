@@ -92,7 +92,8 @@ def open_volume(path: str | os.PathLike, key: str | None = None) -> Volume:
 
 def write_volume(path: str | os.PathLike, data: np.ndarray, spacing: Sequence[float], *,
                  key: str = "data", labels: bool = False) -> None:
-    """Write (z, y, x) data with (z, y, x) nm spacing in the format the path names (atomically)."""
+    """Write (z, y, x) data with (z, y, x) nm spacing in the format the path names (atomically); `labels` marks it
+    as label ids (OME-Zarr image-label; a mark in TIFF and HDF5 that `open_volume` reads back)."""
     from reisoseg.io.atomic import atomic_directory, atomic_file
 
     path, embedded_key = split_key(path)
@@ -106,8 +107,8 @@ def write_volume(path: str | os.PathLike, data: np.ndarray, spacing: Sequence[fl
         raise ReIsoSegError(f"{path}: cannot write this format; use .tif, .h5, .zarr or .nii.gz")
     with atomic_file(path) as temporary:
         if kind == "tiff":
-            tiff.write_tiff(temporary, data, spacing)
+            tiff.write_tiff(temporary, data, spacing, labels=labels)
         elif kind == "hdf5":
-            hdf5.write_hdf5(temporary, data, spacing, key)
+            hdf5.write_hdf5(temporary, data, spacing, key, labels=labels)
         else:
             nifti.write_nifti(temporary, data, spacing)
