@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from reisoseg.errors import ReIsoSegError
+from reisoseg.io.atomic import atomic_file
 
 COLUMNS = ("id", "volume_um3", "surface_area_um2", "bbox_z0", "bbox_y0", "bbox_x0", "bbox_z1", "bbox_y1", "bbox_x1",
            "centroid_z_nm", "centroid_y_nm", "centroid_x_nm", "sections", "major_axis_nm", "score")
@@ -164,8 +165,6 @@ def summary_path(table: str | os.PathLike) -> Path:
 
 def write_measurements(rows: list[dict[str, float]], table: str | os.PathLike) -> dict[str, float]:
     """Write the rows as CSV (COLUMNS) and their summary beside it (atomically); returns the summary."""
-    from reisoseg.io.atomic import atomic_file
-
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
     writer.writeheader()

@@ -9,7 +9,7 @@ from napari.utils.colormaps import DirectLabelColormap
 
 from reisoseg.errors import ReIsoSegError
 from reisoseg.evaluation.instances import Overlap, overlap_metrics
-from reisoseg.napari.layers import SCORES, LayerData, layer_data, layer_spacing
+from reisoseg.napari.layers import LayerData, layer_data, layer_scores, layer_spacing
 
 # error layer values: the kind of error, drawn on the objects it concerns (prediction's, or the reference's for
 # missed and split objects); later kinds are drawn over earlier ones
@@ -26,9 +26,8 @@ def compare_layers(prediction: Any, reference: Any) -> tuple[dict[str, float], L
     if not np.allclose(layer_spacing(prediction), layer_spacing(reference)):
         raise ReIsoSegError(f"{prediction.name} and {reference.name}: the layers have different scales "
                             f"{layer_spacing(prediction)} and {layer_spacing(reference)}")
-    scores = {int(k): float(v) for k, v in prediction.metadata.get(SCORES, {}).items()} or None
     overlap = Overlap.of(truth, predicted)
-    metrics = overlap_metrics(overlap, scores)
+    metrics = overlap_metrics(overlap, layer_scores(prediction))
     errors = np.zeros(predicted.shape, np.uint8)
     error_ids = overlap.error_objects()
     for kind, (value, _, _) in ERROR_KINDS.items():

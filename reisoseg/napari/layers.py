@@ -6,10 +6,14 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+import dask.array as da
 import numpy as np
 import zarr
 from napari.utils.notifications import show_warning
 
+from reisoseg.inference.instances import SEMANTIC
+from reisoseg.inference.store import LABELS, PROBABILITIES
+from reisoseg.instances.scores import read_scores
 from reisoseg.io.volume import open_volume, volume_stem
 
 LayerData = tuple[Any, dict, str]
@@ -22,8 +26,6 @@ def lazy(data: Any) -> Any:
     """numpy arrays as they are; zarr, HDF5 and other sliceable arrays as dask arrays over their chunks."""
     if isinstance(data, np.ndarray):
         return data
-    import dask.array as da
-
     return da.from_array(data, chunks=getattr(data, "chunks", None) or "auto")
 
 
@@ -53,6 +55,11 @@ def layer_spacing(layer: Any) -> tuple[float, float, float]:
     return tuple(float(s) for s in layer.scale[-3:])  # type: ignore[return-value]
 
 
+def layer_scores(layer: Any) -> dict[int, float] | None:
+    """The objects' scores a layer carries (read with a segmentation), or None."""
+    return {int(k): float(v) for k, v in layer.metadata.get(SCORES, {}).items()} or None
+
+
 def layer_source(layer: Any) -> str | None:
     """The file a layer was read from by this plugin, if any."""
     return layer.metadata.get(SOURCE)
@@ -68,10 +75,6 @@ def is_segmentation(path: str | os.PathLike) -> bool:
 def segmentation_layers(path: str | os.PathLike) -> list[LayerData]:
     """The layers of a segmentation output: objects (with their scores) and classes for an instance run, classes
     otherwise, and the class probabilities where they were kept."""
-    from reisoseg.inference.instances import SEMANTIC
-    from reisoseg.inference.store import LABELS, PROBABILITIES
-    from reisoseg.instances.scores import read_scores
-
     group = zarr.open_group(str(path), mode="r")
     spacing = group.attrs["reisoseg"]["settings"]["spacing"]
     stem, source = volume_stem(path), str(path)

@@ -11,8 +11,8 @@ import pandas as pd
 from napari.utils.colormaps import DirectLabelColormap
 
 from reisoseg.errors import ReIsoSegError
-from reisoseg.instances.measure import COLUMNS, DEFAULT_BLOCK, measure_objects, write_measurements
-from reisoseg.napari.layers import SCORES, layer_spacing
+from reisoseg.instances.measure import COLUMNS, measure_objects, write_measurements
+from reisoseg.napari.layers import layer_scores, layer_spacing
 
 TRANSPARENT = np.zeros(4, np.float32)
 
@@ -22,8 +22,7 @@ def measure_layer(layer: Any, *, progress: Callable[[], None] | None = None) -> 
     `index` column is the object id)."""
     if np.dtype(layer.data.dtype).kind not in "iu":
         raise ReIsoSegError(f"{layer.name}: objects must be integer ids, got {layer.data.dtype}")
-    scores = {int(k): float(v) for k, v in layer.metadata.get(SCORES, {}).items()} or None
-    rows = measure_objects(layer.data, layer_spacing(layer), scores=scores, block=DEFAULT_BLOCK, progress=progress)
+    rows = measure_objects(layer.data, layer_spacing(layer), scores=layer_scores(layer), progress=progress)
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     layer.features = table.assign(index=table["id"])
     return table
