@@ -3,8 +3,10 @@
 For a finished `reisoseg demo` (its model trained on the instance target), this exports the model with
 `reisoseg export-bioimageio`, then segments each test volume three ways:
 - `reisoseg predict` with the results folder (nnU-Net v1's sliding window, no TTA): the reference;
-- bioimageio.core's own prediction of the package (its tiling, its z-score per volume, softmax), labels by argmax;
-- `reisoseg segment -m model.zip` (our blockwise window arithmetic on the package's state dict, no TTA).
+- bioimageio.core's own prediction of the package (its tiling, its z-score per volume, softmax), labels by argmax,
+  once per block size parameter n (blocks of min + n * step, the declared halo cropped);
+- `reisoseg segment -m model.zip` (our blockwise window arithmetic on the package's state dict, no TTA), at nnU-Net's
+  step of half a patch and at a quarter patch: how far the model's labels move under nnU-Net's own tiling.
 Labels are folded to mitochondria (interior + boundary) and compared with the reference by Dice, and all three
 with the generator's truth. One record per run in benchmarks/results/bioimageio_agreement.json.
 
@@ -49,10 +51,12 @@ def reisoseg_command(*arguments: str) -> None:
 def bioimageio_labels(package: Path, image: np.ndarray, blocksize: int) -> np.ndarray:
     """bioimageio.core's prediction of the whole volume, tiled by the package's parameterised sizes."""
     from bioimageio.core import predict
-    from bioimageio.spec.model.v0_5 import TensorId
+    from bioimageio.spec.model.v0_5 import AxisId, TensorId
 
+    # one parameter per axis: bioimageio.core replaces a plain 0 (falsy) by its default of 10
+    per_axis = {(TensorId("raw"), AxisId(axis)): blocksize for axis in "zyx"}
     sample = predict(model=str(package), inputs={TensorId("raw"): image[None, None].astype(np.float32)},
-                     blocksize_parameter=blocksize)
+                     blocksize_parameter=per_axis)
     probabilities = np.asarray(sample.members[TensorId("probabilities")].data)[0]
     return probabilities.argmax(0)
 
@@ -60,8 +64,9 @@ def bioimageio_labels(package: Path, image: np.ndarray, blocksize: int) -> np.nd
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo", type=Path, default=Path("reisoseg_demo"), help="a finished `reisoseg demo` folder")
-    parser.add_argument("--blocksize", type=int, default=2,
-                        help="bioimageio.core's block size parameter n (size = min + n * step; default: 2)")
+    parser.add_argument("--blocksizes", type=int, nargs="+", default=[0, 2, 4],
+                        help="bioimageio.core's block size parameters n to run, each a block of min + n * step "
+                             "per axis, the halo included (default: 0 2 4; 0 is the training patch)")
     args = parser.parse_args()
     folders = workspace.use_folders(args.demo.resolve())
     model = next((folders["RESULTS_FOLDER"] / "nnUNet" / "3d_fullres" / TASK).glob("ReIsoSegTrainer__*"), None)
@@ -83,26 +88,30 @@ def main() -> None:
             truth = read_nifti(labels / f"{case}.nii.gz")[0] == settings.instance_class
             reference = settings.semantic(read_nifti(scratch / "folder" / f"{case}.nii.gz")[0]) \
                 == settings.instance_class
-            started = time.perf_counter()
-            core = settings.semantic(bioimageio_labels(package, image, args.blocksize)) == settings.instance_class
-            core_s = time.perf_counter() - started
-            started = time.perf_counter()
-            reisoseg_command("segment", "-i", str(image_file), "-o", str(scratch / f"{case}.zarr"), "-m",
-                             str(package), "--disable_tta", "--device", "cpu", "--no_progress")
-            segment_s = time.perf_counter() - started
-            blockwise = open_volume(scratch / f"{case}.zarr").read() == settings.instance_class
+            outputs, seconds = {}, {}
+            for blocksize in args.blocksizes:
+                started = time.perf_counter()
+                outputs[f"bioimageio_core_n{blocksize}"] = settings.semantic(
+                    bioimageio_labels(package, image, blocksize)) == settings.instance_class
+                seconds[f"bioimageio_core_n{blocksize}"] = time.perf_counter() - started
+            for way, step_size in (("segment_package", 0.5), ("segment_package_step0.25", 0.25)):
+                started = time.perf_counter()
+                reisoseg_command("segment", "-i", str(image_file), "-o", str(scratch / f"{case}_{way}.zarr"), "-m",
+                                 str(package), "--disable_tta", "--device", "cpu", "--no_progress", "--step_size",
+                                 str(step_size))
+                seconds[way] = time.perf_counter() - started
+                outputs[way] = open_volume(scratch / f"{case}_{way}.zarr").read() == settings.instance_class
             records.append({
                 "case": case, "shape": list(image.shape), "spacing_nm": list(spacing),
-                "dice_to_folder": {"bioimageio_core": dice(core, reference), "segment_package": dice(blockwise,
-                                                                                                     reference)},
-                "dice_to_truth": {"folder": dice(reference, truth), "bioimageio_core": dice(core, truth),
-                                  "segment_package": dice(blockwise, truth)},
-                "seconds": {"bioimageio_core": core_s, "segment_package": segment_s}})
+                "dice_to_folder": {way: dice(volume, reference) for way, volume in outputs.items()},
+                "dice_to_truth": {"folder": dice(reference, truth),
+                                  **{way: dice(volume, truth) for way, volume in outputs.items()}},
+                "seconds": seconds})
             print(json.dumps(records[-1]), flush=True)
     RECORD.parent.mkdir(parents=True, exist_ok=True)
     RECORD.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": workspace.machine(),
                                   "revision": workspace.git_revision(), "demo": str(args.demo),
-                                  "blocksize_parameter": args.blocksize, "cases": records}, indent=1))
+                                  "blocksize_parameters": args.blocksizes, "cases": records}, indent=1))
     print(f"-> {RECORD}")
 
 

@@ -37,6 +37,7 @@ import json
 import math
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -75,7 +76,9 @@ def _measure(args: argparse.Namespace) -> dict:
 
 QUALITY_METRICS = (("ap_50", "AP-50"), ("ap_75", "AP-75"), ("f1_50", "F1@0.5"), ("voi_split", "VOI split"),
                    ("voi_merge", "VOI merge"), ("ari", "ARI"), ("count_error", "count error"), ("dice", "Dice"))
-PIPELINES = {"connected_components": "connected components", "instances": "instance pipeline"}
+PIPELINES = {"connected_components": "connected components", "instances": "instance pipeline",
+             "calibrated": "instance pipeline, calibrated decoding"}
+ERROR_KINDS = (("false_objects", "false"), ("missed_objects", "missed"), ("merges", "merged"), ("splits", "split"))
 COST_KINDS = ("semantic", "instances")  # the two `segment` runs the cost benchmark compares
 REPORT = Path(__file__).parent / "results" / "instances.md"  # the tables documentation/instances.md links to
 
@@ -129,10 +132,10 @@ def _summary(rows: list[dict]) -> dict:
     """Mean over seeds and test volumes per dataset, method and pipeline."""
     summary: dict = {}
     for row in rows:
-        for pipeline in PIPELINES:
+        for pipeline, cases in row["pipelines"].items():
             cell = summary.setdefault(row["dataset"], {}).setdefault(row["method"], {}).setdefault(
                 pipeline, {"cases": [], "seeds": [], "converged": []})
-            cell["cases"] += list(row[pipeline].values())
+            cell["cases"] += list(cases.values())
             cell["seeds"].append(row["seed"])
             cell["converged"].append(f"seed {row['seed']}: {row['converged'][pipeline]}")
     for methods in summary.values():
@@ -143,6 +146,8 @@ def _summary(rows: list[dict]) -> dict:
                 cell["objects_found"] = statistics.mean(c["predicted_instances"] for c in cases)
                 cell["objects_true"] = statistics.mean(c["reference_instances"] for c in cases)
                 cell.update({key: statistics.mean(c[key] for c in cases) for key, _ in QUALITY_METRICS})
+                cell.update({key: statistics.mean(c[key] for c in cases) for key, _ in ERROR_KINDS
+                             if all(key in c for c in cases)})  # records older than the error counts lack them
     return summary
 
 
@@ -152,34 +157,41 @@ def _tables(summary: dict, iterations: int) -> list[str]:
         seeds = sorted({s for m in methods.values() for c in m.values() for s in c["seeds"]})
         lines += ["", f"### {dataset}: {iterations} iterations, seeds {', '.join(map(str, seeds))}", "",
                   "| method | objects from | found / true | " + " | ".join(t for _, t in QUALITY_METRICS)
-                  + " | model converged |", "|---|---|---|" + "---|" * (len(QUALITY_METRICS) + 1)]
+                  + " | false / missed / merged / split per volume | model converged |",
+                  "|---|---|---|" + "---|" * (len(QUALITY_METRICS) + 2)]
         for method, pipelines in methods.items():
             for pipeline, cell in pipelines.items():
+                errors = " / ".join(f"{cell[key]:.1f}" for key, _ in ERROR_KINDS) \
+                    if all(key in cell for key, _ in ERROR_KINDS) else "not recorded"
                 lines.append(f"| {method} | {PIPELINES[pipeline]} | {cell['objects_found']:.1f} / "
                              f"{cell['objects_true']:.1f} | "
                              + " | ".join(f"{cell[key]:.3f}" for key, _ in QUALITY_METRICS)
-                             + f" | {', '.join(cell['converged'])} |")
+                             + f" | {errors} | {', '.join(cell['converged'])} |")
     return lines
 
 
 def _rows_from_records(iterations: int, step_size: float) -> list[dict]:
-    """Every cell whose three records are committed: instance run, connected-components cache, semantic run."""
+    """Every committed instance run, with its connected-components cell where that and its semantic run exist, and
+    its calibrated decoding where the dataset holds validation volumes."""
     rows = []
     for key, semantic_dataset in quality.DATASETS.items():
         for record in sorted(quality.INSTANCE_RUNS.glob(f"{key}_instances_*_it{iterations}_step{step_size}.json")):
             decoded = json.loads(record.read_text())
+            converged = quality.convergence_text(decoded)
+            pipelines = {"instances": _per_case_rows(decoded)}
+            if "calibrated" in decoded:
+                pipelines["calibrated"] = _per_case_rows(decoded["calibrated"])
             semantic_record = quality.record_path(semantic_dataset, decoded["method"], decoded["seed"], iterations,
                                                   step_size)
             connected = quality.INSTANCE_RUNS / f"{semantic_record.stem}_connected_components.json"
-            if not (semantic_record.is_file() and connected.is_file()):
-                print(f"{record.name}: no {connected.name} yet; run this cell without --report_only", flush=True)
-                continue
-            semantic = json.loads(semantic_record.read_text())
+            semantic_converged = None
+            if semantic_record.is_file() and connected.is_file():
+                pipelines = {"connected_components": _per_case_rows(json.loads(connected.read_text())), **pipelines}
+                semantic_converged = quality.convergence_text(json.loads(semantic_record.read_text()))
             rows.append({"dataset": key, "method": quality.METHOD_NAMES[decoded["method"]], "seed": decoded["seed"],
-                         "connected_components": _per_case_rows(json.loads(connected.read_text())),
-                         "instances": _per_case_rows(decoded),
-                         "converged": {"connected_components": quality.convergence_text(semantic),
-                                       "instances": quality.convergence_text(decoded)}})
+                         "pipelines": pipelines,
+                         "converged": {pipeline: semantic_converged if pipeline == "connected_components"
+                                       else converged for pipeline in pipelines}})
     return rows
 
 
@@ -198,14 +210,50 @@ def _run_cells(args: argparse.Namespace) -> None:
             continue
         for seed in args.seeds:
             for method in args.methods:
-                quality.run(semantic_dataset, semantic_task, method, quality.trainer_for(method, semantic_task), seed,
-                            args.iterations, args)  # (a)'s model: quality.py's run, trained here if missing
                 decoded = quality.run(instance_dataset, instance_task, method,
                                       quality.trainer_for(method, instance_task), seed, args.iterations, args)
+                print(f"[{key}] {method} seed {seed}: F1@0.5 {decoded['metrics']['f1_50']:.3f} (instance pipeline)",
+                      flush=True)
+                if instance_dataset.validation_sections:
+                    calibrated = _calibrated(instance_dataset, instance_task, method, seed, args)["calibrated"]
+                    print(f"[{key}] {method} seed {seed}: F1@0.5 {calibrated['metrics']['f1_50']:.3f} (calibrated "
+                          f"decoding)", flush=True)
+                if args.skip_connected_components:
+                    continue
+                quality.run(semantic_dataset, semantic_task, method, quality.trainer_for(method, semantic_task), seed,
+                            args.iterations, args)  # (a)'s model: quality.py's run, trained here if missing
                 connected = _connected_components(semantic_dataset, semantic_task, instance_task, method,
                                                   seed, args)
                 print(f"[{key}] {method} seed {seed}: F1@0.5 {connected['metrics']['f1_50']:.3f} (connected "
-                      f"components) -> {decoded['metrics']['f1_50']:.3f} (instance pipeline)", flush=True)
+                      f"components)", flush=True)
+
+
+def _calibrated(dataset: quality.Dataset, task: str, method: str, seed: int, args: argparse.Namespace) -> dict:
+    """Calibrate the run's decoding on the dataset's validation volumes with `reisoseg calibrate-instances`, then
+    score the test volumes again with it; kept in the run's record under "calibrated" (the record's own metrics
+    stay those of the trained decoding)."""
+    from reisoseg.layout import DEFAULT_CONFIGURATION, FINAL_CHECKPOINT
+    from reisoseg.nnunet_v1.training_options import fold_output_folder
+
+    record_file = quality.record_path(dataset, method, seed, args.iterations, args.step_size)
+    record = json.loads(record_file.read_text())
+    if "calibrated" in record:
+        return record
+    trainer, plans = quality.trainer_for(method, task), quality.plans_identifier(seed)
+    model = fold_output_folder(DEFAULT_CONFIGURATION, trainer, task, "all", plans).parent
+    validation = dataset.validation_folder(task)
+    command = [sys.executable, "-m", "reisoseg.commands.main", "calibrate-instances", str(model), "-f", "all",
+               "--images", str(validation / "images"), "--references", str(validation / "instances")]
+    started = time.perf_counter()
+    subprocess.run(command + (["--device", args.device] if args.device else []), check=True)
+    calibrate_s = time.perf_counter() - started
+    scored = quality.score_test_set(dataset, task, trainer, plans, FINAL_CHECKPOINT,
+                                    args.work / "predictions" / f"{record_file.stem}_calibrated", args.step_size,
+                                    args.device)
+    calibration = json.loads((model / "instances.json").read_text())["calibration"]
+    record["calibrated"] = {"calibration": calibration, "calibrate_s": calibrate_s, **scored}
+    record_file.write_text(json.dumps(record, indent=1))
+    return record
 
 
 def quality_benchmark(args: argparse.Namespace) -> None:
@@ -275,8 +323,13 @@ def main() -> None:
     quality_part.add_argument("--iterations", type=int, default=1000,
                               help="training iterations per run, a multiple of 250 (default: 1000)")
     quality_part.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (default: 0)")
-    quality_part.add_argument("--datasets", nargs="+", choices=["synth4", "synth8", "gerhard", "cdeep3m"],
-                              default=["synth8", "gerhard"])
+    quality_part.add_argument("--datasets", nargs="+",
+                              choices=["synth4", "synth8", "gerhard", "cdeep3m", "gerhard_p8", "cdeep3m_p8"],
+                              default=["synth8", "gerhard"],
+                              help="the *_p8 datasets (patch of 8 sections) hold validation sections out of training "
+                                   "and add the cell of decoding calibrated on them")
+    quality_part.add_argument("--skip_connected_components", action="store_true",
+                              help="no semantic model: only the instance pipeline's cells")
     quality_part.add_argument("--methods", nargs="+", choices=["auto", "nnunet"], default=["auto", "nnunet"])
     quality_part.add_argument("--step_size", type=float, default=0.5, help="sliding-window step (default: 0.5)")
     quality_part.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")

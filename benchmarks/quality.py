@@ -85,6 +85,7 @@ class Dataset:
     patch: tuple[int, int, int]
     description: str
     instances: bool = False  # labels carry the instance target of mitochondria (background / interior / boundary)
+    validation_sections: int = 0  # the last sections of every training volume, held out to calibrate the decoding
 
     def with_instance_target(self) -> Dataset:
         """The same volumes and split, trained on the instance target: object ids from the synthetic generator, 3D
@@ -124,11 +125,40 @@ class Dataset:
                                     overwrite=True, instances=self.instances)
             elif not self._convert_real(raw):
                 return None
+            if self.validation_sections:
+                self._hold_out_validation(task)
         if not plans_file(os.environ["nnUNet_preprocessed"], task).is_file():
             from reisoseg.nnunet_v1.plans import plan_and_preprocess
 
             plan_and_preprocess(self.task_id)
         return task
+
+    def validation_folder(self, task: str) -> Path:
+        """Held-out validation volumes: images/CASE_0000.nii.gz and instances/CASE.nii.gz (object ids)."""
+        return raw_task_folder(task) / "validation"
+
+    def _hold_out_validation(self, task: str) -> None:
+        """Move the last `validation_sections` of every training case out of training, before planning. The
+        references are the part's own 3D connected components, as the test references are."""
+        from reisoseg.evaluation.instances import connected_instances
+        from reisoseg.io.nifti import read_nifti, write_nifti
+
+        task_folder, validation = raw_task_folder(task), self.validation_folder(task)
+        for image_file in sorted((task_folder / "imagesTr").glob("*_0000.nii.gz")):
+            case = image_file.name[:-len("_0000.nii.gz")]
+            files = {"image": image_file, "labels": task_folder / "labelsTr" / f"{case}.nii.gz",
+                     "instances": task_folder / "instancesTr" / f"{case}.nii.gz"}
+            volumes = {kind: read_nifti(path) for kind, path in files.items() if path.is_file()}
+            spacing = volumes["image"][1]
+            cut = volumes["image"][0].shape[0] - self.validation_sections
+            for kind, (array, _) in volumes.items():
+                write_nifti(files[kind], array[:cut], spacing)
+            objects = volumes["instances"][0][cut:] if "instances" in volumes else volumes["labels"][0][cut:]
+            for sub in ("images", "instances"):
+                (validation / sub).mkdir(parents=True, exist_ok=True)
+            write_nifti(validation / "images" / image_file.name, volumes["image"][0][cut:], spacing)
+            write_nifti(validation / "instances" / f"{case}.nii.gz", connected_instances(objects > 0).astype("uint32"),
+                        spacing)
 
     def _convert_real(self, raw: Path) -> bool:
         from reisoseg.io.convert import LabelMapping, convert_to_task
@@ -172,6 +202,14 @@ DATASETS = {d.key: d for d in [
             "Gerhard 2013 ssTEM, 50 x 4.6 x 4.6 nm, sections 0-15 train / 16-19 test"),
     Dataset("cdeep3m", 522, "QualityCDeep3M", (16, 64, 64),
             "CDeep3M SBEM, 40 x 5.9 x 5.9 nm, training volume train / validation volume test"),
+    # training volumes deeper than the patch (the 16-section patch spans Gerhard's whole training part), and the
+    # last 4 training sections held out to calibrate the object decoding
+    Dataset("gerhard_p8", 523, "QualityGerhardP8", (8, 96, 96),
+            "Gerhard 2013 ssTEM, 50 x 4.6 x 4.6 nm, sections 0-11 train / 12-15 validation / 16-19 test, "
+            "patch 8 x 96 x 96", validation_sections=4),
+    Dataset("cdeep3m_p8", 524, "QualityCDeep3MP8", (8, 96, 96),
+            "CDeep3M SBEM, 40 x 5.9 x 5.9 nm, training volume sections 0-15 train / 16-19 validation, validation "
+            "volume test, patch 8 x 96 x 96", validation_sections=4),
 ]}
 
 
@@ -243,8 +281,8 @@ def raw_task_folder(task: str) -> Path:
     return Path(os.environ["nnUNet_raw_data_base"]) / "nnUNet_raw_data" / task
 
 
-def _score(dataset: Dataset, task: str, trainer: str, plans: str, checkpoint: str, predictions: Path,
-           step_size: float, device: str | None) -> dict:
+def score_test_set(dataset: Dataset, task: str, trainer: str, plans: str, checkpoint: str, predictions: Path,
+                   step_size: float, device: str | None) -> dict:
     """Semantic models are scored as users use them today (objects = 3D connected components); instance-target
     models decode their objects, which are scored against the task's reference objects."""
     raw = raw_task_folder(task)
@@ -281,8 +319,8 @@ def run(dataset: Dataset, task: str, method: str, trainer: str, seed: int, itera
     for at in dataset.scored_iterations(iterations):
         checkpoint = FINAL_CHECKPOINT if at == iterations else f"model_ep_{at // ITERATIONS_PER_EPOCH:03d}"
         elapsed = sum(t for epoch, t in seconds.items() if epoch < at // ITERATIONS_PER_EPOCH)
-        scored = _score(dataset, task, trainer, plans, checkpoint, args.work / "predictions" / record.stem / str(at),
-                        args.step_size, args.device)
+        scored = score_test_set(dataset, task, trainer, plans, checkpoint,
+                                args.work / "predictions" / record.stem / str(at), args.step_size, args.device)
         snapshots.append({"iterations": at, "train_s": elapsed, **scored})
         print(f"[{dataset.key}] {method} seed {seed} @ {at}: Dice {scored['metrics']['dice']:.3f}", flush=True)
     pseudo_dice = _validation_pseudo_dice(fold_folder)

@@ -48,3 +48,13 @@ def model_from_folder(folder: str | os.PathLike, folds: Sequence[str] | None = N
     from reisoseg.nnunet_v1.block_predictor import NnunetV1Model
 
     return NnunetV1Model.from_folder(folder, folds, checkpoint or FINAL_CHECKPOINT, fp32)
+
+
+def fold_validation_files(folder: str | os.PathLike, fold: str) -> list[tuple[str, Path, Path]]:
+    """(case, image, object ids) of the training cases that `fold` of the model in `folder` held out, on its
+    engine's split."""
+    if folder_engine(folder) == "v2":
+        return v2_engine_module("tasks").fold_validation_files(folder, fold)
+    from reisoseg.nnunet_v1.tasks import fold_validation_files as v1_fold_validation_files
+
+    return v1_fold_validation_files(folder, fold)

@@ -18,15 +18,17 @@ def add_parser(subparsers) -> None:
                     "determination. The choice goes into the model's instances.json, with the validation metrics "
                     "before and after; `predict --instances` and `segment --instances` use it, and their flags "
                     "override it. Never pass test volumes: what is chosen on them no longer measures anything.")
-    parser.add_argument("model_folder", help="trained model folder (TRAINER__PLANS with fold_* or all inside)")
+    parser.add_argument("model_folder", help="trained model folder of either engine (v1: TRAINER__PLANS, v2: "
+                                             "TRAINER__PLANS__CONFIGURATION)")
     parser.add_argument("--images", default=None,
                         help="folder of validation image volumes (EM formats, or CASE_0000.nii.gz); default: each "
                              "fold's own validation cases (a task with an instance target keeps their objects)")
     parser.add_argument("--references", default=None,
                         help="folder of their object id volumes, named as the images (CASE.EXT)")
     parser.add_argument("-f", "--folds", nargs="+", default=None, help="folds to ensemble (default: every fold)")
-    parser.add_argument("-chk", "--checkpoint", default=FINAL_CHECKPOINT,
-                        help="checkpoint name without .model (default: %(default)s)")
+    parser.add_argument("-chk", "--checkpoint", default=None,
+                        help=f"checkpoint (default: the final one: {FINAL_CHECKPOINT} on nnU-Net v1, "
+                             f"checkpoint_final.pth on v2)")
     parser.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), default=None,
                         help="voxel size in nm for volumes that carry none")
     parser.add_argument("--tta", action="store_true", help="predict with mirroring, as predictions will if they use it")
@@ -36,12 +38,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from reisoseg.engines import fold_validation_files, model_from_folder
     from reisoseg.inference.calibration import folder_pairs, predicted_cases, read_pairs
     from reisoseg.instances.calibration import calibrate, store_calibration, uncalibrated_settings
     from reisoseg.instances.target import model_instance_settings
-    from reisoseg.nnunet_v1.block_predictor import NnunetV1Model
-    from reisoseg.nnunet_v1.prediction import checked_folds
-    from reisoseg.nnunet_v1.tasks import fold_validation_files
 
     folder = Path(args.model_folder)
     if model_instance_settings(folder) is None:
@@ -50,21 +50,20 @@ def run(args: argparse.Namespace) -> None:
     if (args.images is None) != (args.references is None):
         raise ReIsoSegError("pass --images and --references together")
     only_all = args.folds is None and (folder / "all").is_dir() and not any(folder.glob("fold_*"))
-    folds = checked_folds(folder, ["all"] if only_all else args.folds, args.checkpoint)
+    model = model_from_folder(folder, ["all"] if only_all else args.folds, args.checkpoint)
     options = {"tta": args.tta, "device": args.device}
     if args.images is not None:  # the given volumes, predicted by the ensemble of the folds
-        model = NnunetV1Model.from_folder(folder, [str(f) for f in folds], args.checkpoint)
         cases = predicted_cases(model, read_pairs(folder_pairs(args.images, args.references), args.spacing),
                                 **options)
-    elif all(fold == "all" for fold in folds):
+    elif all(str(fold) == "all" for fold in model.folds):
         print(f"{folder}: fold all has no validation cases: the decoding keeps its settings; pass --images and "
               f"--references to calibrate on volumes of your own")
         return
     else:  # each cross-validation fold predicts the cases it was validated on, as nnU-Net's postprocessing does
         cases = []
-        for fold in (f for f in folds if f != "all"):
-            model = NnunetV1Model.from_folder(folder, [str(fold)], args.checkpoint)
-            cases += predicted_cases(model, read_pairs(fold_validation_files(folder, fold), args.spacing), **options)
+        for fold in (str(f) for f in model.folds if str(f) != "all"):
+            cases += predicted_cases(model_from_folder(folder, [fold], args.checkpoint),
+                                     read_pairs(fold_validation_files(folder, fold), args.spacing), **options)
     calibration = calibrate(cases, uncalibrated_settings(folder))
     path = store_calibration(folder, calibration)
     chosen, before, after = calibration.record()["chosen"], calibration.before, calibration.after

@@ -62,19 +62,26 @@ def trained_network(folder: str | os.PathLike, fold: str | int, checkpoint_name:
     weights = safe_load_checkpoint(fold_folder / f"{checkpoint_name}.model")["state_dict"]
     return TrainedNetwork(
         ani_scale=tuple(settings["ani_scale"]), input_channels=int(plans["num_modalities"]),
-        class_names=_class_names(folder, int(plans["num_classes"]) + 1), state_dict=strip_prefix(weights, "net."),
+        class_names=_class_names(folder, int(plans["num_classes"]) + 1, settings.get("class_names")),
+        state_dict=strip_prefix(weights, "net."),
         spacing=tuple(float(s) for s in stage["current_spacing"]), patch_size=tuple(settings["patch_size"]),
         normalisation="none" if scheme == "noNorm" else "zscore", trainer=settings["trainer"])
 
 
-def _class_names(folder: Path, count: int) -> tuple[str, ...]:
-    """The labels' names from the task's dataset.json (nnUNet_preprocessed or nnUNet_raw_data_base), else
-    background and class_N."""
+def dataset_class_names(dataset_json: Path, count: int) -> tuple[str, ...]:
+    """The names of label values 0..count-1 in a task's dataset.json; class_N where it names none (or is absent)."""
+    labels = json.loads(dataset_json.read_text())["labels"] if dataset_json.is_file() else {}
+    return tuple(labels.get(str(value), f"class_{value}") for value in range(count))
+
+
+def _class_names(folder: Path, count: int, recorded: list[str] | None) -> tuple[str, ...]:
+    """The labels' names as training recorded them beside the weights, else from the task's dataset.json where
+    nnU-Net's folders (nnUNet_preprocessed, nnUNet_raw_data_base) still hold it, else background and class_N."""
+    if recorded is not None and len(recorded) == count:
+        return tuple(recorded)
     task = folder.parent.name
     for variable, parts in (("nnUNet_preprocessed", (task,)), ("nnUNet_raw_data_base", ("nnUNet_raw_data", task))):
         dataset = Path(os.environ.get(variable, "/nonexistent"), *parts, "dataset.json")
         if dataset.is_file():
-            labels = json.loads(dataset.read_text())["labels"]
-            names = [labels.get(str(value), f"class_{value}") for value in range(count)]
-            return tuple(names)
-    return ("background", *(f"class_{value}" for value in range(1, count)))
+            return dataset_class_names(dataset, count)
+    return dataset_class_names(Path("/nonexistent"), count)

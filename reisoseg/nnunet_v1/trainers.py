@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -36,6 +37,7 @@ from reisoseg.network.anisotropy import (
 )
 from reisoseg.network.memory import MemoryEstimate, training_step_memory
 from reisoseg.nnunet_v1.em_training import EMTrainingMixin
+from reisoseg.nnunet_v1.model_files import dataset_class_names
 from reisoseg.nnunet_v1.network import ReIsoSegV1Network
 from reisoseg.nnunet_v1.registry import register
 
@@ -112,7 +114,9 @@ class ReIsoSegTrainer(EMTrainingMixin, nnUNetTrainerV2):
                     "trainer": type(self).__name__, "ani_scale": [int(v) for v in self.pattern],
                     "patch_size": [int(v) for v in self.patch_size], "ani_weight": float(self.ani_weight),
                     "planned_spacing": [float(v) for v in spacing],
-                    "spacing_ratio": float(ratio_from_spacing(spacing))}, indent=1))
+                    "spacing_ratio": float(ratio_from_spacing(spacing)),
+                    "class_names": list(dataset_class_names(Path(self.dataset_directory) / "dataset.json",
+                                                            self.num_classes))}, indent=1))
 
     def per_head_loss(self) -> torch.nn.Module:
         return self.loss.base_loss

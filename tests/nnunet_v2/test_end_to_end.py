@@ -1,8 +1,10 @@
 """The v2 engine end to end on a tiny dataset with the instance target: synth --engine v2, v2's own planning,
 `reisoseg train --engine v2`, `reisoseg predict` and `reisoseg segment` on the v2 model (engine found from the
-results), continuing with -c through the weights-only loader, and a poisoned checkpoint refused."""
+results), the decoding calibrated on the fold's validation cases, continuing with -c through the weights-only loader,
+and a poisoned checkpoint refused."""
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -97,6 +99,20 @@ def test_v2_predicts_cases_with_objects_and_refuses_a_poisoned_checkpoint(traine
     assert_one_line_error(refused, "refusing to load a model file", "checkpoint_final.pth")
     assert_one_line_error(refused_predict, "refusing to load a model file", "checkpoint_final.pth")
     assert not marker.exists()
+
+
+def test_v2_calibrates_the_decoding_on_the_cases_its_fold_held_out(trained, tmp_path):
+    env, root = trained
+    model = _fold(root).parent
+    copy = tmp_path / model.parent.name / model.name  # calibration rewrites instances.json
+    shutil.copytree(model, copy)
+    result = run_reisoseg(["calibrate-instances", str(copy), "--device", "cpu"], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    held_out = json.loads((root / "nnUNet_preprocessed" / "Dataset601_Tiny" / "splits_final.json").read_text())[0]
+    record = json.loads((copy / "instances.json").read_text())["calibration"]
+    assert record["validation_cases"] == held_out["val"]
+    assert record["after"]["ap_75"] >= record["before"]["ap_75"]
+    assert f"calibrated on {len(held_out['val'])} validation volumes" in result.stdout
 
 
 @pytest.mark.slow  # 25 s; the blockwise computation it checks is the v1 engine's, tested in CI there
