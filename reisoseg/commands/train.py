@@ -17,7 +17,7 @@ from reisoseg.devices import DEVICE_CHOICES
 from reisoseg.engines import v2_engine_module
 from reisoseg.errors import ReIsoSegError
 from reisoseg.io.nnunet_task import ENGINES
-from reisoseg.layout import DEFAULT_PLANS, v2_plans_identifier
+from reisoseg.layout import DEFAULT_PLANS
 from reisoseg.nnunet_v1.training_options import TrainingOptions, effective_plans_identifier, fold_output_folder
 from reisoseg.optimizers import OPTIMIZERS
 
@@ -164,7 +164,7 @@ def _train_on_v2(args: argparse.Namespace, options: TrainingOptions):
     """The same run on nnU-Net v2; its messages go to the fold's engine.log."""
     training = v2_engine_module("training")
     folder = training.fold_output_folder(args.configuration, args.trainer, args.task, args.fold,
-                                         v2_plans_identifier(options.plans_identifier))
+                                         training.trained_plans_identifier(options))
     with engine_output(engine_log(folder, args.verbose), verbose=args.verbose):
         return training.run_training(args.configuration, args.trainer, args.task, args.fold, options)
 

@@ -4,15 +4,16 @@ The trainer class is constructed here, not looked up by name through v2's packag
 need a torchvision matching this torch). Checkpoints to continue from are read weights-only (reisoseg.safe_loading,
 through reisoseg.nnunet_v2.compat), never by v2's own `torch.load(weights_only=False)`. The training layer of
 reisoseg.nnunet_v2.em_training (time budget, durable checkpoints every N minutes, SIGTERM) is in our trainers and in
-the baseline `nnUNetTrainerEM`; memory-aware patches, EM augmentation and AdamW are not on this engine yet: asking
-for them is refused.
+the baseline `nnUNetTrainerEM`. `patch_size`/`batch_size` train on plans derived for them
+(reisoseg.nnunet_v2.plans); memory-aware patches, EM augmentation and AdamW are not on this engine yet: asking for
+them is refused.
 """
 from __future__ import annotations
 
 import json
 import os
 import random
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +24,16 @@ from reisoseg.devices import resolve_device
 from reisoseg.errors import ReIsoSegError
 from reisoseg.instances.target import store_instance_settings
 from reisoseg.layout import V2_PLANS, v2_model_name, v2_plans_identifier
-from reisoseg.nnunet_v1.training_options import TrainingOptions
+from reisoseg.nnunet_v1.training_options import TrainingOptions, effective_plans_identifier
 from reisoseg.nnunet_v2.compat import checkpoints_read_safely
 from reisoseg.nnunet_v2.em_training import V2TrainingMixin
+from reisoseg.nnunet_v2.plans import write_derived_plans
 from reisoseg.nnunet_v2.trainers import TRAINERS, ReIsoSegTrainer
 from reisoseg.safe_loading import UnsafePickleError
 
 V2_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
-SUPPORTED_OPTIONS = {"continue_training", "npz", "plans_identifier", "seed", "device", "epochs",
+SUPPORTED_OPTIONS = {"continue_training", "npz", "plans_identifier", "patch_size", "batch_size", "seed", "device",
+                     "epochs",
                      "iterations_per_epoch", "val_iterations_per_epoch", "ani_weight", "initial_lr",
                      "run_validation", "progress", "validation_folder", "disable_postprocessing_on_folds",
                      "time_budget_minutes", "checkpoint_minutes"}
@@ -66,6 +69,11 @@ def fold_output_folder(configuration: str, trainer_name: str, dataset: str | int
     return model_folder(configuration, trainer_name, dataset, plans) / f"fold_{fold}"
 
 
+def trained_plans_identifier(options: TrainingOptions) -> str:
+    """The v2 plans a run trains with: the asked ones, or plans derived from them for `patch_size`/`batch_size`."""
+    return effective_plans_identifier(replace(options, plans_identifier=v2_plans_identifier(options.plans_identifier)))
+
+
 def _refuse_unsupported(options: TrainingOptions) -> None:
     defaults = TrainingOptions()
     asked = [field.name for field in fields(TrainingOptions) if field.name not in SUPPORTED_OPTIONS
@@ -91,7 +99,11 @@ def run_training(configuration: str, trainer_name: str, dataset: str | int, fold
         raise ReIsoSegError(f"{', '.join(f'`{name}`' for name in layered)}: not in v2's own {trainer_name}; train "
                             f"the baseline as nnUNetTrainerEM (v2's trainer with our training layer)")
     preprocessed = Path(os.environ["nnUNet_preprocessed"]) / name
-    plans_file = preprocessed / f"{v2_plans_identifier(options.plans_identifier)}.json"
+    plans_identifier = trained_plans_identifier(options)
+    if plans_identifier != v2_plans_identifier(options.plans_identifier):
+        write_derived_plans(preprocessed, v2_plans_identifier(options.plans_identifier), plans_identifier,
+                            configuration, patch_size=options.patch_size, batch_size=options.batch_size)
+    plans_file = preprocessed / f"{plans_identifier}.json"
     if not plans_file.is_file():
         raise ReIsoSegError(f"{plans_file}: plans not found; run nnUNetv2_plan_and_preprocess -d {name[7:10]} first")
     plans = {**json.loads(plans_file.read_text()), "continue_training": options.continue_training}
