@@ -88,7 +88,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
                         help="sgd: nnU-Net's (momentum 0.99, Nesterov; the default, as in the reference method); "
                              "adamw: learns more in short budgets of a few dozen iterations, e.g. a CPU demo "
-                             "(ReIsoSeg trainers and nnUNetTrainerV2EM; a run continues only with its own)")
+                             "(ReIsoSeg trainers, nnUNetTrainerV2EM on v1 and nnUNetTrainerEM on v2; a run continues "
+                             "only with its own)")
     parser.add_argument("--initial_lr", type=float, default=None,
                         help="learning rate the poly schedule starts from (default: 0.01, nnU-Net's; about 0.003 "
                              "suits adamw)")

@@ -7,16 +7,20 @@
 - SIGTERM (a cluster's preemption) saves `checkpoint_latest.pth` between iterations, with the epoch that was running
   counted as not done, and stops with `TrainingStopped`; `-c` repeats that epoch;
 - a time budget (`time_budget_s`): after each epoch the remaining epochs are refitted to the budget at this run's
-  mean epoch time, and v2's poly learning rate follows, so that the schedule ends when the budget does.
+  mean epoch time, and v2's poly learning rate follows, so that the schedule ends when the budget does;
+- the optimizer: v2's SGD by default, or AdamW (`optimizer_name`; reisoseg.optimizers) under v2's poly schedule.
 """
 from __future__ import annotations
 
 import os
 from time import time
 
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+
 from reisoseg.checkpointing import DEFAULT_CHECKPOINT_MINUTES, StopRequested, durable
 from reisoseg.errors import TrainingStopped
 from reisoseg.io.atomic import atomic_file
+from reisoseg.optimizers import adamw
 
 LATEST_CHECKPOINT = "checkpoint_latest.pth"
 
@@ -31,6 +35,14 @@ class V2TrainingMixin:
 
     checkpoint_minutes: float = DEFAULT_CHECKPOINT_MINUTES
     time_budget_s: float | None = None
+    optimizer_name: str = "sgd"  # one of reisoseg.optimizers.OPTIMIZERS
+
+    def configure_optimizers(self):
+        """v2's SGD and poly schedule, or AdamW under the same schedule."""
+        if self.optimizer_name != "adamw":
+            return super().configure_optimizers()
+        optimizer = adamw(self.network.parameters(), self.initial_lr, self.weight_decay)
+        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
     def save_checkpoint(self, filename: str) -> None:
         """v2's checkpoint, written to a temporary sibling, flushed and renamed into place."""

@@ -4,8 +4,8 @@ The trainer class is constructed here, not looked up by name through v2's packag
 need a torchvision matching this torch). Checkpoints to continue from are read weights-only (reisoseg.safe_loading,
 through reisoseg.nnunet_v2.compat), never by v2's own `torch.load(weights_only=False)`. The training layer of
 reisoseg.nnunet_v2.em_training (time budget, durable checkpoints every N minutes, SIGTERM) is in our trainers and in
-the baseline `nnUNetTrainerEM`. `patch_size`/`batch_size` train on plans derived for them
-(reisoseg.nnunet_v2.plans); memory-aware patches, EM augmentation and AdamW are not on this engine yet: asking for
+the baseline `nnUNetTrainerEM`, with the optimizer (SGD or AdamW). `patch_size`/`batch_size` train on plans derived
+for them (reisoseg.nnunet_v2.plans); memory-aware patches and EM augmentation are not on this engine yet: asking for
 them is refused.
 """
 from __future__ import annotations
@@ -29,15 +29,15 @@ from reisoseg.nnunet_v2.compat import checkpoints_read_safely
 from reisoseg.nnunet_v2.em_training import V2TrainingMixin
 from reisoseg.nnunet_v2.plans import write_derived_plans
 from reisoseg.nnunet_v2.trainers import TRAINERS, ReIsoSegTrainer
-from reisoseg.safe_loading import UnsafePickleError
+from reisoseg.safe_loading import UnsafePickleError, safe_load_checkpoint
 
 V2_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 SUPPORTED_OPTIONS = {"continue_training", "npz", "plans_identifier", "patch_size", "batch_size", "seed", "device",
                      "epochs",
                      "iterations_per_epoch", "val_iterations_per_epoch", "ani_weight", "initial_lr",
                      "run_validation", "progress", "validation_folder", "disable_postprocessing_on_folds",
-                     "time_budget_minutes", "checkpoint_minutes"}
-LAYER_OPTIONS = ("time_budget_minutes", "checkpoint_minutes")  # what needs V2TrainingMixin
+                     "time_budget_minutes", "checkpoint_minutes", "optimizer"}
+LAYER_OPTIONS = ("time_budget_minutes", "checkpoint_minutes", "optimizer")  # what needs V2TrainingMixin
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")  # v2's order of preference
 
 
@@ -140,6 +140,8 @@ def _configure(trainer, options: TrainingOptions) -> None:
         trainer.time_budget_s = 60.0 * options.time_budget_minutes
     if options.checkpoint_minutes is not None:
         trainer.checkpoint_minutes = options.checkpoint_minutes
+    if options.optimizer is not None:
+        trainer.optimizer_name = options.optimizer
 
 
 def _continue(trainer) -> None:
@@ -149,6 +151,11 @@ def _continue(trainer) -> None:
         raise ReIsoSegError(f"{trainer.output_folder}: no checkpoint to continue from")
     try:
         with checkpoints_read_safely():
+            saved = safe_load_checkpoint(found[0]).get("optimizer_state") or {}
+            groups = saved.get("param_groups") or [{}]
+            used = "adamw" if "betas" in groups[0] else "sgd"
+            if used != getattr(trainer, "optimizer_name", "sgd"):
+                raise ReIsoSegError(f"{found[0]}: trained with {used}; continue it with --optimizer {used}")
             trainer.load_checkpoint(str(found[0]))
     except UnsafePickleError as error:
         raise ReIsoSegError(f"refusing to load a model file: {error}") from error

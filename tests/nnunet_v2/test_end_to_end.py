@@ -115,17 +115,23 @@ def test_v2_calibrates_the_decoding_on_the_cases_its_fold_held_out(trained, tmp_
     assert f"calibrated on {len(held_out['val'])} validation volumes" in result.stdout
 
 
-def test_v2_trains_on_plans_derived_for_a_patch_and_batch_of_our_choice(trained):
+def test_v2_trains_on_plans_derived_for_a_patch_and_batch_of_our_choice_with_either_optimizer(trained):
     env, root = trained
     derived = ["--patch_size", "8", "32", "32", "--batch_size", "3", "--epochs", "1"]
-    for trainer in ("ReIsoSegTrainer", "nnUNetTrainerEM"):  # the baseline's U-Net is planned again for the patch
-        result = run_reisoseg(["train", "--engine", "v2", "3d_fullres", trainer, "601", "0", *derived, *ONE_EPOCH], env)
+    for trainer, optimizer in (("ReIsoSegTrainer", "adamw"), ("nnUNetTrainerEM", "sgd")):
+        # the baseline's U-Net is planned again for the patch
+        result = run_reisoseg(["train", "--engine", "v2", "3d_fullres", trainer, "601", "0", *derived, "--optimizer",
+                               optimizer, *ONE_EPOCH], env)
         model = root / "nnUNet_results" / "Dataset601_Tiny" / f"{trainer}__nnUNetPlans_patch8x32x32_batch3__3d_fullres"
         assert result.returncode == 0, result.stderr[-3000:]
         assert result.stdout.splitlines() == [f"done: {model / 'fold_0'}"]
-        assert (model / "fold_0" / "checkpoint_final.pth").is_file()
+        checkpoint = safe_load_checkpoint(model / "fold_0" / "checkpoint_final.pth")
+        assert ("betas" in checkpoint["optimizer_state"]["param_groups"][0]) == (optimizer == "adamw")
         planned = json.loads((model / "plans.json").read_text())["configurations"]["3d_fullres"]
         assert planned["patch_size"] == [8, 32, 32] and planned["batch_size"] == 3
+    switched = run_reisoseg(["train", "--engine", "v2", "3d_fullres", "ReIsoSegTrainer", "601", "0", *derived, "-c",
+                             *ONE_EPOCH], env)
+    assert_one_line_error(switched, "trained with adamw; continue it with --optimizer adamw")
     unet = planned["architecture"]["arch_kwargs"]
     assert unet["n_stages"] == len(unet["strides"]) == len(unet["kernel_sizes"]) == len(unet["features_per_stage"]) \
         == len(unet["n_conv_per_stage"]) == len(unet["n_conv_per_stage_decoder"]) + 1

@@ -29,6 +29,7 @@ def dataset(tmp_path, monkeypatch):
      "not on the nnU-Net v2 engine yet: `em_augmentation`"),
     (TrainingOptions(time_budget_minutes=3), "nnUNetTrainer",
      "`time_budget_minutes`: not in v2's own nnUNetTrainer; train the baseline as nnUNetTrainerEM"),
+    (TrainingOptions(optimizer="adamw"), "nnUNetTrainer", "`optimizer`: not in v2's own nnUNetTrainer"),
     (TrainingOptions(), "nnUNetTrainerV2", "unknown trainer 'nnUNetTrainerV2' on the v2 engine"),
     (TrainingOptions(ani_weight=0.3), "nnUNetTrainer", "`ani_weight` weighs ReIsoSeg's two branches"),
     (TrainingOptions(), "ReIsoSegTrainer", "nnUNetPlans.json: plans not found; run nnUNetv2_plan_and_preprocess"),
