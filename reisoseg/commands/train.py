@@ -83,8 +83,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              "(nnU-Net's own trainers save every 50 epochs)")
     parser.add_argument("--em_augmentation", action="store_true",
                         help="also augment with serial-section defects: missing/blank, shifted (labels follow), "
-                             "blurred and contrast-jumping sections, each in 15%% of the patches (ReIsoSeg trainers "
-                             "and nnUNetTrainerV2EM; off by default, as in the reference method)")
+                             "blurred and contrast-jumping sections, each in 15%% of the patches (ReIsoSeg trainers, "
+                             "nnUNetTrainerV2EM on v1 and nnUNetTrainerEM on v2; off by default, as in the reference "
+                             "method)")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
                         help="sgd: nnU-Net's (momentum 0.99, Nesterov; the default, as in the reference method); "
                              "adamw: learns more in short budgets of a few dozen iterations, e.g. a CPU demo "

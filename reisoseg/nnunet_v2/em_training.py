@@ -8,15 +8,21 @@
   counted as not done, and stops with `TrainingStopped`; `-c` repeats that epoch;
 - a time budget (`time_budget_s`): after each epoch the remaining epochs are refitted to the budget at this run's
   mean epoch time, and v2's poly learning rate follows, so that the schedule ends when the budget does;
-- the optimizer: v2's SGD by default, or AdamW (`optimizer_name`; reisoseg.optimizers) under v2's poly schedule.
+- the optimizer: v2's SGD by default, or AdamW (`optimizer_name`; reisoseg.optimizers) under v2's poly schedule;
+- EM defect augmentation (reisoseg.augmentation), opt-in (`em_augmentation`): each training sample gets the section
+  defects first, before v2's own spatial and intensity transforms.
 """
 from __future__ import annotations
 
 import os
 from time import time
+from typing import Any, Sequence
 
+import torch
+from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 
+from reisoseg.augmentation import SectionDefect, em_defects
 from reisoseg.checkpointing import DEFAULT_CHECKPOINT_MINUTES, StopRequested, durable
 from reisoseg.errors import TrainingStopped
 from reisoseg.io.atomic import atomic_file
@@ -29,6 +35,29 @@ class _BudgetSpent(Exception):
     """Raised at the start of an epoch beyond the fitted count: v2's loop fixes its range when it starts."""
 
 
+class SectionDefectsTransform(BasicTransform):
+    """reisoseg.augmentation's section defects as a batchgeneratorsv2 transform: v2 augments one sample at a time,
+    as tensors of shape (channels, z, y, x)."""
+
+    def __init__(self, defects: Sequence[SectionDefect]):
+        super().__init__()
+        self.defects = list(defects)
+
+    def __call__(self, **data_dict: Any) -> dict[str, Any]:
+        segmentation = data_dict.get("segmentation")
+        sample = {"data": data_dict["image"].numpy()[None],
+                  "seg": None if segmentation is None else segmentation.numpy()[None]}
+        for defect in self.defects:
+            sample = defect(**sample)
+        data_dict["image"] = torch.from_numpy(sample["data"][0])
+        if segmentation is not None:
+            data_dict["segmentation"] = torch.from_numpy(sample["seg"][0])
+        return data_dict
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.defects})"
+
+
 class V2TrainingMixin:
     """Mixed into nnU-Net v2 trainers (before `nnUNetTrainer`); see the module docstring. No `__init__`: v2 records
     its trainers' constructor arguments from the signature of the most derived one."""
@@ -36,6 +65,15 @@ class V2TrainingMixin:
     checkpoint_minutes: float = DEFAULT_CHECKPOINT_MINUTES
     time_budget_s: float | None = None
     optimizer_name: str = "sgd"  # one of reisoseg.optimizers.OPTIMIZERS
+    em_augmentation: bool = False  # section defects before v2's augmentation of every training sample
+
+    def get_training_transforms(self, *args: Any, **kwargs: Any) -> BasicTransform:
+        """v2's training transforms (a static method there), with the section defects first if asked."""
+        transforms = super().get_training_transforms(*args, **kwargs)
+        if self.em_augmentation:
+            transforms.transforms.insert(0, SectionDefectsTransform(em_defects()))
+            self.print_to_log_file(f"EM defect augmentation: {transforms.transforms[0]}")
+        return transforms
 
     def configure_optimizers(self):
         """v2's SGD and poly schedule, or AdamW under the same schedule."""

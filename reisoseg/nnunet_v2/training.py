@@ -4,9 +4,9 @@ The trainer class is constructed here, not looked up by name through v2's packag
 need a torchvision matching this torch). Checkpoints to continue from are read weights-only (reisoseg.safe_loading,
 through reisoseg.nnunet_v2.compat), never by v2's own `torch.load(weights_only=False)`. The training layer of
 reisoseg.nnunet_v2.em_training (time budget, durable checkpoints every N minutes, SIGTERM) is in our trainers and in
-the baseline `nnUNetTrainerEM`, with the optimizer (SGD or AdamW). `patch_size`/`batch_size` train on plans derived
-for them (reisoseg.nnunet_v2.plans); memory-aware patches and EM augmentation are not on this engine yet: asking for
-them is refused.
+the baseline `nnUNetTrainerEM`, with the optimizer (SGD or AdamW) and the EM defect augmentation.
+`patch_size`/`batch_size` train on plans derived for them (reisoseg.nnunet_v2.plans); memory-aware patches are not on
+this engine yet: asking for them is refused.
 """
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ SUPPORTED_OPTIONS = {"continue_training", "npz", "plans_identifier", "patch_size
                      "epochs",
                      "iterations_per_epoch", "val_iterations_per_epoch", "ani_weight", "initial_lr",
                      "run_validation", "progress", "validation_folder", "disable_postprocessing_on_folds",
-                     "time_budget_minutes", "checkpoint_minutes", "optimizer"}
-LAYER_OPTIONS = ("time_budget_minutes", "checkpoint_minutes", "optimizer")  # what needs V2TrainingMixin
+                     "time_budget_minutes", "checkpoint_minutes", "optimizer", "em_augmentation"}
+LAYER_OPTIONS = ("time_budget_minutes", "checkpoint_minutes", "optimizer", "em_augmentation")  # need V2TrainingMixin
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")  # v2's order of preference
 
 
@@ -94,7 +94,7 @@ def run_training(configuration: str, trainer_name: str, dataset: str | int, fold
         raise ReIsoSegError(f"unknown trainer {trainer_name!r} on the v2 engine: use one of {', '.join(TRAINERS)}")
     if options.ani_weight is not None and not issubclass(TRAINERS[trainer_name], ReIsoSegTrainer):
         raise ReIsoSegError(f"`ani_weight` weighs ReIsoSeg's two branches; {trainer_name} has one")
-    layered = [name for name in LAYER_OPTIONS if getattr(options, name) is not None]
+    layered = [name for name in LAYER_OPTIONS if getattr(options, name) not in (None, False)]
     if layered and not issubclass(TRAINERS[trainer_name], V2TrainingMixin):
         raise ReIsoSegError(f"{', '.join(f'`{name}`' for name in layered)}: not in v2's own {trainer_name}; train "
                             f"the baseline as nnUNetTrainerEM (v2's trainer with our training layer)")
@@ -142,6 +142,7 @@ def _configure(trainer, options: TrainingOptions) -> None:
         trainer.checkpoint_minutes = options.checkpoint_minutes
     if options.optimizer is not None:
         trainer.optimizer_name = options.optimizer
+    trainer.em_augmentation = options.em_augmentation
 
 
 def _continue(trainer) -> None:

@@ -115,13 +115,13 @@ def test_v2_calibrates_the_decoding_on_the_cases_its_fold_held_out(trained, tmp_
     assert f"calibrated on {len(held_out['val'])} validation volumes" in result.stdout
 
 
-def test_v2_trains_on_plans_derived_for_a_patch_and_batch_of_our_choice_with_either_optimizer(trained):
+def test_v2_trains_on_derived_plans_with_either_optimizer_and_em_augmentation(trained):
     env, root = trained
     derived = ["--patch_size", "8", "32", "32", "--batch_size", "3", "--epochs", "1"]
-    for trainer, optimizer in (("ReIsoSegTrainer", "adamw"), ("nnUNetTrainerEM", "sgd")):
-        # the baseline's U-Net is planned again for the patch
+    for trainer, optimizer, extra in (("ReIsoSegTrainer", "adamw", ["--em_augmentation"]),
+                                      ("nnUNetTrainerEM", "sgd", [])):  # the baseline's U-Net planned for the patch
         result = run_reisoseg(["train", "--engine", "v2", "3d_fullres", trainer, "601", "0", *derived, "--optimizer",
-                               optimizer, *ONE_EPOCH], env)
+                               optimizer, *extra, *ONE_EPOCH], env)
         model = root / "nnUNet_results" / "Dataset601_Tiny" / f"{trainer}__nnUNetPlans_patch8x32x32_batch3__3d_fullres"
         assert result.returncode == 0, result.stderr[-3000:]
         assert result.stdout.splitlines() == [f"done: {model / 'fold_0'}"]
@@ -129,6 +129,8 @@ def test_v2_trains_on_plans_derived_for_a_patch_and_batch_of_our_choice_with_eit
         assert ("betas" in checkpoint["optimizer_state"]["param_groups"][0]) == (optimizer == "adamw")
         planned = json.loads((model / "plans.json").read_text())["configurations"]["3d_fullres"]
         assert planned["patch_size"] == [8, 32, 32] and planned["batch_size"] == 3
+        logs = "".join(log.read_text() for log in (model / "fold_0").glob("training_log_*.txt"))
+        assert ("EM defect augmentation: SectionDefectsTransform" in logs) == bool(extra)
     switched = run_reisoseg(["train", "--engine", "v2", "3d_fullres", "ReIsoSegTrainer", "601", "0", *derived, "-c",
                              *ONE_EPOCH], env)
     assert_one_line_error(switched, "trained with adamw; continue it with --optimizer adamw")

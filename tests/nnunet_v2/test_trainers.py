@@ -159,3 +159,24 @@ def test_v2_finds_our_trainers_in_the_folder_nnunet_ext_trainer_names(monkeypatc
                                             cleanup_imports_from_base_folder=True)
         assert found is TRAINERS[name]
     assert recursive_find_python_class(str(FOLDER), "nnUNetTrainer", None, base_folder=str(FOLDER)) is None
+
+
+@pytest.mark.parametrize("name", ["ReIsoSegTrainer", "nnUNetTrainerEM"])
+def test_em_augmentation_damages_sections_of_each_sample_before_v2s_own_transforms(folders, name):
+    from reisoseg.augmentation import MissingSection
+    from reisoseg.nnunet_v2.em_training import SectionDefectsTransform
+
+    trainer = _trainer(name=name)
+    arguments = ((16, 64, 64), ((0, 0),) * 3, None, (1, 2), True)  # patch, rotation, scales, mirror axes, dummy 2D
+    assert not any(isinstance(t, SectionDefectsTransform) for t in trainer.get_training_transforms(*arguments)
+                   .transforms)
+    trainer.em_augmentation = True
+    assert isinstance(trainer.get_training_transforms(*arguments).transforms[0], SectionDefectsTransform)
+
+    image = torch.arange(4 * 8 * 8, dtype=torch.float32).reshape(1, 4, 8, 8)
+    labels = (image > 100).to(torch.int16)
+    sample = SectionDefectsTransform([MissingSection(p_per_sample=1.0, max_sections=1)])(
+        image=image.clone(), segmentation=labels.clone())
+    changed = [z for z in range(4) if not torch.equal(sample["image"][:, z], image[:, z])]
+    assert len(changed) == 1 and sample["image"][0, changed[0]].unique().numel() == 1  # one section, one value
+    assert torch.equal(sample["segmentation"], labels)  # a blank section keeps its truth

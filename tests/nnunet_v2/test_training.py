@@ -25,8 +25,9 @@ def dataset(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("options, trainer, message", [
-    (TrainingOptions(time_budget_minutes=3, em_augmentation=True), "ReIsoSegTrainer",
-     "not on the nnU-Net v2 engine yet: `em_augmentation`"),
+    (TrainingOptions(time_budget_minutes=3, gpu_memory_gb=8), "ReIsoSegTrainer",
+     "not on the nnU-Net v2 engine yet: `gpu_memory_gb`"),
+    (TrainingOptions(em_augmentation=True), "nnUNetTrainer", "`em_augmentation`: not in v2's own nnUNetTrainer"),
     (TrainingOptions(time_budget_minutes=3), "nnUNetTrainer",
      "`time_budget_minutes`: not in v2's own nnUNetTrainer; train the baseline as nnUNetTrainerEM"),
     (TrainingOptions(optimizer="adamw"), "nnUNetTrainer", "`optimizer`: not in v2's own nnUNetTrainer"),
