@@ -32,11 +32,11 @@ from reisoseg.nnunet_v2.trainers import TRAINERS, ReIsoSegTrainer
 from reisoseg.safe_loading import UnsafePickleError, safe_load_checkpoint
 
 V2_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
-SUPPORTED_OPTIONS = {"continue_training", "npz", "plans_identifier", "patch_size", "batch_size", "seed", "device",
-                     "epochs",
-                     "iterations_per_epoch", "val_iterations_per_epoch", "ani_weight", "initial_lr",
-                     "run_validation", "progress", "validation_folder", "disable_postprocessing_on_folds",
-                     "time_budget_minutes", "checkpoint_minutes", "optimizer", "em_augmentation"}
+SUPPORTED_OPTIONS = {"validation_only", "valbest", "continue_training", "npz", "plans_identifier", "patch_size",
+                     "batch_size", "seed", "device", "epochs", "iterations_per_epoch", "val_iterations_per_epoch",
+                     "ani_weight", "initial_lr", "run_validation", "progress", "validation_folder",
+                     "disable_postprocessing_on_folds", "time_budget_minutes", "checkpoint_minutes", "optimizer",
+                     "em_augmentation"}
 LAYER_OPTIONS = ("time_budget_minutes", "checkpoint_minutes", "optimizer", "em_augmentation")  # need V2TrainingMixin
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")  # v2's order of preference
 
@@ -117,6 +117,11 @@ def run_training(configuration: str, trainer_name: str, dataset: str | int, fold
                                      device=device)
     _configure(trainer, options)
     store_instance_settings(preprocessed / "dataset.json", Path(trainer.output_folder_base))
+    if options.validation_only:  # v2's own -val: the trained fold's validation cases, predicted and scored again
+        checkpoint = Path(trainer.output_folder) / CHECKPOINTS[2 if options.valbest else 0]
+        _load(trainer, [checkpoint], f"{checkpoint}: not found; train the fold first")
+        trainer.perform_actual_validation(options.npz)
+        return Path(trainer.output_folder)
     if options.continue_training:
         _continue(trainer)
     trainer.run_training()
@@ -146,17 +151,23 @@ def _configure(trainer, options: TrainingOptions) -> None:
 
 
 def _continue(trainer) -> None:
-    """Load the fold's checkpoint into the trainer, read weights-only."""
-    found = [path for name in CHECKPOINTS if (path := Path(trainer.output_folder) / name).is_file()]
+    """Load the fold's checkpoint into the trainer, read weights-only, with the optimizer it was trained with."""
+    _load(trainer, [Path(trainer.output_folder) / name for name in CHECKPOINTS],
+          f"{trainer.output_folder}: no checkpoint to continue from", same_optimizer=True)
+
+
+def _load(trainer, candidates: list[Path], missing: str, same_optimizer: bool = False) -> None:
+    """Load the first of `candidates` that exists into the trainer, read weights-only; `missing` if none does."""
+    found = [path for path in candidates if path.is_file()]
     if not found:
-        raise ReIsoSegError(f"{trainer.output_folder}: no checkpoint to continue from")
+        raise ReIsoSegError(missing)
     try:
         with checkpoints_read_safely():
-            saved = safe_load_checkpoint(found[0]).get("optimizer_state") or {}
-            groups = saved.get("param_groups") or [{}]
-            used = "adamw" if "betas" in groups[0] else "sgd"
-            if used != getattr(trainer, "optimizer_name", "sgd"):
-                raise ReIsoSegError(f"{found[0]}: trained with {used}; continue it with --optimizer {used}")
+            if same_optimizer:
+                saved = safe_load_checkpoint(found[0]).get("optimizer_state") or {}
+                used = "adamw" if "betas" in (saved.get("param_groups") or [{}])[0] else "sgd"
+                if used != getattr(trainer, "optimizer_name", "sgd"):
+                    raise ReIsoSegError(f"{found[0]}: trained with {used}; continue it with --optimizer {used}")
             trainer.load_checkpoint(str(found[0]))
     except UnsafePickleError as error:
         raise ReIsoSegError(f"refusing to load a model file: {error}") from error

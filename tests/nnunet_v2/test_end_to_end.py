@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,6 +114,22 @@ def test_v2_calibrates_the_decoding_on_the_cases_its_fold_held_out(trained, tmp_
     assert record["validation_cases"] == held_out["val"]
     assert record["after"]["ap_75"] >= record["before"]["ap_75"]
     assert f"calibrated on {len(held_out['val'])} validation volumes" in result.stdout
+
+
+def test_v2_validates_a_trained_fold_again_with_val(trained):
+    env, root = trained
+    fold = _fold(root)
+    result = run_reisoseg(["train", "--engine", "v2", "3d_fullres", "ReIsoSegTrainer", "601", "0", "-val", "--device",
+                           "cpu"], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    held_out = json.loads((root / "nnUNet_preprocessed" / "Dataset601_Tiny" / "splits_final.json").read_text())[0]
+    summary = json.loads((fold / "validation" / "summary.json").read_text())
+    assert sorted(Path(case["prediction_file"]).name for case in summary["metric_per_case"]) \
+        == sorted(f"{case}.nii.gz" for case in held_out["val"])
+    assert 0 <= summary["foreground_mean"]["Dice"] <= 1
+    best = run_reisoseg(["train", "--engine", "v2", "3d_fullres", "nnUNetTrainerEM", "601", "1", "-val", "--valbest"],
+                        env)
+    assert_one_line_error(best, "fold_1/checkpoint_best.pth: not found; train the fold first")
 
 
 def test_v2_trains_on_derived_plans_with_either_optimizer_and_em_augmentation(trained):
