@@ -68,9 +68,11 @@ def trained_network(folder: str | os.PathLike, fold: str | int, checkpoint_name:
         normalisation="none" if scheme == "noNorm" else "zscore", trainer=settings["trainer"])
 
 
-def dataset_class_names(dataset_json: Path, count: int) -> tuple[str, ...]:
-    """The names of label values 0..count-1 in a task's dataset.json; class_N where it names none (or is absent)."""
-    labels = json.loads(dataset_json.read_text())["labels"] if dataset_json.is_file() else {}
+def dataset_class_names(dataset_json: Path | None, count: int) -> tuple[str, ...]:
+    """The names of label values 0..count-1 in a task's dataset.json; class_N where it names none (or there is
+    none)."""
+    labels = json.loads(dataset_json.read_text())["labels"] if dataset_json is not None and dataset_json.is_file() \
+        else {}
     return tuple(labels.get(str(value), f"class_{value}") for value in range(count))
 
 
@@ -80,8 +82,6 @@ def _class_names(folder: Path, count: int, recorded: list[str] | None) -> tuple[
     if recorded is not None and len(recorded) == count:
         return tuple(recorded)
     task = folder.parent.name
-    for variable, parts in (("nnUNet_preprocessed", (task,)), ("nnUNet_raw_data_base", ("nnUNet_raw_data", task))):
-        dataset = Path(os.environ.get(variable, "/nonexistent"), *parts, "dataset.json")
-        if dataset.is_file():
-            return dataset_class_names(dataset, count)
-    return dataset_class_names(Path("/nonexistent"), count)
+    candidates = (Path(os.environ.get(variable, "/nonexistent"), *parts, "dataset.json") for variable, parts in
+                  (("nnUNet_preprocessed", (task,)), ("nnUNet_raw_data_base", ("nnUNet_raw_data", task))))
+    return dataset_class_names(next((path for path in candidates if path.is_file()), None), count)

@@ -99,10 +99,10 @@ def run_training(configuration: str, trainer_name: str, dataset: str | int, fold
         raise ReIsoSegError(f"{', '.join(f'`{name}`' for name in layered)}: not in v2's own {trainer_name}; train "
                             f"the baseline as nnUNetTrainerEM (v2's trainer with our training layer)")
     preprocessed = Path(os.environ["nnUNet_preprocessed"]) / name
-    plans_identifier = trained_plans_identifier(options)
-    if plans_identifier != v2_plans_identifier(options.plans_identifier):
-        write_derived_plans(preprocessed, v2_plans_identifier(options.plans_identifier), plans_identifier,
-                            configuration, patch_size=options.patch_size, batch_size=options.batch_size)
+    asked_plans, plans_identifier = v2_plans_identifier(options.plans_identifier), trained_plans_identifier(options)
+    if plans_identifier != asked_plans:
+        write_derived_plans(preprocessed, asked_plans, plans_identifier, configuration,
+                            patch_size=options.patch_size, batch_size=options.batch_size)
     plans_file = preprocessed / f"{plans_identifier}.json"
     if not plans_file.is_file():
         raise ReIsoSegError(f"{plans_file}: plans not found; run nnUNetv2_plan_and_preprocess -d {name[7:10]} first")
