@@ -1,4 +1,5 @@
-"""ReIsoSeg against plain nnU-Net v1 at equal iterations and at equal wall time, with convergence checked.
+"""ReIsoSeg against plain nnU-Net at equal iterations and at equal wall time, with convergence checked, on nnU-Net v1
+(the default) or v2 (`--engine v2`).
 
 For every dataset and seed, each method trains with the same derived plans (patch and batch size), the same number
 of iterations, the same seed and the same data. nnU-Net's own intermediate checkpoints are kept every
@@ -10,7 +11,12 @@ and are scored by `reisoseg.evaluation` (Dice, IoU, HD95 in nm, instance F1@0.5 
   network, same seed): run it with `--methods auto rma nnunet` to spend budget confirming that;
 - `nnunet`: nnU-Net v1's default trainer and Generic_UNet planned for the same patch, as `nnUNetTrainerV2EM`: the
   same training with our durable checkpoints (no ignore label here, no EM augmentation). Records whose trainer is
-  `nnUNetTrainerV2` ran nnU-Net's trainer itself.
+  `nnUNetTrainerV2` ran nnU-Net's trainer itself. On v2: v2's `nnUNetTrainer` and PlainConvUNet, as
+  `nnUNetTrainerEM` (the same with our checkpoints and snapshots).
+
+On v2 (quality_engines.V2) the tasks are written in v2's layout, planned by `nnUNetv2_plan_and_preprocess` and kept
+in their own folders under --work; records go to benchmarks/results/quality_runs_v2/ and the tables to
+quality_v2.md. The datasets that hold validation sections out are v1's only.
 
 Runs survive the end of a session: `model_latest` is saved every CHECKPOINT_MINUTES, and a run whose fold holds one
 continues from it (`-c`) when the command is started again with the same work folder. Training time is the sum of
@@ -41,9 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
-import re
 import statistics
 import sys
 import time
@@ -51,15 +55,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from reisoseg.devices import resolve_device
-from reisoseg.layout import DEFAULT_CONFIGURATION, FINAL_CHECKPOINT, LATEST_CHECKPOINT, checkpoint_file, plans_file
-from reisoseg.safe_loading import safe_load_checkpoint
+from reisoseg.nnunet_v1.training_options import TrainingOptions
 
 sys.path.insert(0, str(Path(__file__).parent))
 import workspace  # noqa: E402
+from quality_engines import ENGINES, V1  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
-RUNS = ROOT / "benchmarks" / "results" / "quality_runs"
 INSTANCE_RUNS = ROOT / "benchmarks" / "results" / "instance_runs"  # models trained on the instance target
 INSTANCE_TASK_OFFSET = 200  # task id of a dataset's instance-target twin
 ITERATIONS_PER_EPOCH = 10
@@ -67,14 +70,13 @@ VAL_ITERATIONS_PER_EPOCH = 2
 SNAPSHOT_ITERATIONS = 250
 CONVERGENCE_TOLERANCE = 0.02  # pseudo-Dice change between the last two 10 % windows of epochs
 BOOTSTRAP_SAMPLES = 10000
-METHODS = {"auto": "ReIsoSegTrainer", "nnunet": "nnUNetTrainerV2EM"}  # "rma": resolved per dataset
 CHECKPOINT_MINUTES = 2.0
+BATCH_SIZE = 2
 # the baseline's runs used nnUNetTrainerV2 or nnUNetTrainerV2EM (the same maths, our checkpoints); each run's own
 # trainer is listed under "Runs that exist"
 METHOD_NAMES = {"auto": "ReIsoSegTrainer", "rma": "closest RMA", "nnunet": "nnU-Net baseline"}
 METRICS = (("dice", "Dice", True), ("hd95_nm", "HD95 (nm)", False), ("f1_50", "instance F1@0.5", True),
            ("ap_75", "AP-75", True), ("iou", "IoU", True))  # key, title, higher is better
-REPORT = ROOT / "benchmarks" / "results" / "quality.md"  # the tables documentation/results.md links to
 
 
 @dataclass(frozen=True)
@@ -93,9 +95,8 @@ class Dataset:
         return replace(self, key=f"{self.key}_instances", task_id=self.task_id + INSTANCE_TASK_OFFSET,
                        name=f"{self.name}Instances", instances=True)
 
-    @property
-    def records(self) -> Path:
-        return INSTANCE_RUNS if self.instances else RUNS
+    def records(self, engine: V1 = V1()) -> Path:
+        return INSTANCE_RUNS if self.instances else engine.runs
 
     @property
     def synthetic(self) -> bool:
@@ -111,26 +112,23 @@ class Dataset:
             return [iterations]
         return list(range(SNAPSHOT_ITERATIONS, iterations + 1, SNAPSHOT_ITERATIONS))
 
-    def prepare(self) -> str | None:
+    def prepare(self, engine: V1 = V1()) -> str | None:
         """Write (once) and plan (once) the task; returns its name, or None if the data are missing."""
-        raw = Path(os.environ["nnUNet_raw_data_base"])
-        task = f"Task{self.task_id:03d}_{self.name}"
-        if not (raw / "nnUNet_raw_data" / task / "dataset.json").is_file():
+        raw = engine.raw_base()
+        task = engine.task_name(self.task_id, self.name)
+        if not (engine.raw_task_folder(task) / "dataset.json").is_file():
             if self.synthetic:
                 from reisoseg.synthetic import make_synthetic_task
 
                 ratio = int(self.key[len("synth"):].removesuffix("_instances"))
                 make_synthetic_task(raw, self.task_id, self.name, num_training=SYNTH_TRAINING, num_test=SYNTH_TEST,
                                     shape=SYNTH_SHAPES[ratio], ratio=ratio, seed=synthetic_task_seed(ratio),
-                                    overwrite=True, instances=self.instances)
-            elif not self._convert_real(raw):
+                                    overwrite=True, instances=self.instances, engine=engine.key)
+            elif not self._convert_real(raw, engine.key):
                 return None
             if self.validation_sections:
                 self._hold_out_validation(task)
-        if not plans_file(os.environ["nnUNet_preprocessed"], task).is_file():
-            from reisoseg.nnunet_v1.plans import plan_and_preprocess
-
-            plan_and_preprocess(self.task_id)
+        engine.plan(self.task_id, task)
         return task
 
     def validation_folder(self, task: str) -> Path:
@@ -160,7 +158,7 @@ class Dataset:
             write_nifti(validation / "instances" / f"{case}.nii.gz", connected_instances(objects > 0).astype("uint32"),
                         spacing)
 
-    def _convert_real(self, raw: Path) -> bool:
+    def _convert_real(self, raw: str, engine: str) -> bool:
         from reisoseg.io.convert import LabelMapping, convert_to_task
 
         instance_class = "mitochondria" if self.instances else None
@@ -171,7 +169,8 @@ class Dataset:
                 return False
             convert_to_task([stack / "raw"], [stack / "labels"], task_id=self.task_id, name=self.name,
                             mapping=LabelMapping.parse(["mitochondria=191"]), spacing=(50, 4.6, 4.6),
-                            test_sections=(16, 20), raw_data_base=raw, overwrite=True, instance_class=instance_class)
+                            test_sections=(16, 20), raw_data_base=raw, overwrite=True, instance_class=instance_class,
+                            engine=engine)
             return True
         root = SHARED_DATA / "cdeep3m_mito_sbem"
         if not root.is_dir():
@@ -180,7 +179,8 @@ class Dataset:
         convert_to_task([root / "training" / "images", root / "validation" / "images"],
                         [root / "training" / "labels", root / "validation" / "labels"], task_id=self.task_id,
                         name=self.name, mapping=LabelMapping.identity(["mitochondria"]), spacing=(40, 5.9, 5.9),
-                        test_volumes=[1], raw_data_base=raw, overwrite=True, instance_class=instance_class)
+                        test_volumes=[1], raw_data_base=raw, overwrite=True, instance_class=instance_class,
+                        engine=engine)
         return True
 
 
@@ -217,48 +217,38 @@ def plans_identifier(seed: int) -> str:
     return f"nnUNetPlans_quality_seed{seed}"  # one output folder per seed (same plans)
 
 
-def trainer_for(method: str, task: str) -> str:
-    return _closest_rma(task) if method == "rma" else METHODS[method]
+def trainer_for(method: str, task: str, engine: V1 = V1()) -> str:
+    return _closest_rma(task, engine) if method == "rma" else engine.trainers[method]
 
 
-def _closest_rma(task: str) -> str:
-    import pickle
-
+def _closest_rma(task: str, engine: V1) -> str:
     from reisoseg.network.anisotropy import nearest_supported_ratio, ratio_from_spacing
 
-    with open(plans_file(os.environ["nnUNet_preprocessed"], task), "rb") as handle:
-        plans = pickle.load(handle)  # written by nnU-Net on this machine
-    spacing = plans["plans_per_stage"][len(plans["plans_per_stage"]) - 1]["current_spacing"]
+    spacing = engine.planned_spacing(task)
     return f"ReIsoSegRMA{nearest_supported_ratio(ratio_from_spacing(spacing))}V6Trainer"
 
 
-def record_path(dataset: Dataset, method: str, seed: int, iterations: int, step_size: float) -> Path:
-    return dataset.records / f"{dataset.key}_{method}_seed{seed}_it{iterations}_step{step_size}.json"
+def record_path(dataset: Dataset, method: str, seed: int, iterations: int, step_size: float,
+                engine: V1 = V1()) -> Path:
+    return dataset.records(engine) / f"{dataset.key}_{method}_seed{seed}_it{iterations}_step{step_size}.json"
 
 
-def _validation_pseudo_dice(fold_folder: Path) -> list[float]:
-    """Per-epoch online pseudo-Dice that nnU-Net stores in the final checkpoint (validation batches of the
-    training cases for fold 'all')."""
-    state = safe_load_checkpoint(checkpoint_file(fold_folder))
-    return [float(v) for v in state["plot_stuff"][3]]
-
-
-def training_sessions(fold_folder: Path) -> int:
+def training_sessions(fold_folder: Path, engine: V1 = V1()) -> int:
     """How many processes trained this fold: nnU-Net's training logs that hold an epoch (scoring a checkpoint
     writes a log too, with none)."""
-    return sum(bool(re.search(r"^epoch:", log.read_text(), re.MULTILINE))
+    return sum(any(engine.epoch_started.search(line) for line in log.read_text().splitlines())
                for log in fold_folder.glob("training_log_*.txt"))
 
 
-def epoch_seconds(fold_folder: Path) -> dict[int, float]:
+def epoch_seconds(fold_folder: Path, engine: V1 = V1()) -> dict[int, float]:
     """Seconds each epoch took, from nnU-Net's training logs in the order they were written (their names carry
     the start time); an epoch repeated after an interruption counts once, with its last time."""
     seconds: dict[int, float] = {}
     for log in sorted(fold_folder.glob("training_log_*.txt")):
         epoch = None
         for line in log.read_text().splitlines():
-            started = re.match(r"epoch:\s+(\d+)", line)
-            took = re.search(r"This epoch took ([\d.]+) s", line)
+            started = engine.epoch_started.search(line)
+            took = engine.epoch_took.search(line)
             if started:
                 epoch = int(started.group(1))
             elif took and epoch is not None:
@@ -277,56 +267,54 @@ def convergence(pseudo_dice: list[float]) -> dict:
             "tolerance": CONVERGENCE_TOLERANCE, "converged": abs(last - earlier) < CONVERGENCE_TOLERANCE}
 
 
-def raw_task_folder(task: str) -> Path:
-    return Path(os.environ["nnUNet_raw_data_base"]) / "nnUNet_raw_data" / task
+def raw_task_folder(task: str, engine: V1 = V1()) -> Path:
+    return engine.raw_task_folder(task)
 
 
 def score_test_set(dataset: Dataset, task: str, trainer: str, plans: str, checkpoint: str, predictions: Path,
-                   step_size: float, device: str | None) -> dict:
+                   step_size: float, device: str | None, engine: V1 = V1()) -> dict:
     """Semantic models are scored as users use them today (objects = 3D connected components); instance-target
     models decode their objects, which are scored against the task's reference objects."""
-    raw = raw_task_folder(task)
-    return workspace.score_model(raw / "imagesTs", raw / "labelsTs", task, trainer, plans, checkpoint, predictions,
-                                 step_size, device, instances=dataset.instances,
-                                 reference_instances=raw / "instancesTs" if dataset.instances else None)
+    raw = engine.raw_task_folder(task)
+    return workspace.timed_scores(
+        lambda: engine.predict(raw / "imagesTs", predictions, task, trainer, plans, checkpoint, step_size, device,
+                               dataset.instances),
+        raw / "labelsTs", predictions, raw / "instancesTs" if dataset.instances else None, dataset.instances)
 
 
 def run(dataset: Dataset, task: str, method: str, trainer: str, seed: int, iterations: int,
-         args: argparse.Namespace) -> dict:
+        args: argparse.Namespace, engine: V1 = V1()) -> dict:
     """Train, then score `dataset.scored_iterations` on the test set; one committed record per run."""
-    from reisoseg.nnunet_v1.plans import write_derived_plans
-    from reisoseg.nnunet_v1.training import run_training
-    from reisoseg.nnunet_v1.training_options import TrainingOptions, fold_output_folder
-
-    record = record_path(dataset, method, seed, iterations, args.step_size)
+    record = record_path(dataset, method, seed, iterations, args.step_size, engine)
     if record.is_file():
         return json.loads(record.read_text())
     plans = plans_identifier(seed)
-    write_derived_plans(task, plans, patch_size=dataset.patch, batch_size=2)
-    fold_folder = fold_output_folder(DEFAULT_CONFIGURATION, trainer, task, "all", plans)
-    if not checkpoint_file(fold_folder).is_file():
-        resume = checkpoint_file(fold_folder, LATEST_CHECKPOINT).is_file()
-        print(f"[{dataset.key}] {method} ({trainer}) seed {seed}: {iterations} iterations"
+    fold_folder = engine.fold_folder(task, trainer, plans)
+    if not engine.is_trained(fold_folder):
+        resume = engine.can_resume(fold_folder)
+        print(f"[{dataset.key}] {method} ({trainer}, {engine.title}) seed {seed}: {iterations} iterations"
               f"{' (continued)' if resume else ''}", flush=True)
-        run_training(DEFAULT_CONFIGURATION, trainer, task, "all", TrainingOptions(
+        engine.train(task, trainer, dataset.patch, BATCH_SIZE, TrainingOptions(
             plans_identifier=plans, epochs=iterations // ITERATIONS_PER_EPOCH, continue_training=resume,
             iterations_per_epoch=ITERATIONS_PER_EPOCH, val_iterations_per_epoch=VAL_ITERATIONS_PER_EPOCH,
             run_validation=False, device=args.device, seed=seed, checkpoint_minutes=CHECKPOINT_MINUTES,
             snapshot_every_epochs=SNAPSHOT_ITERATIONS // ITERATIONS_PER_EPOCH))
-    seconds = epoch_seconds(fold_folder)
+    seconds = epoch_seconds(fold_folder, engine)
     train_s = sum(seconds.values())
     snapshots = []
     for at in dataset.scored_iterations(iterations):
-        checkpoint = FINAL_CHECKPOINT if at == iterations else f"model_ep_{at // ITERATIONS_PER_EPOCH:03d}"
+        checkpoint = engine.checkpoint(at // ITERATIONS_PER_EPOCH, final=at == iterations)
         elapsed = sum(t for epoch, t in seconds.items() if epoch < at // ITERATIONS_PER_EPOCH)
         scored = score_test_set(dataset, task, trainer, plans, checkpoint,
-                                args.work / "predictions" / record.stem / str(at), args.step_size, args.device)
+                                args.work / "predictions" / record.stem / str(at), args.step_size, args.device,
+                                engine)
         snapshots.append({"iterations": at, "train_s": elapsed, **scored})
         print(f"[{dataset.key}] {method} seed {seed} @ {at}: Dice {scored['metrics']['dice']:.3f}", flush=True)
-    pseudo_dice = _validation_pseudo_dice(fold_folder)
+    pseudo_dice = engine.pseudo_dice(fold_folder)
     result = {"dataset": dataset.key, "method": method, "trainer": trainer, "seed": seed, "iterations": iterations,
-              "patch": list(dataset.patch), "batch_size": 2, "step_size": args.step_size, "train_s": train_s,
-              "training_sessions": training_sessions(fold_folder),
+              "engine": engine.key,
+              "patch": list(dataset.patch), "batch_size": BATCH_SIZE, "step_size": args.step_size, "train_s": train_s,
+              "training_sessions": training_sessions(fold_folder, engine),
               "machine": workspace.machine(), "revision": workspace.git_revision(), "date": time.strftime("%Y-%m-%d"),
               "validation_pseudo_dice": pseudo_dice, "convergence": convergence(pseudo_dice),
               "snapshots": snapshots, "metrics": snapshots[-1]["metrics"], "per_case": snapshots[-1]["per_case"]}
@@ -454,20 +442,22 @@ def _report_lines(results: list[dict]) -> list[str]:
     return lines
 
 
-def _write_report(results: list[dict]) -> None:
+def _write_report(results: list[dict], engine: V1) -> None:
     cells = sorted({(r["dataset"], r["trainer"], r["seed"], r["iterations"]) for r in results})
-    lines = ["# ReIsoSeg against nnU-Net v1: every run", "",
-             "Written by `benchmarks/quality.py` from the run records in `benchmarks/results/quality_runs/`; rerun "
-             "it (`--report_only`) to reproduce. Each run: same derived plans (patch, batch 2), same iterations, same "
-             "seed, same data; sliding window without TTA; test sets used for no choice. Convergence: validation "
+    flag = "" if engine.key == "v1" else f" --engine {engine.key}"
+    lines = [f"# ReIsoSeg against {engine.title}: every run", "",
+             f"Written by `benchmarks/quality.py{flag}` from the run records in `benchmarks/results/"
+             f"{engine.runs.name}/`; rerun it (`--report_only`) to reproduce. Each run: same derived plans (patch, "
+             f"batch {BATCH_SIZE}), same iterations, same seed, same data; sliding window without TTA; test sets "
+             "used for no choice. Convergence: validation "
              f"pseudo-Dice over the last 10 % of epochs against the 10 % before, tolerance {CONVERGENCE_TOLERANCE}.",
              "", "Runs that exist: " + "; ".join(f"{d} {t} seed {s} ({i} it)" for d, t, s, i in cells)
              + ".", "", *_report_lines(results),
-             "![test Dice against iterations](../../fig/quality_dice_vs_iterations.png)", ""]
-    REPORT.write_text("\n".join(lines))
+             f"![test Dice against iterations](../../fig/{engine.figure.name})", ""]
+    engine.report.write_text("\n".join(lines))
 
 
-def _plot(results: list[dict]) -> None:
+def _plot(results: list[dict], engine: V1) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -487,7 +477,7 @@ def _plot(results: list[dict]) -> None:
         axis.set_ylim(0, 1)
         axis.legend(frameon=False, fontsize=8)
     figure.tight_layout()
-    figure.savefig(ROOT / "fig" / "quality_dice_vs_iterations.png", dpi=120)
+    figure.savefig(engine.figure, dpi=120)
 
 
 def main() -> None:
@@ -499,33 +489,40 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=["auto", "rma", "nnunet"], default=["auto", "nnunet"])
     parser.add_argument("--step_size", type=float, default=0.5, help="sliding-window step (default: 0.5)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
+    parser.add_argument("--engine", choices=list(ENGINES), default="v1",
+                        help="the nnU-Net both networks train on (default: %(default)s)")
     parser.add_argument("--report_only", action="store_true", help="only rewrite the report from the records")
     parser.add_argument("--work", type=Path, default=Path("/tmp/reisoseg_quality"),
                         help="tasks, models and predictions (default: %(default)s)")
     args = parser.parse_args()
     if args.iterations % SNAPSHOT_ITERATIONS:
         parser.error(f"--iterations must be a multiple of {SNAPSHOT_ITERATIONS}")
+    engine = ENGINES[args.engine]
+    held_out = [key for key in args.datasets if DATASETS[key].validation_sections]
+    if engine.key != "v1" and held_out and not args.report_only:
+        parser.error(f"{', '.join(held_out)}: validation sections are held out on the v1 engine only")
     args.work = args.work.resolve()
-    workspace.use_folders(args.work)
+    engine.use_folders(args.work)
     resolve_device(args.device)  # before nnU-Net starts: cpu hides the GPUs from it
     for key in [] if args.report_only else args.datasets:
         dataset = DATASETS[key]
-        task = dataset.prepare()
+        task = dataset.prepare(engine)
         if task is None:
             continue
         for seed in args.seeds:  # seed-major: each finished pair is a comparison on its own
             for method in args.methods:
-                result = run(dataset, task, method, trainer_for(method, task), seed, args.iterations, args)
+                result = run(dataset, task, method, trainer_for(method, task, engine), seed, args.iterations, args,
+                             engine)
                 print(f"[{key}] {method} seed {seed}: Dice {result['metrics']['dice']:.3f} "
                       f"(train {result['train_s']:.0f} s)", flush=True)
-    results = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))]
+    results = [json.loads(p.read_text()) for p in sorted(engine.runs.glob("*.json"))]
     if not results:
         print("no finished runs yet")
         return
-    (ROOT / "benchmarks" / "results" / "quality.json").write_text(json.dumps({"runs": results}, indent=1))
-    _write_report(results)
-    _plot(results)
-    print(f"-> {REPORT}, {ROOT / 'fig' / 'quality_dice_vs_iterations.png'}")
+    engine.summary.write_text(json.dumps({"runs": results}, indent=1))
+    _write_report(results, engine)
+    _plot(results, engine)
+    print(f"-> {engine.report}, {engine.figure}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import platform
 import subprocess
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from reisoseg.layout import plans_file
 
@@ -47,21 +47,35 @@ def synthetic_task(task_id: int, name: str, *, ratio: int, shape: Sequence[int],
     return task_name
 
 
-def score_model(images: Path, labels: Path, task: str, trainer: str, plans: str, checkpoint: str, predictions: Path,
-                step_size: float, device: str | None, *, instances: bool = False,
-                reference_instances: Path | None = None) -> dict:
-    """Predict `images` with fold 'all' of a model (sliding window, no TTA; `instances`: also decode objects) and
-    score it with `score_predictions`; adds the prediction time."""
-    import time
-
-    from reisoseg.layout import INSTANCES_SUBFOLDER
+def predict_model(images: Path, predictions: Path, task: str, trainer: str, plans: str, checkpoint: str,
+                  step_size: float, device: str | None, *, instances: bool = False) -> None:
+    """Predict `images` with fold 'all' of a v1 model: sliding window, no TTA (`instances`: also decode objects)."""
     from reisoseg.nnunet_v1.prediction import PredictionOptions, predict_folder
 
-    start = time.perf_counter()
     predict_folder(images, predictions, task, trainer,
                    PredictionOptions(plans_identifier=plans, folds=["all"], disable_tta=True, step_size=step_size,
                                      device=device, overwrite_existing=True, checkpoint=checkpoint,
                                      instances=instances))
+
+
+def score_model(images: Path, labels: Path, task: str, trainer: str, plans: str, checkpoint: str, predictions: Path,
+                step_size: float, device: str | None, *, instances: bool = False,
+                reference_instances: Path | None = None) -> dict:
+    """`predict_model`, then `timed_scores`."""
+    return timed_scores(lambda: predict_model(images, predictions, task, trainer, plans, checkpoint, step_size, device,
+                                              instances=instances), labels, predictions, reference_instances, instances)
+
+
+def timed_scores(predict: Callable[[], object], labels: Path, predictions: Path,
+                 reference_instances: Path | None = None, instances: bool = False) -> dict:
+    """Run `predict` (it writes `predictions`) and score them with `score_predictions`, adding the prediction
+    time; `instances`: the predicted objects are in `predictions`' instances subfolder."""
+    import time
+
+    from reisoseg.layout import INSTANCES_SUBFOLDER
+
+    start = time.perf_counter()
+    predict()
     predict_s = time.perf_counter() - start
     return {"predict_s": predict_s, **score_predictions(labels, predictions, reference_instances,
                                                         predictions / INSTANCES_SUBFOLDER if instances else None)}

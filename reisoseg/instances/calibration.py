@@ -41,8 +41,10 @@ class ValidationCase:
 class CalibrationGrid:
     """The decoding settings tried. Minimum volumes are multiples of the training-derived minimum."""
 
-    seed_thresholds: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
-    seed_erosions_nm: tuple[float, ...] = (0.0, 10.0, 20.0)
+    seed_thresholds: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    # up to 60 nm: past one section at 40-50 nm spacing, where only an erosion across sections separates the seeds
+    # of objects that touch in z
+    seed_erosions_nm: tuple[float, ...] = (0.0, 10.0, 20.0, 30.0, 45.0, 60.0)
     min_volume_factors: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
     min_scores: tuple[float, ...] = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9)
 

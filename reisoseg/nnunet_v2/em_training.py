@@ -6,6 +6,7 @@
   epochs, in place);
 - SIGTERM (a cluster's preemption) saves `checkpoint_latest.pth` between iterations, with the epoch that was running
   counted as not done, and stops with `TrainingStopped`; `-c` repeats that epoch;
+- snapshots (`snapshot_every_epochs`): `checkpoint_ep_NNN.pth` after every N epochs done, kept (v2 keeps none);
 - a time budget (`time_budget_s`): after each epoch the remaining epochs are refitted to the budget at this run's
   mean epoch time, and v2's poly learning rate follows, so that the schedule ends when the budget does;
 - the optimizer: v2's SGD by default, or AdamW (`optimizer_name`; reisoseg.optimizers) under v2's poly schedule;
@@ -29,6 +30,11 @@ from reisoseg.io.atomic import atomic_file
 from reisoseg.optimizers import adamw
 
 LATEST_CHECKPOINT = "checkpoint_latest.pth"
+
+
+def snapshot_checkpoint(epochs_done: int) -> str:
+    """The snapshot kept after `epochs_done` epochs (`V2TrainingMixin.snapshot_every_epochs`)."""
+    return f"checkpoint_ep_{epochs_done:03d}.pth"
 
 
 class _BudgetSpent(Exception):
@@ -66,6 +72,7 @@ class V2TrainingMixin:
     time_budget_s: float | None = None
     optimizer_name: str = "sgd"  # one of reisoseg.optimizers.OPTIMIZERS
     em_augmentation: bool = False  # section defects before v2's augmentation of every training sample
+    snapshot_every_epochs: int | None = None  # keep snapshot_checkpoint(N), (2N), ... while training
 
     def get_training_transforms(self, *args: Any, **kwargs: Any) -> BasicTransform:
         """v2's training transforms (a static method there), with the section defects first if asked."""
@@ -91,14 +98,19 @@ class V2TrainingMixin:
             super().save_checkpoint(str(temporary))
             durable(temporary)
 
-    def _save_latest(self, next_epoch: int) -> None:
-        """`checkpoint_latest.pth`, from which -c resumes at `next_epoch` (v2 stores `current_epoch + 1`)."""
+    def _save_at(self, filename: str, next_epoch: int) -> None:
+        """A checkpoint in the fold's folder from which training would resume at `next_epoch` (v2 stores
+        `current_epoch + 1`)."""
         current = self.current_epoch
         self.current_epoch = next_epoch - 1
         try:
-            self.save_checkpoint(os.path.join(self.output_folder, LATEST_CHECKPOINT))
+            self.save_checkpoint(os.path.join(self.output_folder, filename))
         finally:
             self.current_epoch = current
+
+    def _save_latest(self, next_epoch: int) -> None:
+        """`checkpoint_latest.pth`, from which -c resumes at `next_epoch`."""
+        self._save_at(LATEST_CHECKPOINT, next_epoch)
         self._last_save = time()
 
     def run_training(self):
@@ -132,11 +144,14 @@ class V2TrainingMixin:
         return super().train_step(batch)
 
     def on_epoch_end(self):
-        """Refit the epochs to the time budget, then v2's end of epoch, then `checkpoint_latest.pth` if it is
-        due."""
+        """Refit the epochs to the time budget, then v2's end of epoch, then the snapshot and
+        `checkpoint_latest.pth` if they are due."""
         if self.time_budget_s is not None:
             self._fit_epochs_to_budget(time() - self._started)
         super().on_epoch_end()  # counts the epoch as done
+        done = self.current_epoch
+        if self.snapshot_every_epochs and done % self.snapshot_every_epochs == 0 and done < self.num_epochs:
+            self._save_at(snapshot_checkpoint(done), done)
         if self.current_epoch < self.num_epochs and time() - self._last_save >= 60.0 * self.checkpoint_minutes:
             self._save_latest(self.current_epoch)
 

@@ -22,14 +22,18 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 from torch._dynamo import OptimizedModule
 
+from reisoseg.errors import ReIsoSegError
 from reisoseg.loss import DEFAULT_ANI_WEIGHT, DS_WEIGHTS, ReIsoLoss
 from reisoseg.network import ReIsoSegRMV6
 from reisoseg.network.anisotropy import (
+    PatchDoesNotFit,
     ani_scale_from_spacing,
     deep_supervision_scales,
     fit_patch_size,
+    required_divisor,
     with_fixed_patterns,
 )
+from reisoseg.network.memory import MemoryEstimate, fit_patch_to_memory, training_step_memory
 from reisoseg.nnunet_v2.em_training import V2TrainingMixin
 
 
@@ -74,6 +78,24 @@ class ReIsoSegTrainer(V2TrainingMixin, nnUNetTrainer):
         settings["patch_size"] = [int(v) for v in fit_patch_size(settings["patch_size"],
                                                                  cls.pattern(settings["spacing"]))]
         return fitted
+
+    @classmethod
+    def fitted_to_memory(cls, plans: dict, configuration: str, budget_bytes: float, num_classes: int,
+                         mixed_precision: bool) -> tuple[dict, MemoryEstimate]:
+        """`with_fitted_patch(plans)` with the patch shrunk until a training step's estimate (both branches,
+        reisoseg.network.memory) fits `budget_bytes`, and that estimate; the plans' batch size stays."""
+        fitted = cls.with_fitted_patch(plans, configuration)
+        settings = fitted["configurations"][configuration]
+        pattern, batch_size = cls.pattern(settings["spacing"]), settings["batch_size"]
+        try:
+            patch, estimate = fit_patch_to_memory(
+                settings["patch_size"], required_divisor(pattern), settings["spacing"], budget_bytes,
+                lambda size: training_step_memory(size, batch_size, pattern, num_classes=num_classes,
+                                                  mixed_precision=mixed_precision))
+        except PatchDoesNotFit as error:
+            raise ReIsoSegError(f"{cls.__name__} at batch {batch_size}: {error}") from error
+        settings["patch_size"] = [int(v) for v in patch]
+        return fitted, estimate
 
     @classmethod
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,

@@ -5,8 +5,9 @@ need a torchvision matching this torch). Checkpoints to continue from are read w
 through reisoseg.nnunet_v2.compat), never by v2's own `torch.load(weights_only=False)`. The training layer of
 reisoseg.nnunet_v2.em_training (time budget, durable checkpoints every N minutes, SIGTERM) is in our trainers and in
 the baseline `nnUNetTrainerEM`, with the optimizer (SGD or AdamW) and the EM defect augmentation.
-`patch_size`/`batch_size` train on plans derived for them (reisoseg.nnunet_v2.plans); memory-aware patches are not on
-this engine yet: asking for them is refused.
+`patch_size`/`batch_size` train on plans derived for them (reisoseg.nnunet_v2.plans). A memory budget
+(`gpu_memory_gb`, by default the GPU's on CUDA) shrinks the ReIsoSeg trainers' patch until a training step fits it;
+v2's own planner sizes the baseline's (`nnUNetv2_plan_and_preprocess -gpu_memory_target`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from reisoseg.devices import resolve_device
 from reisoseg.errors import ReIsoSegError
@@ -36,8 +38,9 @@ SUPPORTED_OPTIONS = {"validation_only", "valbest", "continue_training", "npz", "
                      "batch_size", "seed", "device", "epochs", "iterations_per_epoch", "val_iterations_per_epoch",
                      "ani_weight", "initial_lr", "run_validation", "progress", "validation_folder",
                      "disable_postprocessing_on_folds", "time_budget_minutes", "checkpoint_minutes", "optimizer",
-                     "em_augmentation"}
-LAYER_OPTIONS = ("time_budget_minutes", "checkpoint_minutes", "optimizer", "em_augmentation")  # need V2TrainingMixin
+                     "em_augmentation", "snapshot_every_epochs", "gpu_memory_gb"}
+# need V2TrainingMixin
+LAYER_OPTIONS = ("time_budget_minutes", "checkpoint_minutes", "optimizer", "em_augmentation", "snapshot_every_epochs")
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")  # v2's order of preference
 
 
@@ -94,6 +97,9 @@ def run_training(configuration: str, trainer_name: str, dataset: str | int, fold
         raise ReIsoSegError(f"unknown trainer {trainer_name!r} on the v2 engine: use one of {', '.join(TRAINERS)}")
     if options.ani_weight is not None and not issubclass(TRAINERS[trainer_name], ReIsoSegTrainer):
         raise ReIsoSegError(f"`ani_weight` weighs ReIsoSeg's two branches; {trainer_name} has one")
+    if options.gpu_memory_gb is not None and not issubclass(TRAINERS[trainer_name], ReIsoSegTrainer):
+        raise ReIsoSegError(f"`gpu_memory_gb` fits ReIsoSeg's patch; {trainer_name} keeps the patch v2 planned "
+                            f"(plan it with nnUNetv2_plan_and_preprocess -gpu_memory_target)")
     layered = [name for name in LAYER_OPTIONS if getattr(options, name) not in (None, False)]
     if layered and not issubclass(TRAINERS[trainer_name], V2TrainingMixin):
         raise ReIsoSegError(f"{', '.join(f'`{name}`' for name in layered)}: not in v2's own {trainer_name}; train "
@@ -112,10 +118,20 @@ def run_training(configuration: str, trainer_name: str, dataset: str | int, fold
                             f"{', '.join(plans['configurations'])})")
     dataset_json = json.loads((preprocessed / "dataset.json").read_text())
     device = resolve_device(options.device)
+    budget = _memory_budget(options, device, TRAINERS[trainer_name])
+    estimate = None
+    if budget is not None:
+        plans, estimate = TRAINERS[trainer_name].fitted_to_memory(
+            plans, configuration, budget, PlansManager(plans).get_label_manager(dataset_json).num_segmentation_heads,
+            mixed_precision=device.type == "cuda")
     _seed(options.seed)
     trainer = TRAINERS[trainer_name](plans, configuration, int(fold) if str(fold).isdigit() else fold, dataset_json,
                                      device=device)
     _configure(trainer, options)
+    if estimate is not None:
+        trainer.print_to_log_file(f"training patch {list(trainer.configuration_manager.patch_size)}, batch "
+                                  f"{trainer.configuration_manager.batch_size}: about {estimate.gib:.2f} GiB per step "
+                                  f"of a {budget / 2**30:.1f} GiB budget")
     store_instance_settings(preprocessed / "dataset.json", Path(trainer.output_folder_base))
     if options.validation_only:  # v2's own -val: the trained fold's validation cases, predicted and scored again
         checkpoint = Path(trainer.output_folder) / CHECKPOINTS[2 if options.valbest else 0]
@@ -128,6 +144,15 @@ def run_training(configuration: str, trainer_name: str, dataset: str | int, fold
     if options.run_validation:
         trainer.perform_actual_validation(options.npz)
     return Path(trainer.output_folder)
+
+
+def _memory_budget(options: TrainingOptions, device: torch.device, trainer_class: type) -> float | None:
+    """Bytes the ReIsoSeg trainers fit a training step to: `gpu_memory_gb`, or on CUDA the GPU's memory."""
+    if options.gpu_memory_gb is not None:
+        return options.gpu_memory_gb * 2**30
+    if device.type == "cuda" and issubclass(trainer_class, ReIsoSegTrainer):
+        return float(torch.cuda.get_device_properties(device).total_memory)
+    return None
 
 
 def _configure(trainer, options: TrainingOptions) -> None:
@@ -148,6 +173,7 @@ def _configure(trainer, options: TrainingOptions) -> None:
     if options.optimizer is not None:
         trainer.optimizer_name = options.optimizer
     trainer.em_augmentation = options.em_augmentation
+    trainer.snapshot_every_epochs = options.snapshot_every_epochs
 
 
 def _continue(trainer) -> None:

@@ -167,7 +167,7 @@ def test_calibration_reads_only_the_validation_volumes_and_stores_its_choice(cal
     assert sorted(opened) == [str(root / "images" / "val.tif"), str(root / "references" / "val.tif")]
     stored = json.loads((model / "instances.json").read_text())
     record = stored["calibration"]
-    assert record["validation_cases"] == ["val"] and record["grid_points"] == 5 * 3 * 6  # min volume 0: one
+    assert record["validation_cases"] == ["val"] and record["grid_points"] == 7 * 6 * 6  # min volume 0: one
     assert {k: stored[k] for k in record["chosen"]} == record["chosen"]
     assert record["after"]["ap_75"] >= record["before"]["ap_75"]
     assert stored["uncalibrated"]["seed_threshold"] == 0.4  # the fixture's loosened settings

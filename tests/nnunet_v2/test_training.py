@@ -2,6 +2,8 @@
 needed), and the time budget."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 pytest.importorskip("nnunetv2", reason="the nnunetv2 extra is not installed")
@@ -10,8 +12,10 @@ import torch  # noqa: E402
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler  # noqa: E402
 
 from reisoseg.errors import ReIsoSegError  # noqa: E402
+from reisoseg.network.memory import training_step_memory  # noqa: E402
 from reisoseg.nnunet_v1.training_options import TrainingOptions  # noqa: E402
 from reisoseg.nnunet_v2.em_training import V2TrainingMixin  # noqa: E402
+from reisoseg.nnunet_v2.trainers import ReIsoSegTrainer  # noqa: E402
 from reisoseg.nnunet_v2.training import run_training  # noqa: E402
 
 
@@ -25,8 +29,11 @@ def dataset(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("options, trainer, message", [
-    (TrainingOptions(time_budget_minutes=3, gpu_memory_gb=8), "ReIsoSegTrainer",
-     "not on the nnU-Net v2 engine yet: `gpu_memory_gb`"),
+    (TrainingOptions(time_budget_minutes=3, fp32=True), "ReIsoSegTrainer",
+     "not on the nnU-Net v2 engine yet: `fp32`"),
+    (TrainingOptions(gpu_memory_gb=8), "nnUNetTrainerEM",
+     "`gpu_memory_gb` fits ReIsoSeg's patch; nnUNetTrainerEM keeps the patch v2 planned (plan it with "
+     "nnUNetv2_plan_and_preprocess -gpu_memory_target)"),
     (TrainingOptions(em_augmentation=True), "nnUNetTrainer", "`em_augmentation`: not in v2's own nnUNetTrainer"),
     (TrainingOptions(time_budget_minutes=3), "nnUNetTrainer",
      "`time_budget_minutes`: not in v2's own nnUNetTrainer; train the baseline as nnUNetTrainerEM"),
@@ -36,7 +43,7 @@ def dataset(tmp_path, monkeypatch):
     (TrainingOptions(), "ReIsoSegTrainer", "nnUNetPlans.json: plans not found; run nnUNetv2_plan_and_preprocess"),
 ])
 def test_what_v2_cannot_do_or_find_is_refused_before_any_work(dataset, options, trainer, message):
-    with pytest.raises(ReIsoSegError, match=message.replace("(", r"\(")):
+    with pytest.raises(ReIsoSegError, match=re.escape(message)):
         run_training("3d_fullres", trainer, "601", "0", options)
     assert not (dataset / "nnUNet_results").exists()  # nothing written
 
@@ -82,3 +89,51 @@ def test_a_time_budget_refits_the_epochs_and_the_poly_schedule_follows():
     trainer.current_epoch = 9
     trainer._fit_epochs_to_budget(elapsed=150)  # over the budget: this epoch is the last
     assert trainer.num_epochs == 10
+
+
+class _V2EpochEnd:
+    """What v2's `on_epoch_end` does that the snapshots depend on: it counts the epoch as done."""
+
+    def on_epoch_end(self):
+        self.current_epoch += 1
+
+
+class _SavesOnly(V2TrainingMixin, _V2EpochEnd):
+    def __init__(self, num_epochs: int, every: int):
+        self.current_epoch, self.num_epochs, self.snapshot_every_epochs = 0, num_epochs, every
+        self.time_budget_s, self.checkpoint_minutes, self._last_save = None, 1e9, 0.0
+        self.output_folder, self.saved = "fold_0", []
+
+    def save_checkpoint(self, filename: str) -> None:
+        self.saved.append((filename, self.current_epoch + 1))  # v2 stores the epoch to resume at
+
+
+def test_snapshots_are_kept_every_n_epochs_with_the_epoch_they_resume_at_and_none_at_the_end():
+    trainer = _SavesOnly(num_epochs=7, every=3)
+    for _ in range(7):
+        trainer.on_epoch_end()
+    assert trainer.saved == [("fold_0/checkpoint_ep_003.pth", 3), ("fold_0/checkpoint_ep_006.pth", 6)]
+    assert trainer.current_epoch == 7  # restored after each save
+
+
+def _plans(patch, spacing=(40.0, 5.0, 5.0), batch_size=2) -> dict:
+    return {"configurations": {"3d_fullres": {"patch_size": list(patch), "spacing": list(spacing),
+                                              "batch_size": batch_size}}}
+
+
+def test_a_memory_budget_shrinks_the_patch_along_its_largest_physical_extent_until_a_step_fits():
+    planned = _plans((16, 160, 160))
+    full = training_step_memory((16, 160, 160), 2, (2, 2, 2), num_classes=3)
+    fitted, estimate = ReIsoSegTrainer.fitted_to_memory(planned, "3d_fullres", 0.75 * full.total, 3, False)
+    patch = fitted["configurations"]["3d_fullres"]["patch_size"]
+    assert patch == [16, 128, 144]  # 640 nm of sections against 800 nm in-plane: y and x shrink by 16 in turn
+    assert estimate.total <= 0.75 * full.total
+    assert estimate == training_step_memory(tuple(patch), 2, (2, 2, 2), num_classes=3)
+    assert planned["configurations"]["3d_fullres"]["patch_size"] == [16, 160, 160]  # the caller's plans untouched
+    roomy, _ = ReIsoSegTrainer.fitted_to_memory(planned, "3d_fullres", 2 * full.total, 3, False)
+    assert roomy == planned
+
+
+def test_a_budget_no_patch_fits_is_one_line_naming_the_trainer_and_batch():
+    with pytest.raises(ReIsoSegError, match=r"^ReIsoSegTrainer at batch 2: no patch fits 0.00 GiB"):
+        ReIsoSegTrainer.fitted_to_memory(_plans((16, 128, 128)), "3d_fullres", 1e6, 3, False)
