@@ -8,10 +8,14 @@ What the method changes, and nothing else:
 - `_get_deep_supervision_scales`: the six heads' target scales;
 - `_build_loss`: the re-isotropic loss over v2's Dice + cross-entropy (its ignore label and DDP batch Dice kept);
 - `set_deep_supervision_enabled`: the network's own switch (v2's reaches into a decoder ours does not have);
-- `validation_step`: the pseudo-Dice (hence `checkpoint_best`) from the inference branch's head, not the iso head.
+- `validation_step`: the pseudo-Dice (hence `checkpoint_best`) from the inference branch's head, not the iso head;
+- `_do_i_compile`: no torch.compile unless `nnUNet_compile` asks for it. The PI module draws one of 12 transforms
+  (4 axis swaps x 3 resamplings) per training step, and each needs its own graph: dynamo recompiles for each and,
+  past its limit of 8, runs the rest uncompiled (documentation/nnunet_v2.md).
 """
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from copy import deepcopy
 from typing import ClassVar, Iterator
@@ -35,6 +39,8 @@ from reisoseg.network.anisotropy import (
 )
 from reisoseg.network.memory import MemoryEstimate, fit_patch_to_memory, training_step_memory
 from reisoseg.nnunet_v2.em_training import V2TrainingMixin
+
+COMPILE_VARIABLE = "nnUNet_compile"  # v2's switch for torch.compile
 
 
 def branches_swapped(heads: list) -> list:
@@ -136,6 +142,15 @@ class ReIsoSegTrainer(V2TrainingMixin, nnUNetTrainer):
         """v2's validation step, with the pseudo-Dice of the inference head."""
         with self._ani_branch_first():
             return super().validation_step({**batch, "target": branches_swapped(batch["target"])})
+
+    def _do_i_compile(self) -> bool:
+        """v2's rule when `nnUNet_compile` is set; otherwise no compiling (see the module docstring)."""
+        if COMPILE_VARIABLE in os.environ:
+            return super()._do_i_compile()
+        if self.device.type == "cuda":
+            self.print_to_log_file(f"torch.compile off: the PI module's 12 transforms would each need a graph, more "
+                                   f"than dynamo's recompile limit; set {COMPILE_VARIABLE}=1 to compile anyway")
+        return False
 
 
 class nnUNetTrainerEM(V2TrainingMixin, nnUNetTrainer):  # noqa: N801  (nnU-Net's naming)

@@ -180,3 +180,22 @@ def test_em_augmentation_damages_sections_of_each_sample_before_v2s_own_transfor
     changed = [z for z in range(4) if not torch.equal(sample["image"][:, z], image[:, z])]
     assert len(changed) == 1 and sample["image"][0, changed[0]].unique().numel() == 1  # one section, one value
     assert torch.equal(sample["segmentation"], labels)  # a blank section keeps its truth
+
+
+@pytest.mark.parametrize("name, variable, compiles, logged", [
+    ("ReIsoSegTrainer", None, False, "torch.compile off: the PI module's 12 transforms"),
+    ("ReIsoSegTrainer", "1", True, None),  # asked for: v2's own rule
+    ("ReIsoSegTrainer", "0", False, None),
+    ("nnUNetTrainerEM", None, True, None),  # the baseline keeps v2's default
+])
+def test_only_an_explicit_nnunet_compile_compiles_reisoseg_on_cuda(folders, monkeypatch, name, variable, compiles,
+                                                                   logged):
+    if variable is None:
+        monkeypatch.delenv("nnUNet_compile", raising=False)
+    else:
+        monkeypatch.setenv("nnUNet_compile", variable)
+    trainer = _trainer(name=name)
+    trainer.device, messages = torch.device("cuda"), []  # v2 asks when it initialises the network
+    trainer.print_to_log_file = lambda *args, **kwargs: messages.append(" ".join(map(str, args)))
+    assert trainer._do_i_compile() is compiles
+    assert (messages[0].startswith(logged) if logged else messages == [])
