@@ -25,7 +25,8 @@ def test_instance_twin_has_its_own_task_and_records():
     assert (twin.key, twin.task_id, twin.name, twin.instances) == ("gerhard_instances", 721,
                                                                    "QualityGerhardInstances", True)
     assert (twin.patch, semantic.instances) == (semantic.patch, False)
-    assert quality.record_path(semantic, "auto", 0, 1000, 0.5).parent == quality.RUNS
+    assert quality.record_path(semantic, "auto", 0, 1000, 0.5).parent == quality.ENGINES["v1"].runs
+    assert quality.record_path(semantic, "auto", 0, 1000, 0.5, quality.ENGINES["v2"]).parent.name == "quality_runs_v2"
     assert quality.record_path(twin, "auto", 0, 1000, 0.5) == (
         quality.INSTANCE_RUNS / "gerhard_instances_auto_seed0_it1000_step0.5.json")
 
@@ -74,7 +75,7 @@ def test_real_data_connected_components_come_from_the_semantic_record_without_a_
     from reisoseg.io.nifti import write_nifti
 
     quality = instances.quality
-    monkeypatch.setattr(quality, "RUNS", tmp_path / "quality_runs")
+    monkeypatch.setattr(quality.V1, "runs", tmp_path / "quality_runs")
     monkeypatch.setattr(quality, "INSTANCE_RUNS", tmp_path / "instance_runs")
     monkeypatch.setattr(quality, "raw_task_folder", lambda task: tmp_path / "raw" / task)
     for task in ("TaskS", "TaskI"):
@@ -97,9 +98,9 @@ def test_report_rows_hold_every_instance_run_with_the_pipelines_whose_records_ex
     import json
 
     quality = instances.quality
-    monkeypatch.setattr(quality, "RUNS", tmp_path / "quality_runs")
+    monkeypatch.setattr(quality.V1, "runs", tmp_path / "quality_runs")
     monkeypatch.setattr(quality, "INSTANCE_RUNS", tmp_path / "instance_runs")
-    quality.RUNS.mkdir()
+    quality.V1.runs.mkdir()
     quality.INSTANCE_RUNS.mkdir()
 
     def write(path, f1, change):
