@@ -61,6 +61,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import workspace  # noqa: E402
 from quality_engines import ENGINES, V1  # noqa: E402
 
+DEFAULT_ENGINE = ENGINES["v1"]  # what callers that name no engine (instances.py) run on
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 INSTANCE_RUNS = ROOT / "benchmarks" / "results" / "instance_runs"  # models trained on the instance target
@@ -95,7 +96,7 @@ class Dataset:
         return replace(self, key=f"{self.key}_instances", task_id=self.task_id + INSTANCE_TASK_OFFSET,
                        name=f"{self.name}Instances", instances=True)
 
-    def records(self, engine: V1 = V1()) -> Path:
+    def records(self, engine: V1 = DEFAULT_ENGINE) -> Path:
         return INSTANCE_RUNS if self.instances else engine.runs
 
     @property
@@ -112,7 +113,7 @@ class Dataset:
             return [iterations]
         return list(range(SNAPSHOT_ITERATIONS, iterations + 1, SNAPSHOT_ITERATIONS))
 
-    def prepare(self, engine: V1 = V1()) -> str | None:
+    def prepare(self, engine: V1 = DEFAULT_ENGINE) -> str | None:
         """Write (once) and plan (once) the task; returns its name, or None if the data are missing."""
         raw = engine.raw_base()
         task = engine.task_name(self.task_id, self.name)
@@ -217,7 +218,7 @@ def plans_identifier(seed: int) -> str:
     return f"nnUNetPlans_quality_seed{seed}"  # one output folder per seed (same plans)
 
 
-def trainer_for(method: str, task: str, engine: V1 = V1()) -> str:
+def trainer_for(method: str, task: str, engine: V1 = DEFAULT_ENGINE) -> str:
     return _closest_rma(task, engine) if method == "rma" else engine.trainers[method]
 
 
@@ -229,18 +230,18 @@ def _closest_rma(task: str, engine: V1) -> str:
 
 
 def record_path(dataset: Dataset, method: str, seed: int, iterations: int, step_size: float,
-                engine: V1 = V1()) -> Path:
+                engine: V1 = DEFAULT_ENGINE) -> Path:
     return dataset.records(engine) / f"{dataset.key}_{method}_seed{seed}_it{iterations}_step{step_size}.json"
 
 
-def training_sessions(fold_folder: Path, engine: V1 = V1()) -> int:
+def training_sessions(fold_folder: Path, engine: V1 = DEFAULT_ENGINE) -> int:
     """How many processes trained this fold: nnU-Net's training logs that hold an epoch (scoring a checkpoint
     writes a log too, with none)."""
     return sum(any(engine.epoch_started.search(line) for line in log.read_text().splitlines())
                for log in fold_folder.glob("training_log_*.txt"))
 
 
-def epoch_seconds(fold_folder: Path, engine: V1 = V1()) -> dict[int, float]:
+def epoch_seconds(fold_folder: Path, engine: V1 = DEFAULT_ENGINE) -> dict[int, float]:
     """Seconds each epoch took, from nnU-Net's training logs in the order they were written (their names carry
     the start time); an epoch repeated after an interruption counts once, with its last time."""
     seconds: dict[int, float] = {}
@@ -267,12 +268,12 @@ def convergence(pseudo_dice: list[float]) -> dict:
             "tolerance": CONVERGENCE_TOLERANCE, "converged": abs(last - earlier) < CONVERGENCE_TOLERANCE}
 
 
-def raw_task_folder(task: str, engine: V1 = V1()) -> Path:
+def raw_task_folder(task: str, engine: V1 = DEFAULT_ENGINE) -> Path:
     return engine.raw_task_folder(task)
 
 
 def score_test_set(dataset: Dataset, task: str, trainer: str, plans: str, checkpoint: str, predictions: Path,
-                   step_size: float, device: str | None, engine: V1 = V1()) -> dict:
+                   step_size: float, device: str | None, engine: V1 = DEFAULT_ENGINE) -> dict:
     """Semantic models are scored as users use them today (objects = 3D connected components); instance-target
     models decode their objects, which are scored against the task's reference objects."""
     raw = engine.raw_task_folder(task)
@@ -283,7 +284,7 @@ def score_test_set(dataset: Dataset, task: str, trainer: str, plans: str, checkp
 
 
 def run(dataset: Dataset, task: str, method: str, trainer: str, seed: int, iterations: int,
-        args: argparse.Namespace, engine: V1 = V1()) -> dict:
+        args: argparse.Namespace, engine: V1 = DEFAULT_ENGINE) -> dict:
     """Train, then score `dataset.scored_iterations` on the test set; one committed record per run."""
     record = record_path(dataset, method, seed, iterations, args.step_size, engine)
     if record.is_file():

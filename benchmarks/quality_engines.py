@@ -7,7 +7,9 @@ One process runs one engine: both read `nnUNet_preprocessed`, and v2 reads its f
 """
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import re
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import workspace
 
+from reisoseg.io.nnunet_task import RAW_VARIABLES, task_folder_name
 from reisoseg.layout import (
     DEFAULT_CONFIGURATION,
     FINAL_CHECKPOINT,
@@ -23,7 +26,7 @@ from reisoseg.layout import (
     checkpoint_file,
     plans_file,
 )
-from reisoseg.nnunet_v1.training_options import TrainingOptions
+from reisoseg.nnunet_v1.training_options import TrainingOptions, fold_output_folder
 from reisoseg.safe_loading import safe_load_checkpoint
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -47,13 +50,13 @@ class V1:
         workspace.use_folders(work)
 
     def raw_task_folder(self, task: str) -> Path:
-        return Path(os.environ["nnUNet_raw_data_base"]) / "nnUNet_raw_data" / task
+        return Path(self.raw_base()) / "nnUNet_raw_data" / task
 
     def task_name(self, task_id: int, name: str) -> str:
-        return f"Task{task_id:03d}_{name}"
+        return task_folder_name(task_id, name, self.key)
 
     def raw_base(self) -> str:
-        return os.environ["nnUNet_raw_data_base"]
+        return os.environ[RAW_VARIABLES[self.key]]
 
     def plan(self, task_id: int, task: str) -> None:
         if not plans_file(os.environ["nnUNet_preprocessed"], task).is_file():
@@ -62,15 +65,11 @@ class V1:
             plan_and_preprocess(task_id)
 
     def planned_spacing(self, task: str) -> list[float]:
-        import pickle
-
         with open(plans_file(os.environ["nnUNet_preprocessed"], task), "rb") as handle:
             plans = pickle.load(handle)  # written by nnU-Net on this machine
         return plans["plans_per_stage"][len(plans["plans_per_stage"]) - 1]["current_spacing"]
 
     def fold_folder(self, task: str, trainer: str, plans: str) -> Path:
-        from reisoseg.nnunet_v1.training_options import fold_output_folder
-
         return fold_output_folder(DEFAULT_CONFIGURATION, trainer, task, "all", plans)
 
     def is_trained(self, fold: Path) -> bool:
@@ -123,13 +122,7 @@ class V2(V1):
         os.environ.setdefault("nnUNet_n_proc_DA", str(os.cpu_count() or 1))
 
     def raw_task_folder(self, task: str) -> Path:
-        return Path(os.environ["nnUNet_raw"]) / task
-
-    def task_name(self, task_id: int, name: str) -> str:
-        return f"Dataset{task_id:03d}_{name}"
-
-    def raw_base(self) -> str:
-        return os.environ["nnUNet_raw"]
+        return Path(self.raw_base()) / task
 
     def _preprocessed(self, task: str) -> Path:
         return Path(os.environ["nnUNet_preprocessed"]) / task
@@ -143,15 +136,13 @@ class V2(V1):
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
 
     def planned_spacing(self, task: str) -> list[float]:
-        import json
-
         plans = json.loads((self._preprocessed(task) / f"{V2_PLANS}.json").read_text())
         return plans["configurations"][DEFAULT_CONFIGURATION]["spacing"]
 
     def fold_folder(self, task: str, trainer: str, plans: str) -> Path:
-        from reisoseg.nnunet_v2.training import fold_output_folder
+        from reisoseg.nnunet_v2.training import fold_output_folder as v2_fold_output_folder
 
-        return fold_output_folder(DEFAULT_CONFIGURATION, trainer, task, "all", plans)
+        return v2_fold_output_folder(DEFAULT_CONFIGURATION, trainer, task, "all", plans)
 
     def is_trained(self, fold: Path) -> bool:
         return (fold / "checkpoint_final.pth").is_file()
