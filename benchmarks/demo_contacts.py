@@ -15,13 +15,20 @@ decoding on, as `reisoseg demo` makes them) and the test volumes of the quality 
   pair (one that cannot split touching objects at all).
 Writes benchmarks/results/demo_contacts.json. Takes a minute or two; needs no model.
 
-    python benchmarks/demo_contacts.py
+With `--model DEMO_OUTPUT` (a folder `reisoseg demo` trained in) it asks instead which touching pairs of the demo's
+test and validation volumes that model keeps apart: it segments each volume as the demo predicts (no mirroring, the
+model's calibrated decoding) and, per touching pair, whether the two objects' most-overlapping predicted objects
+differ. Writes benchmarks/results/demo_contacts_model.json.
+
+    python benchmarks/demo_contacts.py [--model DEMO_OUTPUT]
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import tempfile
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +36,9 @@ from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from reisoseg.demo import DemoSettings, validation_seeds
+import reisoseg
+from reisoseg.demo import FOLD, DemoSettings, demo_model_folder, validation_seeds
+from reisoseg.instances.target import model_instance_settings
 from reisoseg.synthetic.generator import CLASSES, generate_volume
 from reisoseg.synthetic.task import volume_seed
 
@@ -37,6 +46,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import quality  # noqa: E402
 
 RECORD = Path(__file__).parent / "results" / "demo_contacts.json"
+MODEL_RECORD = Path(__file__).parent / "results" / "demo_contacts_model.json"
+MODEL_SETS = ("test", "validation")  # the demo's volumes that its model was not trained on
 HIDDEN_CONTRAST = 0.25  # contact contrast, in standard deviations of the deep voxels, below which an interface hides
 
 
@@ -167,15 +178,71 @@ def _ceiling(volumes: dict[str, tuple[np.ndarray, tuple[float, ...]]],
                                                           "reference_instances", "merges")}
 
 
+def _main_object(ids: np.ndarray, predicted: np.ndarray, object_id: int) -> int | None:
+    """The predicted object that overlaps reference object `object_id` most (None: it was missed)."""
+    found = predicted[(ids == object_id) & (predicted > 0)]
+    return int(np.bincount(found).argmax()) if found.size else None
+
+
+def kept_apart(ids: np.ndarray, predicted: np.ndarray, pairs: list[tuple[int, int]]) -> dict[str, bool | None]:
+    """Per pair of reference objects: whether their most-overlapping predicted objects differ (None: one was
+    missed)."""
+    apart = {}
+    for a, b in pairs:
+        first, second = _main_object(ids, predicted, a), _main_object(ids, predicted, b)
+        apart[f"{a}-{b}"] = None if first is None or second is None else first != second
+    return apart
+
+
+def _generated(chosen: dict) -> dict:
+    """Per case of a set: its generated volume and its mitochondria's ids."""
+    volumes = {}
+    for seed in chosen["seeds"]:
+        volume = generate_volume(chosen["shape"], chosen["ratio"], seed=seed)
+        volumes[f"seed_{seed}"] = (volume, np.where(volume.labels == CLASSES["mitochondria"], volume.instances,
+                                                    0).astype(np.int64))
+    return volumes
+
+
+def model_contacts(demo_output: Path) -> dict:
+    """Which touching pairs of the demo's test and validation volumes the demo's model keeps apart (module doc)."""
+    model, settings = demo_model_folder(demo_output), DemoSettings()
+    record = {"date": date.today().isoformat(), "demo_output": str(demo_output),
+              "decoding": model_instance_settings(model).to_dict(), "sets": {}}
+    for name in MODEL_SETS:
+        cases = {}
+        for case, (volume, ids) in _generated(volume_sets()[name]).items():
+            found = _analyse(ids, volume.image.astype(np.float32))
+            predicted = reisoseg.segment(volume.image, volume.spacing, model, folds=[FOLD], instances=True, tta=False,
+                                         step_size=settings.step_size, progress=False)
+            pairs = [tuple(int(v) for v in pair.split("-")) for pair in found["touching_pairs"]]
+            apart = kept_apart(ids, np.asarray(predicted), pairs)
+            cases[case] = {pair: {**values, "kept_apart": apart[pair]}
+                           for pair, values in found["touching_pairs"].items()}
+        rows = [values for pairs in cases.values() for values in pairs.values()]
+        record["sets"][name] = {"cases": cases, "touching_pairs": len(rows),
+                                "kept_apart": sum(row["kept_apart"] is True for row in rows),
+                                "merged": sum(row["kept_apart"] is False for row in rows),
+                                "one_missed": sum(row["kept_apart"] is None for row in rows)}
+        print(f"{name}: {({k: v for k, v in record['sets'][name].items() if k != 'cases'})}", flush=True)
+    return record
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, metavar="DEMO_OUTPUT",
+                        help="a folder `reisoseg demo` trained in: which touching pairs its model keeps apart")
+    arguments = parser.parse_args()
+    if arguments.model is not None:
+        MODEL_RECORD.write_text(json.dumps(model_contacts(arguments.model), indent=1))
+        print(f"-> {MODEL_RECORD}")
+        return
     record = {"sets": {}}
     for name, chosen in volume_sets().items():
         volumes, cases = {}, {}
-        for seed in chosen["seeds"]:
-            volume = generate_volume(chosen["shape"], chosen["ratio"], seed=seed)
-            ids = np.where(volume.labels == CLASSES["mitochondria"], volume.instances, 0).astype(np.int64)
-            volumes[f"seed_{seed}"] = (ids, tuple(float(s) for s in volume.spacing))
-            cases[f"seed_{seed}"] = _analyse(ids, volume.image.astype(np.float32))
+        for case, (volume, ids) in _generated(chosen).items():
+            volumes[case] = (ids, tuple(float(s) for s in volume.spacing))
+            cases[case] = _analyse(ids, volume.image.astype(np.float32))
         everything = {kind: [c["intensity"][kind] for c in cases.values() if c["intensity"][kind] is not None]
                       for kind in ("z_contacts", "in_plane_contacts", "inside", "background")}
         record["sets"][name] = {

@@ -40,6 +40,7 @@ TASK_NAME = f"Task{TASK_ID}_SynthDemo"
 DEMO_PLANS = "nnUNetPlans_reisoseg_demo"
 TRAINER = DEFAULT_TRAINER
 CLASSES = {1: "mitochondria"}
+FOLD = "all"  # the demo trains on every training volume: it has its own validation volumes for calibration
 VALIDATION_INDEX = 100  # volume index of the first validation volume (the task's volumes are numbered from 0)
 
 
@@ -122,7 +123,7 @@ def _calibrate(model: Path, settings: DemoSettings) -> None:
         volume = generate_volume(settings.shape, settings.ratio, seed=seed)
         pairs.append((f"validation_{seed}", volume.image, volume.spacing,
                       np.where(volume.labels == CLASSES_BY_NAME["mitochondria"], volume.instances, 0)))
-    calibration = calibrate_model(NnunetV1Model.from_folder(model, ["all"]), pairs, uncalibrated_settings(model),
+    calibration = calibrate_model(NnunetV1Model.from_folder(model, [FOLD]), pairs, uncalibrated_settings(model),
                                   step_size=settings.step_size, device=settings.device)
     store_calibration(model, calibration)
 
@@ -175,7 +176,7 @@ def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings
             _timed(settings, "plan_s", lambda: plan_and_preprocess(TASK_ID))
         write_derived_plans(TASK_NAME, DEMO_PLANS, patch_size=settings.patch_size, batch_size=settings.batch_size)
 
-    done = checkpoint_file(fold_folder(model, "all")).is_file()
+    done = checkpoint_file(fold_folder(model, FOLD)).is_file()
     _step(3, total, f"training {TRAINER} for {settings.budget_minutes:g} min (patch {list(settings.patch_size)}, "
                     f"batch {settings.batch_size}, {settings.optimizer} from {settings.initial_lr:g})", done)
     if not done:
@@ -189,7 +190,7 @@ def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings
         with engine_output(output / ENGINE_LOG, verbose=verbose):
             from reisoseg.nnunet_v1.training import run_training  # imports nnU-Net, whose banner goes to the log
 
-            _timed(settings, "train_s", lambda: run_training(DEFAULT_CONFIGURATION, TRAINER, TASK_NAME, "all", options))
+            _timed(settings, "train_s", lambda: run_training(DEFAULT_CONFIGURATION, TRAINER, TASK_NAME, FOLD, options))
 
     record_file = model / INSTANCES_FILE
     done = "calibration" in json.loads(record_file.read_text())
@@ -208,7 +209,7 @@ def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings
     if not done:
         from reisoseg.nnunet_v1.prediction import PredictionOptions, predict_folder
 
-        options = PredictionOptions(plans_identifier=DEMO_PLANS, folds=["all"], disable_tta=True,
+        options = PredictionOptions(plans_identifier=DEMO_PLANS, folds=[FOLD], disable_tta=True,
                                     step_size=settings.step_size, device=settings.device, overwrite_existing=True,
                                     instances=True)
         with engine_output(output / ENGINE_LOG, verbose=verbose):
@@ -226,12 +227,12 @@ def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings
     _step(7, total, "writing figures and summary.json", False)
     from reisoseg.figures import plot_overlays, plot_training_curve
 
-    figures = {"training_curve": str(plot_training_curve(model / "all", output / "training_curve.png"))}
+    figures = {"training_curve": str(plot_training_curve(fold_folder(model, FOLD), output / "training_curve.png"))}
     figures.update(plot_overlays(raw, predictions, cases[0], output, instances=instances))
     summary = {
         "task": TASK_NAME,
         "trainer": TRAINER,
-        "ani_scale": json.loads((fold_folder(model, "all") / TRAINER_SETTINGS_FILE).read_text())["ani_scale"],
+        "ani_scale": json.loads((fold_folder(model, FOLD) / TRAINER_SETTINGS_FILE).read_text())["ani_scale"],
         "metrics": metrics,
         "metrics_connected_components": connected,
         "decoding_calibration": json.loads(record_file.read_text())["calibration"],

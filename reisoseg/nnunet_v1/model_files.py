@@ -13,22 +13,38 @@ from reisoseg.layout import TRAINER_SETTINGS_FILE
 from reisoseg.network.trained import TrainedNetwork, strip_prefix
 from reisoseg.safe_loading import safe_load_checkpoint, safe_load_pickle
 
+_INIT_FOLD, _INIT_OUTPUT_FOLDER = 1, 2  # positions in nnU-Net v1's trainer `init_args`
+
 
 def restore_trainer(folder: str | os.PathLike, folds: Sequence[int | str] | int | str, checkpoint_name: str,
                     mixed_precision: bool | None = None) -> tuple[Any, list[dict[str, Any]]]:
     """nnU-Net v1's trainer of a model folder, initialised for inference, and the checkpoint of each fold, every
     file read through the loaders above (nnU-Net's `load_model_and_checkpoint_files`, made safe).
 
-    Call it inside `compat.redirected()`: nnU-Net's `restore_model` then reads the `.pkl` safely and finds our
-    trainers."""
-    from nnunet.training.model_restore import restore_model
+    Unlike nnU-Net's `restore_model`, the trainer is built on the folder named here, not on the training-time folder
+    its `.pkl` records (another machine's path, or another model's), and loading writes nothing: no log file, no
+    `fold_0` folder. Call it inside `compat.redirected()`, where nnU-Net's trainer lookup finds ours."""
+    import nnunet
+    from nnunet.training import model_restore
 
     if isinstance(folds, (str, int)):
         folds = [folds]
-    fold_folders = [Path(folder) / ("all" if str(fold) == "all" else f"fold_{fold}") for fold in folds]
-    trainer = restore_model(str(fold_folders[0] / f"{checkpoint_name}.model.pkl"), fp16=mixed_precision)
-    trainer.output_folder = trainer.output_folder_base = str(folder)
-    trainer.update_fold(0)
+    folds = ["all" if str(fold) == "all" else int(fold) for fold in folds]
+    fold_folders = [Path(folder) / ("all" if fold == "all" else f"fold_{fold}") for fold in folds]
+    record_file = fold_folders[0] / f"{checkpoint_name}.model.pkl"
+    record = safe_load_pickle(record_file)
+    trainer_class = model_restore.recursive_find_python_class(
+        [os.path.join(nnunet.__path__[0], "training", "network_training")], record["name"],
+        current_module="nnunet.training.network_training")
+    if trainer_class is None:
+        raise ReIsoSegError(f"{record_file}: trainer {record['name']} is neither one of ReIsoSeg's nor nnU-Net's")
+    init = list(record["init"])
+    init[_INIT_FOLD], init[_INIT_OUTPUT_FOLDER] = folds[0], str(folder)
+    trainer = trainer_class(*init)
+    trainer.log_file = os.devnull  # its messages go to the console only
+    if mixed_precision is not None:
+        trainer.fp16 = mixed_precision
+    trainer.process_plans(record["plans"])
     trainer.initialize(False)
     return trainer, [safe_load_checkpoint(fold_folder / f"{checkpoint_name}.model") for fold_folder in fold_folders]
 

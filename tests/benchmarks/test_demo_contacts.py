@@ -42,3 +42,15 @@ def test_touching_objects_become_one_object_where_joined():
     assert len(np.unique(merged[merged > 0])) == 2 and (merged[ids == 0] == 0).all()
     apart = contacts._groups_merged(ids, joined=set())
     assert len({apart[1, 5, 5], apart[4, 5, 5], apart[1, 5, 15]}) == 3
+
+
+def test_a_touching_pair_is_kept_apart_only_where_its_objects_land_in_different_predicted_objects():
+    contacts = load_benchmark("demo_contacts")
+    ids, _ = _stacked_pair_and_a_loner()
+    pairs = [(1, 2), (1, 3)]
+    assert contacts.kept_apart(ids, ids.astype(np.uint32), pairs) == {"1-2": True, "1-3": True}
+    merged = contacts._groups_merged(ids).astype(np.uint32)
+    assert contacts.kept_apart(ids, merged, pairs) == {"1-2": False, "1-3": True}
+    missed = np.where(ids == 3, 0, ids).astype(np.uint32)
+    missed[1, 2, 2] = 7  # a stray voxel of another object does not decide which object holds object 1
+    assert contacts.kept_apart(ids, missed, pairs) == {"1-2": True, "1-3": None}

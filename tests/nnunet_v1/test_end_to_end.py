@@ -120,6 +120,27 @@ def _poisoned_copy(model: Path, root: Path, poisoned: str, trainer: str) -> tupl
     return evil, marker
 
 
+def _files(folder: Path) -> dict[str, float]:
+    return {str(path.relative_to(folder)): path.stat().st_mtime for path in folder.rglob("*")}
+
+
+def test_loading_a_moved_model_writes_nothing_there_or_where_it_was_trained(trained, tmp_path):
+    import torch
+
+    from reisoseg.nnunet_v1.block_predictor import NnunetV1Model
+
+    env, root, model = trained
+    moved = tmp_path / "moved_model"
+    moved.mkdir()
+    shutil.copy2(model / "plans.pkl", moved)
+    shutil.copytree(model / "fold_1", moved / "fold_1")
+    before_moved, before_trained = _files(moved), _files(model)
+    predictor = NnunetV1Model.from_folder(moved, ["1"]).load(torch.device("cpu"))
+    assert predictor.num_classes == 2
+    assert _files(moved) == before_moved  # no fold_0 folder, no log file
+    assert _files(model) == before_trained  # nothing at the training-time folder that the .pkl records
+
+
 @pytest.mark.parametrize("poisoned", POISONED_FILES)
 def test_model_files_that_would_run_code_are_refused_by_predict(trained, poisoned):
     env, root, model = trained
