@@ -49,8 +49,7 @@ def run(args: argparse.Namespace) -> None:
                             f"there is no object decoding to calibrate")
     if (args.images is None) != (args.references is None):
         raise ReIsoSegError("pass --images and --references together")
-    only_all = args.folds is None and (folder / "all").is_dir() and not any(folder.glob("fold_*"))
-    model = model_from_folder(folder, ["all"] if only_all else args.folds, args.checkpoint)
+    model = model_from_folder(folder, args.folds, args.checkpoint)
     options = {"tta": args.tta, "device": args.device}
     if args.images is not None:  # the given volumes, predicted by the ensemble of the folds
         cases = predicted_cases(model, read_pairs(folder_pairs(args.images, args.references), args.spacing),

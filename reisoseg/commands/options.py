@@ -73,7 +73,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-p", "--plans_identifier", default=DEFAULT_PLANS,
                         help="plans the model was trained with (default: %(default)s)")
     parser.add_argument("-f", "--folds", nargs="+", default=None,
-                        help="folds to ensemble, e.g. -f 0 1 or -f all (default: every fold_* found)")
+                        help="folds to ensemble, e.g. -f 0 1 or -f all (default: every fold_* that holds the "
+                             "checkpoint, else all)")
     parser.add_argument("-chk", "--checkpoint", default=FINAL_CHECKPOINT,
                         help="checkpoint name without .model (default: %(default)s; model_best is chosen by the "
                              "ani branch's validation Dice)")

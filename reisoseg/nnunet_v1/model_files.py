@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from reisoseg.errors import ReIsoSegError
-from reisoseg.layout import TRAINER_SETTINGS_FILE
+from reisoseg.layout import TRAINER_SETTINGS_FILE, fold_folder
 from reisoseg.network.trained import TrainedNetwork, strip_prefix
+from reisoseg.nnunet_v1.tasks import parse_fold
 from reisoseg.safe_loading import safe_load_checkpoint, safe_load_pickle
 
 _INIT_FOLD, _INIT_OUTPUT_FOLDER = 1, 2  # positions in nnU-Net v1's trainer `init_args`
@@ -29,8 +30,8 @@ def restore_trainer(folder: str | os.PathLike, folds: Sequence[int | str] | int 
 
     if isinstance(folds, (str, int)):
         folds = [folds]
-    folds = ["all" if str(fold) == "all" else int(fold) for fold in folds]
-    fold_folders = [Path(folder) / ("all" if fold == "all" else f"fold_{fold}") for fold in folds]
+    folds = [parse_fold(fold) for fold in folds]
+    fold_folders = [fold_folder(folder, fold) for fold in folds]
     record_file = fold_folders[0] / f"{checkpoint_name}.model.pkl"
     record = safe_load_pickle(record_file)
     trainer_class = model_restore.recursive_find_python_class(
@@ -46,7 +47,7 @@ def restore_trainer(folder: str | os.PathLike, folds: Sequence[int | str] | int 
         trainer.fp16 = mixed_precision
     trainer.process_plans(record["plans"])
     trainer.initialize(False)
-    return trainer, [safe_load_checkpoint(fold_folder / f"{checkpoint_name}.model") for fold_folder in fold_folders]
+    return trainer, [safe_load_checkpoint(path / f"{checkpoint_name}.model") for path in fold_folders]
 
 
 def load_checkpoint_into(trainer: Any, path: str | os.PathLike, train: bool) -> None:
@@ -63,8 +64,8 @@ def trained_network(folder: str | os.PathLike, fold: str | int, checkpoint_name:
     weights from the checkpoint, the pattern and patch from the fold's reisoseg.json, spacing and normalisation
     from plans.pkl, class names from the task's dataset.json where nnU-Net's folders still hold it."""
     folder = Path(folder)
-    fold_folder = folder / ("all" if str(fold) == "all" else f"fold_{fold}")
-    settings_file = fold_folder / TRAINER_SETTINGS_FILE
+    folder_of_fold = fold_folder(folder, fold)
+    settings_file = folder_of_fold / TRAINER_SETTINGS_FILE
     if not settings_file.is_file():
         raise ReIsoSegError(f"{settings_file}: not found; only ReIsoSeg trainers' models can be exported (nnU-Net's "
                             f"networks are not ReIsoSegRMV6)")
@@ -75,7 +76,7 @@ def trained_network(folder: str | os.PathLike, fold: str | int, checkpoint_name:
     if scheme == "CT" or scheme == "CT2" or plans["use_mask_for_norm"][0]:
         raise ReIsoSegError(f"{folder}: its plans normalise with {'the nonzero mask' if scheme == 'nonCT' else scheme}"
                             f", which BioImage.IO's preprocessing cannot express (only z-score over the whole input)")
-    weights = safe_load_checkpoint(fold_folder / f"{checkpoint_name}.model")["state_dict"]
+    weights = safe_load_checkpoint(folder_of_fold / f"{checkpoint_name}.model")["state_dict"]
     return TrainedNetwork(
         ani_scale=tuple(settings["ani_scale"]), input_channels=int(plans["num_modalities"]),
         class_names=_class_names(folder, int(plans["num_classes"]) + 1, settings.get("class_names")),

@@ -59,11 +59,14 @@ def model_folder(task: str, trainer_name: str, options: PredictionOptions) -> Pa
 
 
 def checked_folds(folder: Path, folds: Sequence[str] | None, checkpoint: str) -> list:
+    """The folds asked for, each checked to hold `checkpoint`; by default every fold_* that holds it, else `all`
+    (a model trained on every case, as the demo's) where that holds it."""
     if folds is None:
-        found = sorted(p.name for p in folder.glob("fold_*") if p.is_dir())
-        if not found:
-            raise ReIsoSegError(f"{folder}: no fold_* folders")
-        folds = [name[len("fold_"):] for name in found]
+        found = sorted(p.name[len("fold_"):] for p in folder.glob("fold_*")
+                       if checkpoint_file(p, checkpoint).is_file())
+        folds = found or (["all"] if checkpoint_file(fold_folder(folder, "all"), checkpoint).is_file() else [])
+        if not folds:
+            raise ReIsoSegError(f"{folder}: no fold_* or all folder holds a {checkpoint} checkpoint")
     parsed = [parse_fold(f) for f in folds]
     for fold in parsed:
         fold_dir = fold_folder(folder, fold)
