@@ -18,7 +18,9 @@ Writes benchmarks/results/demo_contacts.json. Takes a minute or two; needs no mo
 With `--model DEMO_OUTPUT` (a folder `reisoseg demo` trained in) it asks instead which touching pairs of the demo's
 test and validation volumes that model keeps apart: it segments each volume as the demo predicts (no mirroring, the
 model's calibrated decoding) and, per touching pair, whether the two objects' most-overlapping predicted objects
-differ. Writes benchmarks/results/demo_contacts_model.json.
+differ; with the mean interior and boundary probabilities at the pair's contact and inside it, and how the
+decoding's seeds lie in the pair (one seed in both, one object without a seed, or a seed each). Writes
+benchmarks/results/demo_contacts_model.json.
 
     python benchmarks/demo_contacts.py [--model DEMO_OUTPUT]
 """
@@ -32,13 +34,16 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+import zarr
 from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 import reisoseg
 from reisoseg.demo import FOLD, DemoSettings, demo_model_folder, validation_seeds
-from reisoseg.instances.target import model_instance_settings
+from reisoseg.inference.store import LABELS, PROBABILITIES
+from reisoseg.instances.decode import components, seed_mask
+from reisoseg.instances.target import InstanceSettings, model_instance_settings
 from reisoseg.synthetic.generator import CLASSES, generate_volume
 from reisoseg.synthetic.task import volume_seed
 
@@ -204,25 +209,71 @@ def _generated(chosen: dict) -> dict:
     return volumes
 
 
+def pair_contact(ids: np.ndarray, first: int, second: int) -> np.ndarray:
+    """Voxels of either object that face the other along any axis."""
+    mask = np.zeros(ids.shape, bool)
+    for axis in range(3):
+        moved, marked = np.moveaxis(ids, axis, 0), np.moveaxis(mask, axis, 0)  # views: marking fills `mask`
+        faces = ((moved[1:] == first) & (moved[:-1] == second)) | ((moved[1:] == second) & (moved[:-1] == first))
+        marked[1:] |= faces
+        marked[:-1] |= faces
+    return mask
+
+
+def seeding(ids: np.ndarray, seed_components: np.ndarray, first: int, second: int) -> str:
+    """How the decoding's seeds lie in a pair of objects: "shared" (one seed reaches into both), "unseeded" (one
+    holds no seed of its own, so a neighbour's seed floods it), or "separate"."""
+    seeds = [set(np.unique(seed_components[ids == object_id]).tolist()) - {0} for object_id in (first, second)]
+    if seeds[0] & seeds[1]:
+        return "shared"
+    return "separate" if all(seeds) else "unseeded"
+
+
+def _pair_details(ids: np.ndarray, probabilities: np.ndarray, seed_components: np.ndarray, first: int,
+                  second: int, settings: InstanceSettings) -> dict:
+    """Mean interior and boundary probabilities at the pair's contact and inside the pair, and its seeding."""
+    contact = pair_contact(ids, first, second)
+    inside = np.isin(ids, (first, second)) & ~contact
+
+    def mean(channel: int, mask: np.ndarray) -> float:
+        return round(float(probabilities[channel][mask].mean()), 2)
+
+    return {"contact_interior": mean(settings.instance_class, contact),
+            "contact_boundary": mean(settings.boundary_class, contact),
+            "inside_interior": mean(settings.instance_class, inside),
+            "inside_boundary": mean(settings.boundary_class, inside),
+            "seeding": seeding(ids, seed_components, first, second)}
+
+
 def model_contacts(demo_output: Path) -> dict:
     """Which touching pairs of the demo's test and validation volumes the demo's model keeps apart (module doc)."""
     model, settings = demo_model_folder(demo_output), DemoSettings()
-    record = {"date": date.today().isoformat(), "demo_output": str(demo_output),
-              "decoding": model_instance_settings(model).to_dict(), "sets": {}}
+    decoding = model_instance_settings(model)
+    record = {"date": date.today().isoformat(), "demo_output": str(demo_output), "decoding": decoding.to_dict(),
+              "sets": {}}
     for name in MODEL_SETS:
         cases = {}
         for case, (volume, ids) in _generated(volume_sets()[name]).items():
             found = _analyse(ids, volume.image.astype(np.float32))
-            predicted = reisoseg.segment(volume.image, volume.spacing, model, folds=[FOLD], instances=True, tta=False,
-                                         step_size=settings.step_size, progress=False)
+            with tempfile.TemporaryDirectory() as scratch:
+                output = reisoseg.segment(volume.image, volume.spacing, model, Path(scratch) / "case.zarr",
+                                          folds=[FOLD], instances=True, probabilities=True, tta=False,
+                                          step_size=settings.step_size, progress=False)
+                predicted = zarr.open_array(str(Path(output) / LABELS), mode="r")[...]
+                probabilities = zarr.open_array(str(Path(output) / PROBABILITIES), mode="r")[...].astype(np.float32)
+            seed_components = components(seed_mask(probabilities, decoding, volume.spacing))
             pairs = [tuple(int(v) for v in pair.split("-")) for pair in found["touching_pairs"]]
-            apart = kept_apart(ids, np.asarray(predicted), pairs)
-            cases[case] = {pair: {**values, "kept_apart": apart[pair]}
-                           for pair, values in found["touching_pairs"].items()}
+            apart = kept_apart(ids, predicted, pairs)
+            cases[case] = {f"{a}-{b}": {**found["touching_pairs"][f"{a}-{b}"], "kept_apart": apart[f"{a}-{b}"],
+                                        **_pair_details(ids, probabilities, seed_components, a, b, decoding)}
+                           for a, b in pairs}
         rows = [values for pairs in cases.values() for values in pairs.values()]
+        merged = [row for row in rows if row["kept_apart"] is False]
         record["sets"][name] = {"cases": cases, "touching_pairs": len(rows),
                                 "kept_apart": sum(row["kept_apart"] is True for row in rows),
-                                "merged": sum(row["kept_apart"] is False for row in rows),
+                                "merged": len(merged),
+                                "merged_by_seeding": {kind: sum(row["seeding"] == kind for row in merged)
+                                                      for kind in ("shared", "unseeded", "separate")},
                                 "one_missed": sum(row["kept_apart"] is None for row in rows)}
         print(f"{name}: {({k: v for k, v in record['sets'][name].items() if k != 'cases'})}", flush=True)
     return record

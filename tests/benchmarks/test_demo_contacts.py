@@ -54,3 +54,23 @@ def test_a_touching_pair_is_kept_apart_only_where_its_objects_land_in_different_
     missed = np.where(ids == 3, 0, ids).astype(np.uint32)
     missed[1, 2, 2] = 7  # a stray voxel of another object does not decide which object holds object 1
     assert contacts.kept_apart(ids, missed, pairs) == {"1-2": True, "1-3": None}
+
+
+def test_a_pairs_contact_is_the_voxels_of_either_object_facing_the_other():
+    contacts = load_benchmark("demo_contacts")
+    ids, _ = _stacked_pair_and_a_loner()
+    contact = contacts.pair_contact(ids, 1, 2)
+    assert contact[2:4, 2:10, 2:10].all() and contact.sum() == 128  # sections 2 and 3 under the pair
+    assert not contacts.pair_contact(ids, 1, 3).any()
+
+
+def test_seeds_of_a_pair_are_shared_separate_or_missing_for_one():
+    contacts = load_benchmark("demo_contacts")
+    ids, _ = _stacked_pair_and_a_loner()
+    seeds = np.zeros(ids.shape, np.uint32)
+    seeds[1, 4:6, 4:6], seeds[4, 4:6, 4:6] = 1, 2
+    assert contacts.seeding(ids, seeds, 1, 2) == "separate"
+    seeds[2:4, 4:6, 4:6] = 1  # the first seed grows through the contact
+    assert contacts.seeding(ids, seeds, 1, 2) == "shared"
+    seeds[ids == 2] = 0
+    assert contacts.seeding(ids, seeds, 1, 2) == "unseeded"
