@@ -231,7 +231,8 @@ def seeding(ids: np.ndarray, seed_components: np.ndarray, first: int, second: in
 
 def _pair_details(ids: np.ndarray, probabilities: np.ndarray, seed_components: np.ndarray, first: int,
                   second: int, settings: InstanceSettings) -> dict:
-    """Mean interior and boundary probabilities at the pair's contact and inside the pair, and its seeding."""
+    """Mean interior and boundary probabilities at the pair's contact and inside the pair, the fraction of the contact
+    that is seed, and the pair's seeding."""
     contact = pair_contact(ids, first, second)
     inside = np.isin(ids, (first, second)) & ~contact
 
@@ -242,6 +243,7 @@ def _pair_details(ids: np.ndarray, probabilities: np.ndarray, seed_components: n
             "contact_boundary": mean(settings.boundary_class, contact),
             "inside_interior": mean(settings.instance_class, inside),
             "inside_boundary": mean(settings.boundary_class, inside),
+            "contact_seed_fraction": round(float((seed_components[contact] > 0).mean()), 3),
             "seeding": seeding(ids, seed_components, first, second)}
 
 
