@@ -34,6 +34,8 @@ def restore_trainer(folder: str | os.PathLike, folds: Sequence[int | str] | int 
     fold_folders = [fold_folder(folder, fold) for fold in folds]
     record_file = fold_folders[0] / f"{checkpoint_name}.model.pkl"
     record = safe_load_pickle(record_file)
+    if not isinstance(record, dict) or not {"init", "name", "plans"} <= set(record):
+        raise ReIsoSegError(f"{record_file}: not an nnU-Net v1 model record (it needs init, name and plans)")
     trainer_class = model_restore.recursive_find_python_class(
         [os.path.join(nnunet.__path__[0], "training", "network_training")], record["name"],
         current_module="nnunet.training.network_training")

@@ -141,6 +141,22 @@ def test_loading_a_moved_model_writes_nothing_there_or_where_it_was_trained(trai
     assert _files(model) == before_trained  # nothing at the training-time folder that the .pkl records
 
 
+def test_a_model_record_that_is_not_one_is_a_one_line_error(trained, tmp_path):
+    import torch
+
+    from reisoseg.errors import ReIsoSegError
+    from reisoseg.nnunet_v1.block_predictor import NnunetV1Model
+
+    env, root, model = trained
+    broken = tmp_path / "broken_model"
+    broken.mkdir()
+    shutil.copy2(model / "plans.pkl", broken)
+    shutil.copytree(model / "fold_1", broken / "fold_1")
+    Path(f"{checkpoint_file(broken / 'fold_1')}.pkl").write_bytes(pickle.dumps({"name": "ReIsoSegTrainer"}))
+    with pytest.raises(ReIsoSegError, match="model.pkl: not an nnU-Net v1 model record"):
+        NnunetV1Model.from_folder(broken, ["1"]).load(torch.device("cpu"))
+
+
 @pytest.mark.parametrize("poisoned", POISONED_FILES)
 def test_model_files_that_would_run_code_are_refused_by_predict(trained, poisoned):
     env, root, model = trained
