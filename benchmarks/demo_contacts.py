@@ -19,8 +19,8 @@ With `--model DEMO_OUTPUT` (a folder `reisoseg demo` trained in) it asks instead
 test and validation volumes that model keeps apart: it segments each volume as the demo predicts (no mirroring, the
 model's calibrated decoding) and, per touching pair, whether the two objects' most-overlapping predicted objects
 differ; with the mean interior and boundary probabilities at the pair's contact and inside it, and how the
-decoding's seeds lie in the pair (one seed in both, one object without a seed, or a seed each). Writes
-benchmarks/results/demo_contacts_model.json.
+decoding's seeds lie in the pair (one seed in both, one object without a seed, or a seed each). Adds the model's
+entry to benchmarks/results/demo_contacts_model.json (replacing an earlier one for the same folder).
 
     python benchmarks/demo_contacts.py [--model DEMO_OUTPUT]
 """
@@ -287,8 +287,11 @@ def main() -> None:
                         help="a folder `reisoseg demo` trained in: which touching pairs its model keeps apart")
     arguments = parser.parse_args()
     if arguments.model is not None:
-        MODEL_RECORD.write_text(json.dumps(model_contacts(arguments.model), indent=1))
-        print(f"-> {MODEL_RECORD}")
+        measured = model_contacts(arguments.model)
+        models = json.loads(MODEL_RECORD.read_text())["models"] if MODEL_RECORD.is_file() else []
+        models = [entry for entry in models if entry["demo_output"] != measured["demo_output"]] + [measured]
+        MODEL_RECORD.write_text(json.dumps({"models": models}, indent=1))
+        print(f"-> {MODEL_RECORD} ({len(models)} models)")
         return
     record = {"sets": {}}
     for name, chosen in volume_sets().items():
