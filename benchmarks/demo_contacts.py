@@ -156,10 +156,15 @@ def _groups_merged(ids: np.ndarray, joined: set[tuple[int, int]] | None = None) 
     return np.where(ids > 0, group[ids] + 1, 0).astype(np.uint32)
 
 
+def _pair_ids(key: str) -> tuple[int, int]:
+    """The object ids of a pair's record key "A-B"."""
+    first, second = key.split("-")
+    return int(first), int(second)
+
+
 def _hidden_pairs(found: dict) -> set[tuple[int, int]]:
     """The touching pairs of one case's analysis whose interface the image hides."""
-    return {tuple(int(v) for v in pair.split("-")) for pair, values in found["touching_pairs"].items()
-            if values["hidden"]}
+    return {_pair_ids(pair) for pair, values in found["touching_pairs"].items() if values["hidden"]}
 
 
 def _ceiling(volumes: dict[str, tuple[np.ndarray, tuple[float, ...]]],
@@ -211,13 +216,8 @@ def _generated(chosen: dict) -> dict:
 
 def pair_contact(ids: np.ndarray, first: int, second: int) -> np.ndarray:
     """Voxels of either object that face the other along any axis."""
-    mask = np.zeros(ids.shape, bool)
-    for axis in range(3):
-        moved, marked = np.moveaxis(ids, axis, 0), np.moveaxis(mask, axis, 0)  # views: marking fills `mask`
-        faces = ((moved[1:] == first) & (moved[:-1] == second)) | ((moved[1:] == second) & (moved[:-1] == first))
-        marked[1:] |= faces
-        marked[:-1] |= faces
-    return mask
+    pair = np.where(np.isin(ids, (first, second)), ids, 0)
+    return np.logical_or.reduce([_contacts(pair, axis)[0] for axis in range(3)])
 
 
 def seeding(ids: np.ndarray, seed_components: np.ndarray, first: int, second: int) -> str:
@@ -264,7 +264,7 @@ def model_contacts(demo_output: Path) -> dict:
                 predicted = zarr.open_array(str(Path(output) / LABELS), mode="r")[...]
                 probabilities = zarr.open_array(str(Path(output) / PROBABILITIES), mode="r")[...].astype(np.float32)
             seed_components = components(seed_mask(probabilities, decoding, volume.spacing))
-            pairs = [tuple(int(v) for v in pair.split("-")) for pair in found["touching_pairs"]]
+            pairs = [_pair_ids(pair) for pair in found["touching_pairs"]]
             apart = kept_apart(ids, predicted, pairs)
             cases[case] = {f"{a}-{b}": {**found["touching_pairs"][f"{a}-{b}"], "kept_apart": apart[f"{a}-{b}"],
                                         **_pair_details(ids, probabilities, seed_components, a, b, decoding)}

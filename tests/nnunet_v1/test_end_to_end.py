@@ -120,6 +120,14 @@ def _poisoned_copy(model: Path, root: Path, poisoned: str, trainer: str) -> tupl
     return evil, marker
 
 
+def _copy_of_fold_1(model: Path, folder: Path) -> Path:
+    """`folder` holding the model's plans and fold 1, nothing else."""
+    folder.mkdir()
+    shutil.copy2(model / "plans.pkl", folder)
+    shutil.copytree(model / "fold_1", folder / "fold_1")
+    return folder
+
+
 def _files(folder: Path) -> dict[str, float]:
     return {str(path.relative_to(folder)): path.stat().st_mtime for path in folder.rglob("*")}
 
@@ -130,10 +138,7 @@ def test_loading_a_moved_model_writes_nothing_there_or_where_it_was_trained(trai
     from reisoseg.nnunet_v1.block_predictor import NnunetV1Model
 
     env, root, model = trained
-    moved = tmp_path / "moved_model"
-    moved.mkdir()
-    shutil.copy2(model / "plans.pkl", moved)
-    shutil.copytree(model / "fold_1", moved / "fold_1")
+    moved = _copy_of_fold_1(model, tmp_path / "moved_model")
     before_moved, before_trained = _files(moved), _files(model)
     predictor = NnunetV1Model.from_folder(moved, ["1"]).load(torch.device("cpu"))
     assert predictor.num_classes == 2
@@ -148,10 +153,7 @@ def test_a_model_record_that_is_not_one_is_a_one_line_error(trained, tmp_path):
     from reisoseg.nnunet_v1.block_predictor import NnunetV1Model
 
     env, root, model = trained
-    broken = tmp_path / "broken_model"
-    broken.mkdir()
-    shutil.copy2(model / "plans.pkl", broken)
-    shutil.copytree(model / "fold_1", broken / "fold_1")
+    broken = _copy_of_fold_1(model, tmp_path / "broken_model")
     Path(f"{checkpoint_file(broken / 'fold_1')}.pkl").write_bytes(pickle.dumps({"name": "ReIsoSegTrainer"}))
     with pytest.raises(ReIsoSegError, match="model.pkl: not an nnU-Net v1 model record"):
         NnunetV1Model.from_folder(broken, ["1"]).load(torch.device("cpu"))
