@@ -1,6 +1,6 @@
 """One command that exercises every CUDA path of ReIsoSeg on a GPU, in a few minutes; prints one table.
 
-    python benchmarks/gpu_check.py [--work /tmp/reisoseg_gpu_check] [--patch 32 192 192]
+    python benchmarks/gpu_check.py [--work /tmp/reisoseg_gpu_check] [--patch 32 192 192] [--json FILE]
 
 Checks (each a function that also runs with device="cpu", which tests/benchmarks/test_gpu_check.py does):
 - `training_step`: one fp16 (autocast + GradScaler) training step of ReIsoSegRMV6 with ReIsoLoss at a GPU-sized
@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Callable
 
@@ -113,7 +114,8 @@ def ux_unit(device: torch.device, channels: int = 16, shape: tuple[int, int, int
 def _run(arguments: list[str], env: dict[str, str]) -> None:
     result = subprocess.run([*COMMAND, *arguments], env=env, capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"reisoseg {' '.join(arguments[:2])} failed: {result.stderr.strip().splitlines()[-1:]}")
+        tail = "\n".join(result.stderr.strip().splitlines()[-15:])
+        raise RuntimeError(f"reisoseg {' '.join(arguments[:2])} failed:\n{tail}")
 
 
 def resume_and_predict(env: dict[str, str], task: str, device: torch.device, fold: str = "0") -> dict:
@@ -166,27 +168,40 @@ def prepare_task(work: Path) -> dict[str, str]:
         (work / sub).mkdir(parents=True, exist_ok=True)
         env[name] = str(work / sub)
     if not (work / "preprocessed" / TASK_NAME).is_dir():
-        _run(["synth", "--task", str(TASK_ID), "--name", TASK_NAME.split("_", 1)[1], "--num_training", "4",
+        _run(["synth", "--task", str(TASK_ID), "--name", TASK_NAME.split("_", 1)[1], "--num_training", "5",
               "--num_test", "1", "--shape", "24", "96", "96", "--seed", "9", "--overwrite"], env)
-        subprocess.run([str(Path(sys.executable).parent / "nnUNet_plan_and_preprocess"), "-t", str(TASK_ID),
-                        "-tl", "1", "-tf", "1"], env=env, capture_output=True, check=True)
+        # nnU-Net's planner as a module: wheels installed with `pip --target` put no console script on PATH
+        planner = "nnunet.experiment_planning.nnUNet_plan_and_preprocess"
+        subprocess.run([sys.executable, "-m", planner, "-t", str(TASK_ID), "-tl", "1", "-tf", "1"], env=env,
+                       capture_output=True, check=True)
     return env
 
 
-def run_checks(checks: dict[str, Callable[[], dict]]) -> list[tuple[str, bool, str, float]]:
-    """Each check's (name, passed, detail, seconds); an exception is a failure with its message."""
-    rows = []
+Row = tuple[str, bool, str, float]
+
+
+def run_checks(checks: dict[str, Callable[[], dict]],
+               after_each: Callable[[list[Row]], None] = lambda rows: None) -> list[Row]:
+    """Each check's (name, passed, detail, seconds); an exception is a failure with its message (its traceback goes
+    to stderr, for the fix). `after_each` gets the rows so far after every check: a run cut short keeps them."""
+    rows: list[Row] = []
     for name, check in checks.items():
         start = time.perf_counter()
         try:
             result = check()
             rows.append((name, bool(result["ok"]), result["detail"], time.perf_counter() - start))
         except Exception as error:  # the table reports every failure and goes on
+            traceback.print_exc()
             rows.append((name, False, f"{type(error).__name__}: {error}", time.perf_counter() - start))
+        after_each(rows)
     return rows
 
 
-def print_table(rows: list[tuple[str, bool, str, float]]) -> None:
+def write_json(rows: list[Row], path: Path) -> None:
+    path.write_text(json.dumps([dict(zip(("check", "ok", "detail", "seconds"), row)) for row in rows], indent=1))
+
+
+def print_table(rows: list[Row]) -> None:
     print(f"{'check':20s} {'result':6s} {'s':>6s}  detail")
     for name, ok, detail, seconds in rows:
         print(f"{name:20s} {'pass' if ok else 'FAIL':6s} {seconds:6.1f}  {detail}")
@@ -197,27 +212,30 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/reisoseg_gpu_check"))
     parser.add_argument("--patch", type=int, nargs=3, default=(32, 192, 192), help="training-step patch")
     parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
+                        help="cpu runs the same checks on the CPU, to rehearse this script (default: cuda)")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA GPU found (torch.cuda.is_available() is False): nothing to check here")
         return 0
-    device = torch.device("cuda")
-    print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
-          f"{torch.cuda.device_count()} GPU(s)")
+    device = torch.device(args.device)
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+    if gpus:
+        print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
+              f"{gpus} GPU(s)")
+    else:
+        print(f"CPU rehearsal, torch {torch.__version__}")
     env = prepare_task(args.work)
     model = model_folder(env["RESULTS_FOLDER"], TASK_NAME)
     checks = {"training_step": lambda: training_step(device, tuple(args.patch)), "ux_unit": lambda: ux_unit(device),
               "resume_and_predict": lambda: resume_and_predict(env, TASK_NAME, device),
               "segment": lambda: segment_on(model, device)}
-    if torch.cuda.device_count() >= 2:
+    if gpus >= 2:
         checks["ddp"] = lambda: ddp_step(env, TASK_NAME, device)
-    rows = run_checks(checks)
+    rows = run_checks(checks, (lambda done: write_json(done, args.json)) if args.json else lambda done: None)
     print_table(rows)
-    if torch.cuda.device_count() < 2:
+    if gpus < 2:
         print("ddp: skipped (one GPU; tests/nnunet_v1/test_distributed.py runs two CPU ranks with gloo)")
-    if args.json:
-        args.json.write_text(json.dumps([dict(zip(("check", "ok", "detail", "seconds"), row)) for row in rows],
-                                        indent=1))
     return 0 if all(ok for _, ok, _, _ in rows) else 1
 
 

@@ -1,7 +1,8 @@
 """The wheels a lent GPU machine needs to run ReIsoSeg, prepared here and checked to fit what travels there.
 
 The GPU machine has Python 3.12, its own CUDA torch and many scientific packages, no package registry, and takes at
-most 64 MiB of working tree and carried files per call. This script collects, for CPython 3.12 on x86-64 Linux:
+most 64 MiB of working tree and carried files per call. This script collects, for CPython 3.12 on x86-64 Linux
+(or --python X.Y, to rehearse elsewhere):
 - every distribution that `reisoseg` needs (its requirements, followed through the installed metadata of this
   environment, at the versions installed here: the versions our tests ran with) that the machine's image lacks;
 - our own package as a wheel;
@@ -12,8 +13,8 @@ Needs the registry (it downloads):
 
     python benchmarks/gpu_wheels.py [--output .whl]
 
-On the GPU machine: `python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl`
-and `export PYTHONPATH=/tmp/site`.
+On the GPU machine benchmarks/gpu_run.sh installs them (`pip install --no-index --no-deps --target`, then
+PYTHONPATH); benchmarks/gpu_rehearsal.sh rehearses that here.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 RECORD = Path(__file__).parent / "results" / "gpu_wheels.json"
+DEVICE_PYTHON = "3.12"  # the GPU machine's CPython
 LIMIT_BYTES = 64 * 2**20  # what one call to the GPU machine carries: working tree and carried files together
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux1_x86_64")
@@ -73,26 +75,34 @@ def carried(root: str = "reisoseg") -> dict[str, str]:
             if name not in DEVICE_IMAGE | NOT_IMPORTED | {canonicalize_name(root)}}
 
 
+def image_requirements(root: str = "reisoseg") -> list[str]:
+    """name==version of what the GPU machine's image already holds of `root`'s requirements (torch aside), at the
+    versions installed here: what a rehearsal elsewhere installs in place of that image."""
+    return [f"{name}=={version}" for name, version in sorted(requirement_closure(root).items())
+            if name in DEVICE_IMAGE and name != "torch"]
+
+
 def _pip(*arguments: str) -> None:
     result = subprocess.run([sys.executable, "-m", "pip", *arguments], capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"pip {' '.join(arguments)} failed:\n{result.stderr[-2000:]}")
 
 
-def fetch(name: str, version: str, folder: Path) -> Path:
-    """The CPython 3.12 x86-64 wheel of name==version in `folder`: downloaded, or built here from its source when
-    the registry has no such wheel (pure-Python packages such as nnunet and medpy)."""
+def fetch(name: str, version: str, folder: Path, python: str = DEVICE_PYTHON) -> Path:
+    """The CPython `python` x86-64 wheel of name==version in `folder`: downloaded, or built here from its source
+    when the registry has no such wheel (pure-Python packages such as nnunet and medpy)."""
     before = set(folder.iterdir())
     platforms = [argument for platform in PLATFORMS for argument in ("--platform", platform)]
     try:
-        _pip("download", "--no-deps", "--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
+        _pip("download", "--no-deps", "--only-binary=:all:", "--python-version", python, "--implementation", "cp",
              *platforms, "-d", str(folder), f"{name}=={version}")
     except RuntimeError:
         _pip("wheel", "--no-deps", "-w", str(folder), f"{name}=={version}")
     (wheel,) = set(folder.iterdir()) - before
     tags = parse_wheel_filename(wheel.name)[3]
-    if not any(tag.interpreter in ("py3", "cp312") or tag.abi == "abi3" for tag in tags):
-        raise RuntimeError(f"{wheel.name}: not a wheel CPython 3.12 installs")
+    interpreter = f"cp{python.replace('.', '')}"
+    if not any(tag.interpreter in ("py3", interpreter) or tag.abi == "abi3" for tag in tags):
+        raise RuntimeError(f"{wheel.name}: not a wheel CPython {python} installs")
     return wheel
 
 
@@ -106,8 +116,9 @@ def recompressed(wheel: Path, output: Path) -> Path:
 
 
 def working_tree_bytes(repository: Path) -> int:
-    """Bytes of the tracked files, which travel with every call."""
-    listed = subprocess.run(["git", "ls-files", "-z"], cwd=repository, capture_output=True, check=True).stdout
+    """Bytes of what travels with every call: the tracked files and the untracked ones git does not ignore."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repository,
+                            capture_output=True, check=True).stdout
     return sum((repository / name).stat().st_size for name in listed.decode().split("\0") if name
                and (repository / name).is_file())
 
@@ -115,7 +126,15 @@ def working_tree_bytes(repository: Path) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=Path(".whl"), help="folder for the wheels (default: .whl)")
+    parser.add_argument("--python", default=DEVICE_PYTHON,
+                        help="CPython version the wheels are for (default: %(default)s, the GPU machine's; another "
+                             "one, for a rehearsal elsewhere, writes no record)")
+    parser.add_argument("--print_image", action="store_true",
+                        help="print the image's packages that reisoseg needs, as name==version, and exit")
     arguments = parser.parse_args()
+    if arguments.print_image:
+        print("\n".join(image_requirements()))
+        return 0
     repository = Path(__file__).resolve().parent.parent
     output = arguments.output
     output.mkdir(parents=True, exist_ok=True)
@@ -123,7 +142,7 @@ def main() -> int:
         old.unlink()
     with tempfile.TemporaryDirectory() as scratch:
         downloads = Path(scratch)
-        wheels = [fetch(name, version, downloads) for name, version in carried().items()]
+        wheels = [fetch(name, version, downloads, arguments.python) for name, version in carried().items()]
         _pip("wheel", "--no-deps", "-w", str(downloads), str(repository))
         wheels.append(next(downloads.glob("reisoseg-*.whl")))
         sizes = {}
@@ -138,10 +157,11 @@ def main() -> int:
     fits = total <= LIMIT_BYTES
     print(f"wheels {wheel_bytes / 2**20:.2f} MiB + working tree {tree / 2**20:.2f} MiB = {total / 2**20:.2f} MiB "
           f"of {LIMIT_BYTES / 2**20:.0f} MiB: {'fits' if fits else 'does NOT fit'}")
-    RECORD.write_text(json.dumps({
-        "date": date.today().isoformat(), "python": "3.12", "wheels": sizes, "wheel_bytes": wheel_bytes,
-        "published_bytes": sum(size["published_bytes"] for size in sizes.values()), "working_tree_bytes": tree,
-        "limit_bytes": LIMIT_BYTES, "fits": fits, "left_out": sorted(NOT_IMPORTED)}, indent=1))
+    if arguments.python == DEVICE_PYTHON:
+        RECORD.write_text(json.dumps({
+            "date": date.today().isoformat(), "python": DEVICE_PYTHON, "wheels": sizes, "wheel_bytes": wheel_bytes,
+            "published_bytes": sum(size["published_bytes"] for size in sizes.values()), "working_tree_bytes": tree,
+            "limit_bytes": LIMIT_BYTES, "fits": fits, "left_out": sorted(NOT_IMPORTED)}, indent=1))
     return 0 if fits else 1
 
 

@@ -492,23 +492,34 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
     parser.add_argument("--engine", choices=list(ENGINES), default="v1",
                         help="the nnU-Net both networks train on (default: %(default)s)")
+    parser.add_argument("--patch", type=int, nargs=3, default=None,
+                        help="training patch for every dataset, with --results (default: each dataset's own)")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="records, tables and figure go here (default: the committed ones in benchmarks/results)")
+    parser.add_argument("--prepare_only", action="store_true",
+                        help="only write and plan the datasets' tasks (before runs that start side by side)")
     parser.add_argument("--report_only", action="store_true", help="only rewrite the report from the records")
     parser.add_argument("--work", type=Path, default=Path("/tmp/reisoseg_quality"),
                         help="tasks, models and predictions (default: %(default)s)")
     args = parser.parse_args()
     if args.iterations % SNAPSHOT_ITERATIONS:
         parser.error(f"--iterations must be a multiple of {SNAPSHOT_ITERATIONS}")
+    if args.patch and not args.results:
+        parser.error("--patch needs --results: the committed records hold each dataset's own patch")
     engine = ENGINES[args.engine]
     held_out = [key for key in args.datasets if DATASETS[key].validation_sections]
     if engine.key != "v1" and held_out and not args.report_only:
         parser.error(f"{', '.join(held_out)}: validation sections are held out on the v1 engine only")
     args.work = args.work.resolve()
     engine.use_folders(args.work)
+    if args.results:
+        args.results.mkdir(parents=True, exist_ok=True)
+        engine.use_results(args.results.resolve())
     resolve_device(args.device)  # before nnU-Net starts: cpu hides the GPUs from it
     for key in [] if args.report_only else args.datasets:
-        dataset = DATASETS[key]
+        dataset = DATASETS[key] if args.patch is None else replace(DATASETS[key], patch=tuple(args.patch))
         task = dataset.prepare(engine)
-        if task is None:
+        if task is None or args.prepare_only:
             continue
         for seed in args.seeds:  # seed-major: each finished pair is a comparison on its own
             for method in args.methods:
@@ -516,6 +527,8 @@ def main() -> None:
                              engine)
                 print(f"[{key}] {method} seed {seed}: Dice {result['metrics']['dice']:.3f} "
                       f"(train {result['train_s']:.0f} s)", flush=True)
+    if args.prepare_only:
+        return
     results = [json.loads(p.read_text()) for p in sorted(engine.runs.glob("*.json"))]
     if not results:
         print("no finished runs yet")

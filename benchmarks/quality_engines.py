@@ -49,6 +49,11 @@ class V1:
     def use_folders(self, work: Path) -> None:
         workspace.use_folders(work)
 
+    def use_results(self, folder: Path) -> None:
+        """Records, tables and figure go to `folder` instead of the committed ones (a run on another machine)."""
+        self.runs, self.report, self.summary, self.figure = (folder / path.name for path in (
+            self.runs, self.report, self.summary, self.figure))
+
     def raw_task_folder(self, task: str) -> Path:
         return Path(self.raw_base()) / "nnUNet_raw_data" / task
 

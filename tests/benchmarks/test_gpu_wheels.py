@@ -27,3 +27,10 @@ def test_a_recompressed_wheel_holds_the_same_members_compressed_by_lzma(tmp_path
     with zipfile.ZipFile(packed) as archive:
         assert {info.filename: archive.read(info) for info in archive.infolist()} == members
         assert {info.compress_type for info in archive.infolist()} == {zipfile.ZIP_LZMA}
+
+
+def test_the_image_requirements_are_what_a_rehearsal_installs_in_place_of_the_gpu_image():
+    wheels = load_benchmark("gpu_wheels")
+    image = dict(requirement.split("==") for requirement in wheels.image_requirements())
+    assert {"numpy", "scipy", "scikit-image"} <= set(image) <= wheels.DEVICE_IMAGE
+    assert "torch" not in image and not set(image) & set(wheels.carried())

@@ -133,3 +133,13 @@ def test_the_v2_comparison_trains_snapshots_and_scores_both_networks(tmp_path):
         assert [s["iterations"] for s in record["snapshots"]] == [2, 4]  # a kept snapshot and the final model
         assert len(record["validation_pseudo_dice"]) == 2 and record["train_s"] > 0
         assert 0 <= record["metrics"]["dice"] <= 1 and set(record["per_case"]) == {"synth_002"}
+
+
+def test_results_elsewhere_move_records_tables_and_figure_of_that_engine_only(tmp_path):
+    engines = load_benchmark("quality_engines")
+    engine = engines.V1()
+    engine.use_results(tmp_path)
+    assert (engine.runs, engine.report, engine.summary, engine.figure) == (
+        tmp_path / "quality_runs", tmp_path / "quality.md", tmp_path / "quality.json",
+        tmp_path / "quality_dice_vs_iterations.png")
+    assert engines.ENGINES["v1"].runs == engines.V1.runs != engine.runs  # the shared engines keep theirs
