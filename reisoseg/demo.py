@@ -19,6 +19,7 @@ from reisoseg.inference.calibration import calibrate_model
 from reisoseg.instances.calibration import store_calibration, uncalibrated_settings
 from reisoseg.io.atomic import atomic_file
 from reisoseg.layout import (
+    BRANCH_LOSSES_FILE,
     DEFAULT_CONFIGURATION,
     DEFAULT_TRAINER,
     ENGINE_LOG,
@@ -229,9 +230,13 @@ def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings
 
     figures = {"training_curve": str(plot_training_curve(fold_folder(model, FOLD), output / "training_curve.png"))}
     figures.update(plot_overlays(raw, predictions, cases[0], output, instances=instances))
+    # the budget is in minutes: how far training got depends on the machine, and the results with it
+    epochs = len(json.loads((fold_folder(model, FOLD) / BRANCH_LOSSES_FILE).read_text()))
     summary = {
         "task": TASK_NAME,
         "trainer": TRAINER,
+        "epochs_trained": epochs,
+        "iterations_trained": epochs * settings.iterations_per_epoch,
         "ani_scale": json.loads((fold_folder(model, FOLD) / TRAINER_SETTINGS_FILE).read_text())["ani_scale"],
         "metrics": metrics,
         "metrics_connected_components": connected,
@@ -242,7 +247,8 @@ def run_demo(output: str | os.PathLike = "reisoseg_demo", settings: DemoSettings
     }
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
     mean, before = metrics["mean"]["mitochondria"], connected["mean"]["mitochondria"]
-    print(f"mitochondria Dice {mean['dice']:.3f}  IoU {mean['iou']:.3f}; objects {mean['predicted_instances']:.0f} "
+    print(f"after {epochs} epochs of {settings.iterations_per_epoch} iterations in {settings.budget_minutes:g} min: "
+          f"mitochondria Dice {mean['dice']:.3f}  IoU {mean['iou']:.3f}; objects {mean['predicted_instances']:.0f} "
           f"found / {mean['reference_instances']:.0f} true per volume: F1@0.5 {mean['f1_50']:.2f}  AP-75 "
           f"{mean['ap_75']:.2f} (connected components: {before['predicted_instances']:.0f} objects, F1@0.5 "
           f"{before['f1_50']:.2f})  -> {output / 'summary.json'}")

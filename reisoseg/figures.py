@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from reisoseg.io.atomic import atomic_file
+from reisoseg.layout import BRANCH_LOSSES_FILE
 
 
 def _pyplot():
@@ -27,7 +28,7 @@ def _save(figure, path: Path) -> Path:
 
 def plot_training_curve(fold: Path, path: Path) -> Path:
     """Total, L_iso and L_ani per epoch (training) and L_ani (validation) from `branch_losses.json`."""
-    history = json.loads((Path(fold) / "branch_losses.json").read_text())
+    history = json.loads((Path(fold) / BRANCH_LOSSES_FILE).read_text())
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6, 3.5))
     epochs = [h["epoch"] + 1 for h in history]

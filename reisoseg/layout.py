@@ -15,6 +15,7 @@ BEST_CHECKPOINT = "model_best"
 CHECKPOINT_SUFFIX = ".model"  # beside each: NAME.model.pkl (plans, trainer name), read without unrestricted pickle
 
 TRAINER_SETTINGS_FILE = "reisoseg.json"  # beside a fold's checkpoints: what the trainer chose (ani_scale, patch, ...)
+BRANCH_LOSSES_FILE = "branch_losses.json"  # beside a fold's checkpoints: L_iso and L_ani of each completed epoch
 INSTANCES_FILE = "instances.json"  # beside a model (TRAINER__PLANS): how its classes encode objects
 INSTANCES_KEY = "reisoseg_instances"  # the same settings in dataset.json, where training copies them from
 INSTANCES_SUBFOLDER = "instances"  # predicted objects inside a prediction folder

@@ -25,7 +25,7 @@ import torch
 from nnunet.training.network_training.nnUNetTrainerV2 import nnUNetTrainerV2
 
 from reisoseg.io.atomic import atomic_file
-from reisoseg.layout import TRAINER_SETTINGS_FILE
+from reisoseg.layout import BRANCH_LOSSES_FILE, TRAINER_SETTINGS_FILE
 from reisoseg.loss import DEFAULT_ANI_WEIGHT, DS_WEIGHTS, ReIsoLoss
 from reisoseg.network.anisotropy import (
     ani_scale_from_spacing,
@@ -161,7 +161,7 @@ class ReIsoSegTrainer(EMTrainingMixin, nnUNetTrainerV2):
         self.branch_loss_history.append(means)
         self.print_to_log_file("  ".join(f"{key} {value:.4f}" for key, value in means.items() if key != "epoch"))
         if self.writes_files:
-            with atomic_file(os.path.join(self.output_folder, "branch_losses.json")) as temporary:
+            with atomic_file(os.path.join(self.output_folder, BRANCH_LOSSES_FILE)) as temporary:
                 temporary.write_text(json.dumps(self.branch_loss_history))
         return super().on_epoch_end()
 

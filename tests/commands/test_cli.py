@@ -68,6 +68,10 @@ def test_quick_demo_writes_summary_and_figures_then_reuses_steps(tmp_path):
                "ari", "predicted_instances", "reference_instances"}
     assert set(summary["metrics"]["mean"]["mitochondria"]) >= metrics
     assert summary["ani_scale"] == [2, 2, 2]
+    history = json.loads(next((out / "nnunet" / "results").rglob("branch_losses.json")).read_text())
+    assert summary["epochs_trained"] == len(history) >= 1  # what the time budget reached on this machine
+    assert summary["iterations_trained"] == 2 * len(history)  # the quick demo's 2 iterations per epoch
+    assert f"after {len(history)} epochs of 2 iterations in 0.05 min: mitochondria Dice" in first.stdout
     raw = out / "nnunet" / "raw" / "nnUNet_raw_data" / "Task500_SynthDemo"
     for case, values in summary["metrics"]["per_case"].items():  # the summary is what the files hold
         truth, _ = read_nifti(raw / "labelsTs" / f"{case}.nii.gz")
