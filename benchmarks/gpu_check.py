@@ -9,7 +9,7 @@ Checks (each a function that also runs with device="cpu", which tests/benchmarks
   made of grouped `F.conv3d` calls in float32;
 - `resume_and_predict`: `reisoseg train` on a tiny synthetic task (fp16 on CUDA: the checkpoint holds grad-scaler
   state), `-c` for one more epoch from it, then `reisoseg predict` through the restricted loaders;
-- `segment`: `reisoseg.segment` on the device against the CPU result;
+- `segment`: `reisoseg.segment` on the device against `reisoseg segment --device cpu` (its own process);
 - `ddp`: `reisoseg train --gpus 2` (two ranks, nccl, DistributedDataParallel) when two GPUs exist.
 Exits non-zero when any check fails. Without a CUDA GPU it says so and exits 0 (our CI has none).
 """
@@ -137,16 +137,22 @@ def resume_and_predict(env: dict[str, str], task: str, device: torch.device, fol
                                 f"{'saved' if scaler else 'none (not CUDA)'}, {len(written)} case(s) predicted"}
 
 
-def segment_on(model: Path, device: torch.device, shape: tuple[int, int, int] = (24, 96, 96),
+def segment_on(model: Path, device: torch.device, work: Path, shape: tuple[int, int, int] = (24, 96, 96),
                fold: str = "0") -> dict:
-    """`reisoseg.segment` with one fold on `device` against the CPU result."""
+    """`reisoseg.segment` with one fold on `device` against `reisoseg segment --device cpu` in a process of its own:
+    once a process has used CUDA it can no longer hide the GPU from nnU-Net's window prediction on the CPU."""
     import reisoseg
+    from reisoseg.io.volume import open_volume, write_volume
     from reisoseg.synthetic import generate_volume
 
     volume = generate_volume(shape, 8, seed=5)
-    labels = {name: reisoseg.segment(volume.image, volume.spacing, model=model, folds=[fold], device=name, tta=False,
-                                     progress=False) for name in dict.fromkeys([device.type, "cpu"])}
-    agreement = float((labels[device.type] == labels["cpu"]).mean())
+    source, reference = work / "segment_check.nii.gz", work / "segment_check_cpu.zarr"
+    write_volume(source, volume.image, volume.spacing)
+    _run(["segment", "-i", str(source), "-o", str(reference), "--model_folder", str(model), "-f", fold,
+          "--disable_tta", "--device", "cpu", "--overwrite", "--no_progress"], dict(os.environ))
+    labels = reisoseg.segment(volume.image, volume.spacing, model=model, folds=[fold], device=device.type, tta=False,
+                              progress=False)
+    agreement = float((labels == open_volume(reference).read()).mean())
     return {"ok": agreement >= 0.999, "detail": f"{agreement:.5f} of voxels agree with the CPU result"}
 
 
@@ -229,7 +235,7 @@ def main() -> int:
     model = model_folder(env["RESULTS_FOLDER"], TASK_NAME)
     checks = {"training_step": lambda: training_step(device, tuple(args.patch)), "ux_unit": lambda: ux_unit(device),
               "resume_and_predict": lambda: resume_and_predict(env, TASK_NAME, device),
-              "segment": lambda: segment_on(model, device)}
+              "segment": lambda: segment_on(model, device, args.work)}
     if gpus >= 2:
         checks["ddp"] = lambda: ddp_step(env, TASK_NAME, device)
     rows = run_checks(checks, (lambda done: write_json(done, args.json)) if args.json else lambda done: None)

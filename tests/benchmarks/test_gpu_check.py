@@ -33,11 +33,11 @@ def test_training_step_and_ux_unit_checks_pass_on_cpu(gpu_check):
 
 
 @pytest.mark.slow  # two nnU-Net trainings and a prediction, ~1.5 min on 2 cores
-def test_resume_predict_and_segment_checks_pass_on_cpu(gpu_check, trained):
-    env, root, model = trained
+def test_resume_predict_and_segment_checks_pass_on_cpu(gpu_check, trained, tmp_path):
+    env, _, model = trained
     resumed = gpu_check.resume_and_predict(env, TASK, CPU, fold="2")  # its own fold: the others are in use
     assert resumed["ok"] and "epochs 1 -> 2" in resumed["detail"], resumed["detail"]
-    segmented = gpu_check.segment_on(model, CPU, shape=(16, 64, 64), fold="2")
+    segmented = gpu_check.segment_on(model, CPU, tmp_path, shape=(16, 64, 64), fold="2")
     assert segmented["ok"], segmented["detail"]
 
 
