@@ -77,11 +77,11 @@ def _measure(kind: str, repeats: int, device, ratio: int, patch: tuple[int, int,
     import torch
     from bench_forward import median_seconds, training_step
 
+    baseline = kind.endswith("generic_unet")
     if kind.startswith("eval_"):
         x = torch.randn(1, 1, *patch, device=device)
-        network = _network("generic_unet" if kind.endswith("generic_unet") else "reisoseg", ratio, patch)
-        network = network.to(device).eval()
-        if kind == "eval_generic_unet":
+        network = _network("generic_unet" if baseline else "reisoseg", ratio, patch).to(device).eval()
+        if baseline:
             network.do_ds = False
             work = lambda: network(x)  # noqa: E731
         else:
@@ -91,10 +91,9 @@ def _measure(kind: str, repeats: int, device, ratio: int, patch: tuple[int, int,
             return median_seconds(work, repeats)
     if kind.startswith("train_"):
         x = torch.randn(2, 1, *patch, device=device)
-        network = _network("generic_unet" if kind.endswith("generic_unet") else "reisoseg", ratio, patch)
-        return median_seconds(training_step(network.to(device), x), max(3, repeats // 2))
-    network = _network("generic_unet" if kind.endswith("generic_unet") else "reisoseg_v1", ratio, patch)
-    network = network.to(device).eval()
+        network = _network("generic_unet" if baseline else "reisoseg", ratio, patch).to(device)
+        return median_seconds(training_step(network, x), max(3, repeats // 2))
+    network = _network("generic_unet" if baseline else "reisoseg_v1", ratio, patch).to(device).eval()
     network.do_ds = False
     volume = np.random.default_rng(0).normal(size=(1, *volume_for(patch))).astype(np.float32)
 
