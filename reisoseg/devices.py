@@ -33,3 +33,11 @@ def resolve_device(name: str | None = None) -> torch.device:
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ReIsoSegError("`device` mps was asked for, but this torch has no MPS backend")
     return torch.device(name)
+
+
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX), where bf16 autocast trains faster than
+    float32; elsewhere it is emulated and slower. torch exposes the check only under private names, hence the
+    guard."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)

@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from reisoseg.devices import resolve_device
+from reisoseg.devices import cpu_computes_bf16, resolve_device
 from reisoseg.errors import ReIsoSegError
 
 
@@ -32,3 +32,15 @@ def test_missing_cuda_is_a_user_error(monkeypatch):
 def test_unknown_device_is_a_user_error():
     with pytest.raises(ReIsoSegError, match="unknown `device` 'tpu'"):
         resolve_device("tpu")
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [(True, False, True), (False, True, True), (False, False, False),
+                                                        (None, None, False)])
+def test_bf16_needs_avx512_bf16_or_amx_and_survives_torch_renaming_its_checks(monkeypatch, avx512_bf16, amx,
+                                                                              expected):
+    for name, value in (("_is_avx512_bf16_supported", avx512_bf16), ("_is_amx_tile_supported", amx)):
+        if value is None:  # a torch without these private checks
+            monkeypatch.delattr(torch.cpu, name, raising=False)
+        else:
+            monkeypatch.setattr(torch.cpu, name, lambda value=value: value)
+    assert cpu_computes_bf16() is expected

@@ -17,7 +17,8 @@
   mean epoch time, so that the poly schedule ends when the budget does; the same for every trainer, so that the
   method and the baseline can be compared at equal wall time;
 - the device (`device`: CUDA, MPS or CPU, not only nnU-Net's CUDA-or-CPU) and one training step on it: fp16
-  autocast with a grad scaler on CUDA, gradients clipped at nnU-Net's norm, through DDP when distributed;
+  autocast with a grad scaler on CUDA, bf16 autocast on the CPU if asked for (`cpu_bf16`), gradients clipped at
+  nnU-Net's norm, through DDP when distributed;
 - a memory budget (`memory_budget_bytes`): the patch shrinks until a training step's estimate fits it;
 - several processes (reisoseg.nnunet_v1.distributed): the global batch split over the ranks, DDP around the
   network, batch Dice and pseudo-Dice over the global batch, and one writer: only rank 0 logs, plots and saves.
@@ -39,7 +40,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from reisoseg.augmentation import DefectedBatches, em_defects
 from reisoseg.checkpointing import DEFAULT_CHECKPOINT_MINUTES, StopRequested, restore_rng_state, rng_state
-from reisoseg.devices import resolve_device
+from reisoseg.devices import cpu_computes_bf16, resolve_device
 from reisoseg.errors import ReIsoSegError, TrainingStopped
 from reisoseg.io.atomic import atomic_file
 from reisoseg.layout import LATEST_CHECKPOINT, checkpoint_file
@@ -69,6 +70,7 @@ class EMTrainingMixin:
 
     em_augmentation: bool = False  # add reisoseg.augmentation.em_defects() to the training augmentation
     optimizer_name: str = "sgd"  # one of OPTIMIZERS
+    cpu_bf16: bool = False  # on the CPU, train in bfloat16 autocast (no grad scaler: bf16 has float32's range)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -141,6 +143,9 @@ class EMTrainingMixin:
         super().initialize(training, force_load_plans)
         if not first:
             return
+        if self.cpu_bf16 and training:
+            emulated = "" if cpu_computes_bf16() else ", which lacks bfloat16 instructions: slower than float32 here"
+            self.print_to_log_file(f"training steps in bfloat16 autocast on the CPU (cpu_bf16){emulated}")
         if self.ignore_label is not None:
             self.loss.loss = DiceCEWithIgnore(self.loss.loss, self.ignore_label)
             if training:
@@ -237,14 +242,16 @@ class EMTrainingMixin:
 
     def run_iteration(self, data_generator, do_backprop=True, run_online_evaluation=False):
         """One training or validation step on `device`, as nnUNetTrainerV2's (fp16 with the grad scaler on CUDA,
-        gradients clipped), through DDP when distributed; stops first if SIGTERM arrived."""
+        bf16 autocast on the CPU if asked for, gradients clipped), through DDP when distributed; stops first if
+        SIGTERM arrived."""
         self.stop_if_requested()
         batch = next(data_generator)
         data = maybe_to_torch(batch["data"]).to(self.device, non_blocking=True)
         target = [t.to(self.device, non_blocking=True) for t in maybe_to_torch(batch["target"])]
         self.optimizer.zero_grad(set_to_none=True)
         network = self._distributed_network if do_backprop and self._distributed_network else self.network
-        with torch.autocast(self.device.type, enabled=self.fp16):
+        with torch.autocast(self.device.type, dtype=torch.float16 if self.fp16 else torch.bfloat16,
+                            enabled=self.fp16 or self.cpu_bf16):
             output = network(data)
             loss = self.loss(output, target)
         if do_backprop:

@@ -52,6 +52,12 @@ def _configure(trainer, options: TrainingOptions, device: torch.device) -> None:
         trainer.optimizer_name = options.optimizer
     if options.initial_lr is not None:
         trainer.initial_lr = options.initial_lr
+    if options.cpu_bf16:
+        _require_our_trainer(trainer, "cpu_bf16", "trains in float32 on the CPU")
+        if device.type != "cpu":
+            raise ReIsoSegError(f"`cpu_bf16` is for training on the CPU, not on {device.type} (CUDA trains in fp16 "
+                                f"mixed precision already)")
+        trainer.cpu_bf16 = True
 
     if options.time_budget_minutes is not None:
         _require_our_trainer(trainer, "time_budget_minutes", "trains for `epochs`")

@@ -44,6 +44,7 @@ class TrainingOptions:
     em_augmentation: bool = False  # our trainers: add the EM section-defect augmentation (reisoseg.augmentation)
     optimizer: str | None = None  # our trainers: "sgd" (nnU-Net's, the default) or "adamw"
     initial_lr: float | None = None  # where the poly learning-rate schedule starts (nnU-Net: 0.01)
+    cpu_bf16: bool = False  # our trainers on the CPU: bfloat16 autocast (faster where the CPU has bf16 instructions)
 
     def __post_init__(self) -> None:
         """Values no engine can use are refused here, before any work."""

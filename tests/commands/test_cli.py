@@ -72,6 +72,9 @@ def test_quick_demo_writes_summary_and_figures_then_reuses_steps(tmp_path):
     assert summary["epochs_trained"] == len(history) >= 1  # what the time budget reached on this machine
     assert summary["iterations_trained"] == 2 * len(history)  # the quick demo's 2 iterations per epoch
     assert f"after {len(history)} epochs of 2 iterations in 0.05 min: mitochondria Dice" in first.stdout
+    # float32 by default, also on a CPU with bfloat16 instructions
+    training_log = next((out / "nnunet" / "results").rglob("training_log_*.txt")).read_text()
+    assert summary["settings"]["cpu_bf16"] is False and "bfloat16" not in training_log + first.stdout
     raw = out / "nnunet" / "raw" / "nnUNet_raw_data" / "Task500_SynthDemo"
     for case, values in summary["metrics"]["per_case"].items():  # the summary is what the files hold
         truth, _ = read_nifti(raw / "labelsTs" / f"{case}.nii.gz")

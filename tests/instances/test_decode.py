@@ -6,7 +6,7 @@ from dataclasses import replace
 import numpy as np
 
 from reisoseg.evaluation.instances import adjusted_rand_index
-from reisoseg.instances.decode import decode_instances
+from reisoseg.instances.decode import decode_instances, seed_mask
 from reisoseg.instances.target import InstanceSettings, instance_target
 from tests.instances.conftest import SPACING, ellipsoid, probabilities_from
 
@@ -57,3 +57,16 @@ def test_objects_below_the_minimum_score_are_dropped():
     assert labels.max() == 2 and sorted(round(s, 2) for s in scores.values()) == [0.65, 1.0]
     labels, scores = decode_instances(probabilities, SPACING, replace(SETTINGS, min_score=0.7))
     assert labels.max() == 1 and labels[faint].max() == 0 and list(scores.values()) == [1.0]
+
+
+def test_seeds_are_the_same_from_float16_and_float32_probabilities():
+    """`segment` decodes its float16 store, calibration float32 copies of it: the threshold must cut both alike,
+    also where a probability equals the threshold rounded to float16."""
+    probabilities = np.zeros((3, 2, 4, 4), np.float16)
+    probabilities[1] = np.float16(0.9)  # 0.8999..., below a threshold of 0.9
+    probabilities[1, 1] = np.float16(0.95)
+    probabilities[0] = 1 - probabilities[1]
+    settings = replace(SETTINGS, seed_threshold=0.9)
+    seeds = seed_mask(probabilities, settings, SPACING)
+    assert np.array_equal(seeds, seed_mask(probabilities.astype(np.float32), settings, SPACING))
+    assert not seeds[0].any() and seeds[1].all()

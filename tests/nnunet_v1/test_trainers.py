@@ -254,6 +254,50 @@ def _fresh_weights(tmp_path):
     return list(trainer.network.parameters())
 
 
+def test_cpu_bf16_runs_the_step_in_bfloat16_and_only_on_the_cpu(tmp_path, monkeypatch):
+    """`cpu_bf16`: the convolutions of a training step compute in bfloat16, the weights stay float32 and learn;
+    refused on another device and for nnU-Net's own trainers."""
+    from nnunet.training.loss_functions.deep_supervision import MultipleOutputLoss2
+    from nnunet.training.network_training.nnUNetTrainerV2 import nnUNetTrainerV2
+
+    from reisoseg.devices import cpu_computes_bf16
+    from reisoseg.nnunet_v1 import em_training
+    from reisoseg.nnunet_v1.training import _configure
+    from reisoseg.nnunet_v1.training_options import TrainingOptions
+
+    dtypes = {}
+    for bf16 in (False, True):
+        trainer = _trainer(tmp_path / str(bf16), name="nnUNetTrainerV2EM")
+        _configure(trainer, TrainingOptions(cpu_bf16=bf16), torch.device("cpu"))
+        trainer.initialize_network()
+        trainer.initialize_optimizer_and_scheduler()
+        monkeypatch.setattr(nnUNetTrainerV2, "initialize", lambda *args, **kwargs: None)  # no data here
+        trainer.initialize(training=True)  # our part of it: the log line
+        log = Path(trainer.log_file).read_text() if trainer.log_file else ""
+        assert ("bfloat16 autocast on the CPU" in log) == bf16
+        assert ("lacks bfloat16 instructions" in log) == (bf16 and not cpu_computes_bf16())
+        trainer.loss = MultipleOutputLoss2(trainer.loss, [8 / 15, 4 / 15, 2 / 15, 1 / 15, 0.0])
+        before = [p.detach().clone() for p in trainer.network.parameters()]
+        first_conv = next(m for m in trainer.network.modules() if isinstance(m, torch.nn.Conv3d))
+        first_conv.register_forward_hook(lambda module, inputs, output, key=bf16: dtypes.update({key: output.dtype}))
+        assert np.isfinite(trainer.run_iteration(iter([_step_inputs(trainer)])))
+        assert all(p.dtype == torch.float32 for p in trainer.network.parameters())
+        assert any(not torch.equal(a, b) for a, b in zip(before, trainer.network.parameters()))
+    assert dtypes == {False: torch.float32, True: torch.bfloat16}
+    monkeypatch.setattr(em_training, "cpu_computes_bf16", lambda: False)  # a CPU that emulates bfloat16
+    emulating = _trainer(tmp_path / "emulating", name="nnUNetTrainerV2EM")
+    _configure(emulating, TrainingOptions(cpu_bf16=True), torch.device("cpu"))
+    emulating.initialize(training=True)
+    assert "lacks bfloat16 instructions: slower than float32 here" in Path(emulating.log_file).read_text()
+
+    with pytest.raises(ReIsoSegError, match="for training on the CPU, not on cuda"):
+        _configure(_trainer(tmp_path / "cuda"), TrainingOptions(cpu_bf16=True), torch.device("cuda"))
+    theirs = nnUNetTrainerV2(str(tmp_path / "plans.pkl"), 0, output_folder=str(tmp_path),
+                             dataset_directory=str(tmp_path), stage=0, unpack_data=False)
+    with pytest.raises(ReIsoSegError, match="trains in float32 on the CPU"):
+        _configure(theirs, TrainingOptions(cpu_bf16=True), torch.device("cpu"))
+
+
 def test_patch_and_batch_options_train_on_plans_of_their_own():
     from reisoseg.nnunet_v1.training_options import TrainingOptions, effective_plans_identifier
 
