@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Rehearses benchmarks/gpu_run.sh on this CPU the way the GPU machine runs it: a copy of what travels there (the
-# tracked files and the untracked ones git does not ignore, as the device tool copies them), a Python that holds torch
-# and the GPU machine's image packages but not reisoseg, and the wheels of benchmarks/gpu_wheels.py (for this
-# Python) in the copy's .whl/, installed by gpu_run.sh itself.
+# Rehearses benchmarks/gpu_run.sh on this CPU the way the GPU machine runs it: a copy of what travels there
+# (`gpu_wheels.py --print_travelling`), a Python that holds torch and the GPU machine's image packages but not
+# reisoseg, and the wheels of benchmarks/gpu_wheels.py (for this Python) in the copy's .whl/, installed by gpu_run.sh
+# itself.
 #
 #   bash benchmarks/gpu_rehearsal.sh [--minutes 20]
 #
@@ -27,7 +27,7 @@ fi
 scratch=$(mktemp -d /tmp/reisoseg_gpu_rehearsal.XXXXXX)
 echo "rehearsal in $scratch"
 mkdir "$scratch/checkout"
-git -C "$root" ls-files -z --cached --others --exclude-standard \
+"$developer_python" "$root/benchmarks/gpu_wheels.py" --print_travelling \
     | (cd "$root" && xargs -0 cp --parents -t "$scratch/checkout")
 python3 -m venv "$scratch/image"
 "$scratch/image/bin/python" -m pip install -q torch==2.13.0

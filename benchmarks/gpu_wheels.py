@@ -115,12 +115,17 @@ def recompressed(wheel: Path, output: Path) -> Path:
     return target
 
 
-def working_tree_bytes(repository: Path) -> int:
-    """Bytes of what travels with every call: the tracked files and the untracked ones git does not ignore."""
+def travelling_files(repository: Path) -> list[str]:
+    """What travels with every call, relative to `repository`: the tracked files and the untracked ones git does not
+    ignore (as the device tool copies them)."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repository,
                             capture_output=True, check=True).stdout
-    return sum((repository / name).stat().st_size for name in listed.decode().split("\0") if name
-               and (repository / name).is_file())
+    return [name for name in listed.decode().split("\0") if name and (repository / name).is_file()]
+
+
+def working_tree_bytes(repository: Path) -> int:
+    """Bytes of what travels with every call."""
+    return sum((repository / name).stat().st_size for name in travelling_files(repository))
 
 
 def main() -> int:
@@ -131,11 +136,16 @@ def main() -> int:
                              "one, for a rehearsal elsewhere, writes no record)")
     parser.add_argument("--print_image", action="store_true",
                         help="print the image's packages that reisoseg needs, as name==version, and exit")
+    parser.add_argument("--print_travelling", action="store_true",
+                        help="print the files that travel with every call, NUL-separated, and exit")
     arguments = parser.parse_args()
+    repository = Path(__file__).resolve().parent.parent
     if arguments.print_image:
         print("\n".join(image_requirements()))
         return 0
-    repository = Path(__file__).resolve().parent.parent
+    if arguments.print_travelling:
+        sys.stdout.write("".join(f"{name}\0" for name in travelling_files(repository)))
+        return 0
     output = arguments.output
     output.mkdir(parents=True, exist_ok=True)
     for old in output.glob("*.whl"):

@@ -40,7 +40,7 @@ def seed_mask(probabilities: np.ndarray, settings: InstanceSettings, spacing: Se
     # in float32 whatever the stored precision: numpy would compare float16 probabilities with the threshold
     # rounded to float16 (0.9 -> 0.8999), and calibration, which scores float32 copies, would choose for a
     # decoding other than the one `segment` applies to its float16 store
-    interior = probabilities[settings.instance_class].astype(np.float32)
+    interior = probabilities[settings.instance_class].astype(np.float32, copy=False)
     seeds = (interior >= settings.seed_threshold) & foreground(probabilities, settings)
     if settings.seed_erosion_nm > 0:
         distance = edt.edt(np.ascontiguousarray(seeds, dtype=np.uint8), anisotropy=tuple(float(s) for s in spacing),

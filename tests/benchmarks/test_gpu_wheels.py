@@ -34,3 +34,18 @@ def test_the_image_requirements_are_what_a_rehearsal_installs_in_place_of_the_gp
     image = dict(requirement.split("==") for requirement in wheels.image_requirements())
     assert {"numpy", "scipy", "scikit-image"} <= set(image) <= wheels.DEVICE_IMAGE
     assert "torch" not in image and not set(image) & set(wheels.carried())
+
+
+def test_what_travels_is_tracked_and_untracked_files_but_not_ignored_or_deleted_ones(tmp_path):
+    import subprocess
+
+    wheels = load_benchmark("gpu_wheels")
+    files = {".gitignore": ".venv/\n", "kept.py": "", "gone.py": "", "new.py": "", ".venv/lib.py": ""}
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "add", ".gitignore", "kept.py", "gone.py"], cwd=tmp_path, check=True)
+    (tmp_path / "gone.py").unlink()
+    assert sorted(wheels.travelling_files(tmp_path)) == [".gitignore", "kept.py", "new.py"]
+    assert wheels.working_tree_bytes(tmp_path) == len(".venv/\n")
